@@ -1,0 +1,153 @@
+"""Commands: what callers ask of an execution, imperative and immutable.
+
+Worker reports carry the lease they hold; operator actions carry their actor and,
+when the caller may repeat them, an idempotency key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.values import Actor, ExecutionType, FailureReason, InputKind, RetryPolicy, ToolOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    execution_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class CreateExecution(Command):
+    tenant: str
+    agent_id: str
+    worker_queue: str
+    prompt: str
+    created_by: Actor
+    type: ExecutionType = ExecutionType.AGENT
+    team_id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    deadline: datetime | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_seconds: float | None = None
+    heartbeat_timeout_seconds: float | None = None
+    parent_execution_id: UUID | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PickUp(Command):
+    worker_id: str
+    claim_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordToolCall(Command):
+    lease: int
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishToolCall(Command):
+    lease: int
+    call_id: str
+    outcome: ToolOutcome
+    result_summary: str = ""
+    duration_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOutput(Command):
+    lease: int
+    text: str
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddArtifact(Command):
+    lease: int
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    object_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInput(Command):
+    lease: int
+    question: str
+    kind: InputKind = InputKind.CLARIFICATION
+    answer_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProvideInput(Command):
+    answer: Any
+    actor: Actor
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Block(Command):
+    reason: str
+    actor: Actor
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unblock(Command):
+    reason: str
+    actor: Actor
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCancel(Command):
+    reason: str
+    actor: Actor
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmCancel(Command):
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class Complete(Command):
+    lease: int
+    result: Any = None
+    completion_notes: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForceComplete(Command):
+    actor: Actor
+    result: Any = None
+    completion_notes: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fail(Command):
+    lease: int
+    error: str
+    reason: FailureReason = FailureReason.AGENT_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireLease(Command):
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retry(Command):
+    actor: Actor
+    idempotency_key: str | None = None

@@ -1,0 +1,57 @@
+"""Named domain errors. Each leaves the aggregate, and the log, unchanged."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+
+class DomainError(Exception):
+    """A command the domain refuses. Carries a message a person can act on."""
+
+
+class InvalidTransition(DomainError):
+    def __init__(self, execution_id: UUID, status: str, action: str) -> None:
+        self.execution_id = execution_id
+        self.status = status
+        self.action = action
+        super().__init__(f"cannot {action} execution {execution_id}: it is {status}")
+
+
+class LeaseLost(DomainError):
+    """A worker reported with a lease that is no longer current (fencing token)."""
+
+    def __init__(self, execution_id: UUID, presented: int, current: int) -> None:
+        self.execution_id = execution_id
+        self.presented = presented
+        self.current = current
+        super().__init__(
+            f"lease {presented} on execution {execution_id} is stale (current lease is {current})"
+        )
+
+
+class ExecutionNotFound(DomainError):
+    def __init__(self, execution_id: UUID) -> None:
+        self.execution_id = execution_id
+        super().__init__(f"execution {execution_id} does not exist")
+
+
+class IdempotencyKeyReused(DomainError):
+    """The same idempotency key came back with a different request."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"idempotency key {key!r} was already used for a different request; "
+            "use a new key for a new request"
+        )
+
+
+class UnknownToolCall(DomainError):
+    def __init__(self, execution_id: UUID, call_id: str) -> None:
+        self.execution_id = execution_id
+        self.call_id = call_id
+        super().__init__(f"execution {execution_id} has no tool call {call_id!r}")
+
+
+class InvalidCommand(DomainError):
+    """A command whose own values are wrong (empty prompt, negative priority, ...)."""
