@@ -22,6 +22,7 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import Environment
 
 from domain import commands as c
 from domain.exceptions import DomainError, ExecutionNotFound, IdempotencyKeyReused
@@ -47,6 +48,10 @@ class ExecutionService(Application[UUID]):
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self.send: Callable[[c.Command], CommandResult] = self.process_one
+
+    def construct_env(self, name: str, env: Any = None) -> Environment:
+        """Configuration comes only from the composition root, never from os.environ."""
+        return Environment(name, dict(env or {}))
 
     # -- processing -----------------------------------------------------------------
 

@@ -1,0 +1,41 @@
+"""The Litestar application. At this stage: liveness and readiness."""
+
+from __future__ import annotations
+
+import anyio
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
+from litestar.response import Response
+
+from infra.bootstrap import Container
+
+
+@get("/healthz", operation_id="healthz", sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/readyz", operation_id="readyz")
+async def readyz(state: State) -> Response[dict[str, object]]:
+    """Readiness: the event store answers."""
+    container: Container = state.container
+    checks: dict[str, object] = {}
+    try:
+        position = await anyio.to_thread.run_sync(container.service.recorder.max_notification_id)
+        checks["postgres"] = {"ok": True, "position": position or 0}
+    except Exception as error:  # noqa: BLE001 - reported, not raised
+        checks["postgres"] = {"ok": False, "error": str(error)}
+    ready = all(isinstance(c, dict) and c.get("ok") for c in checks.values())
+    return Response(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+def create_app(container: Container) -> Litestar:
+    return Litestar(
+        route_handlers=[healthz, readyz],
+        state=State({"container": container}),
+    )

@@ -1,0 +1,83 @@
+"""The composition root: everything agentboard runs is built here, from Settings.
+
+``api/``, ``workers/``, the CLI and the tests all call ``bootstrap`` (or ``open_stack``,
+which first starts the embedded servers that the settings leave unset).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+from domain.application import ExecutionService
+from infra.embedded import EmbeddedNats, EmbeddedPostgres
+from infra.eventstore import ensure_schema, eventsourcing_env
+from infra.settings import Settings
+from infra.writer import GroupCommitWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    database_url: str
+    nats_url: str
+    service: ExecutionService
+    writer: GroupCommitWriter
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.writer.stop()
+        self.service.close()
+
+
+def bootstrap(settings: Settings, *, database_url: str, nats_url: str) -> Container:
+    """Wire the command side against servers that are already running."""
+    env = eventsourcing_env(database_url, settings, create_table=False)
+    service = ExecutionService(env, cache_size=settings.writer_cache_size)
+    writer = GroupCommitWriter(service, max_batch=settings.writer_max_batch).start()
+    return Container(settings, database_url, nats_url, service, writer)
+
+
+@dataclass
+class Servers:
+    database_url: str
+    nats_url: str
+
+
+@contextmanager
+def running_servers(settings: Settings) -> Iterator[Servers]:
+    """The configured servers, starting embedded ones for those left unset; stops what it
+    started, NATS first, PostgreSQL last."""
+    with ExitStack() as stack:
+        database_url = settings.database_url
+        if database_url is None:
+            postgres = EmbeddedPostgres(settings.data_dir, fsync=settings.embedded_postgres_fsync)
+            database_url = postgres.start()
+            stack.callback(postgres.stop)
+            log.info("embedded PostgreSQL at %s", database_url)
+        nats_url = settings.nats_url
+        if nats_url is None:
+            nats = EmbeddedNats(settings.data_dir)
+            nats_url = nats.start()
+            stack.callback(nats.stop)
+            log.info("embedded NATS at %s", nats_url)
+        created = ensure_schema(database_url, settings)
+        log.info("event store schema %s", "created" if created else "already present")
+        yield Servers(database_url, nats_url)
+
+
+@contextmanager
+def open_stack(settings: Settings) -> Iterator[Container]:
+    with running_servers(settings) as servers:
+        container = bootstrap(settings, database_url=servers.database_url, nats_url=servers.nats_url)
+        try:
+            yield container
+        finally:
+            container.close()

@@ -1,0 +1,45 @@
+"""The eventsourcing PostgreSQL store: its environment, and its tables, created once."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from domain.application import ExecutionService
+from infra.settings import Settings
+
+EVENTS_TABLE = "agentboard_events"  # eventsourcing names it after the application
+_SCHEMA_LOCK = 0x61_62_73_63  # advisory lock: two processes starting at once create once
+
+
+def eventsourcing_env(database_url: str, settings: Settings, *, create_table: bool) -> dict[str, str]:
+    params = conninfo_to_dict(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(params.get("dbname", "postgres")),
+        "POSTGRES_HOST": str(params.get("host", "127.0.0.1")),
+        "POSTGRES_PORT": str(params.get("port", "5432")),
+        "POSTGRES_USER": str(params.get("user", "postgres")),
+        "POSTGRES_PASSWORD": str(params.get("password", "")),
+        "POSTGRES_POOL_SIZE": str(settings.db_pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(settings.db_pool_max_overflow),
+        "POSTGRES_PRE_PING": "y",
+        "POSTGRES_LOCK_TIMEOUT": "10",
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
+        "CREATE_TABLE": "y" if create_table else "n",
+    }
+
+
+def ensure_schema(database_url: str, settings: Settings) -> bool:
+    """Create the event store's tables if they are missing. Returns True if it created them."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+        try:
+            row = conn.execute("SELECT to_regclass(%s)", (EVENTS_TABLE,)).fetchone()
+            if row is not None and row[0] is not None:
+                return False
+            service = ExecutionService(eventsourcing_env(database_url, settings, create_table=True))
+            service.close()
+            return True
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))

@@ -1,0 +1,30 @@
+"""Settings, from AGENTBOARD_* environment variables (DESIGN §9). Nothing else reads os.environ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTBOARD_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; unset starts embedded PostgreSQL"
+    )
+    nats_url: str | None = Field(
+        default=None, description="NATS URL; unset starts an embedded nats-server with JetStream"
+    )
+    data_dir: Path = Field(default=Path(".agentboard"), description="embedded servers' data")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+
+    writer_max_batch: int = Field(default=1000, ge=1, description="commands per group commit")
+    writer_cache_size: int = Field(default=20_000, ge=0, description="executions kept in memory")
+    db_pool_size: int = Field(default=5, ge=1)
+    db_pool_max_overflow: int = Field(default=10, ge=0)
+    # Embedded PostgreSQL only: the test fixtures turn fsync off for speed; a real
+    # deployment keeps it on, because acknowledged means durable.
+    embedded_postgres_fsync: bool = True
