@@ -13,7 +13,9 @@ callers are waiting at that moment.
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,7 +34,7 @@ from domain.state import CommandResult, ExecutionState, idempotent_execution_id
 from domain.values import Actor, InputKind
 
 Outcome = CommandResult | BaseException
-CONFLICT_RETRIES = 5
+CONFLICT_RETRIES = 20
 
 
 class CorruptedAggregate(RuntimeError):
@@ -99,13 +101,14 @@ class ExecutionService(Application[UUID]):
         return outcomes
 
     def _process_alone(self, command: c.Command) -> Outcome:
-        for _ in range(CONFLICT_RETRIES):
+        for attempt in range(CONFLICT_RETRIES):
             self._evict({command.execution_id: None})
             try:
                 return self._process_together([command])[0]
             except IntegrityError:
-                continue
-            except Exception as error:  # noqa: BLE001 - handed to the one caller it belongs to
+                # another process won the race: back off a little, with jitter, and retry
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+            except Exception as error:
                 return error
         return IntegrityError(f"execution {command.execution_id} kept changing under us")
 
@@ -319,4 +322,10 @@ def _same_request(execution: Execution, command: c.CreateExecution) -> bool:
         and execution.team_id == command.team_id
         and execution.priority == command.priority
         and execution.labels == command.labels
+        and execution.deadline == command.deadline
+        and execution.retry_policy == command.retry
+        and execution.timeout_seconds == command.timeout_seconds
+        and execution.heartbeat_timeout_seconds == command.heartbeat_timeout_seconds
+        and execution.parent_execution_id == command.parent_execution_id
+        and execution.created_by == command.created_by.as_dict()
     )

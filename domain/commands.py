@@ -11,7 +11,20 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from domain.exceptions import InvalidCommand
 from domain.values import Actor, ExecutionType, FailureReason, InputKind, RetryPolicy, ToolOutcome
+
+
+def _coerce(command: object, name: str, enum: type[Any]) -> None:
+    """Accept an enum member or its value; refuse anything else with a clear message."""
+    value = getattr(command, name)
+    if isinstance(value, enum):
+        return
+    try:
+        object.__setattr__(command, name, enum(value))
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum)
+        raise InvalidCommand(f"{name} must be one of {allowed} (got {value!r})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +51,11 @@ class CreateExecution(Command):
     parent_execution_id: UUID | None = None
     idempotency_key: str | None = None
 
+    def __post_init__(self) -> None:
+        _coerce(self, "type", ExecutionType)
+        if isinstance(self.retry, dict):
+            object.__setattr__(self, "retry", _retry_policy(self.retry))
+
 
 @dataclass(frozen=True, slots=True)
 class PickUp(Command):
@@ -60,6 +78,9 @@ class FinishToolCall(Command):
     outcome: ToolOutcome
     result_summary: str = ""
     duration_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        _coerce(self, "outcome", ToolOutcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +106,9 @@ class RequestInput(Command):
     question: str
     kind: InputKind = InputKind.CLARIFICATION
     answer_schema: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        _coerce(self, "kind", InputKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +165,9 @@ class Fail(Command):
     error: str
     reason: FailureReason = FailureReason.AGENT_ERROR
 
+    def __post_init__(self) -> None:
+        _coerce(self, "reason", FailureReason)
+
 
 @dataclass(frozen=True, slots=True)
 class ExpireLease(Command):
@@ -151,3 +178,18 @@ class ExpireLease(Command):
 class Retry(Command):
     actor: Actor
     idempotency_key: str | None = None
+
+
+def _retry_policy(data: dict[str, Any]) -> RetryPolicy:
+    known = {"max_attempts", "backoff_seconds", "max_backoff_seconds", "retry_on"}
+    unknown = set(data) - known
+    if unknown:
+        raise InvalidCommand(f"retry has unknown fields: {', '.join(sorted(unknown))}")
+    fields = dict(data)
+    if "retry_on" in fields:
+        try:
+            fields["retry_on"] = tuple(FailureReason(reason) for reason in fields["retry_on"])
+        except (ValueError, TypeError):
+            allowed = ", ".join(reason.value for reason in FailureReason)
+            raise InvalidCommand(f"retry.retry_on takes reasons among {allowed}") from None
+    return RetryPolicy(**fields)

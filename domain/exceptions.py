@@ -20,13 +20,12 @@ class InvalidTransition(DomainError):
 class LeaseLost(DomainError):
     """A worker reported with a lease that is no longer current (fencing token)."""
 
-    def __init__(self, execution_id: UUID, presented: int, current: int) -> None:
+    def __init__(self, execution_id: UUID, presented: int, current: int, why: str = "") -> None:
         self.execution_id = execution_id
         self.presented = presented
         self.current = current
-        super().__init__(
-            f"lease {presented} on execution {execution_id} is stale (current lease is {current})"
-        )
+        why = why or f"the current lease is {current}"
+        super().__init__(f"lease {presented} on execution {execution_id} is no longer held: {why}")
 
 
 class ExecutionNotFound(DomainError):

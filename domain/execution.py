@@ -83,6 +83,7 @@ class Execution(Aggregate):
             execution.lease = self.lease
             execution.claim_token = self.claim_token
             execution.picked_up_at = self.timestamp
+            execution.output_sequence = 0  # each lease numbers its output chunks afresh
 
     class ToolCalled(Aggregate.Event):
         TOPIC = f"{_TOPIC}.ToolCalled.v1"
@@ -245,7 +246,7 @@ class Execution(Aggregate):
     def __init__(
         self,
         tenant: str,
-        type: str,  # noqa: A002 - the contract's field name
+        type: str,
         agent_id: str,
         team_id: str | None,
         worker_queue: str,
@@ -302,7 +303,7 @@ class Execution(Aggregate):
         execution_id: UUID,
         *,
         tenant: str,
-        type: ExecutionType,  # noqa: A002
+        type: ExecutionType,
         agent_id: str,
         team_id: str | None,
         worker_queue: str,
@@ -326,8 +327,10 @@ class Execution(Aggregate):
             raise InvalidCommand("prompt must not be empty")
         if type is ExecutionType.TEAM and not team_id:
             raise InvalidCommand("a team execution needs a team_id")
-        for name, seconds in (("timeout_seconds", timeout_seconds),
-                              ("heartbeat_timeout_seconds", heartbeat_timeout_seconds)):
+        for name, seconds in (
+            ("timeout_seconds", timeout_seconds),
+            ("heartbeat_timeout_seconds", heartbeat_timeout_seconds),
+        ):
             if seconds is not None and seconds <= 0:
                 raise InvalidCommand(f"{name} must be positive")
         return cls._create(
@@ -362,6 +365,8 @@ class Execution(Aggregate):
         an execution that someone else now holds (fencing token)."""
         if lease != self.lease:
             raise LeaseLost(self.id, lease, self.lease)
+        if self.status is Status.PENDING and lease > 0:
+            raise LeaseLost(self.id, lease, self.lease, "it expired and the execution was requeued")
         self.check_status(action, *LEASED)
 
     def already_done(self, key: str | None, action: str) -> bool:
@@ -483,12 +488,15 @@ class Execution(Aggregate):
         if not self.cancel_requested:
             raise InvalidTransition(self.id, "not asked to cancel", "confirm the cancellation of")
         actor = {"kind": "worker", "id": self.worker_id or ""}
-        self.trigger_event(self.Cancelled, reason="stopped by worker", actor=actor, idempotency_key=None)
+        self.trigger_event(
+            self.Cancelled, reason="stopped by worker", actor=actor, idempotency_key=None
+        )
 
     def expire_lease(self, lease: int) -> None:
         """The worker holding ``lease`` was lost: requeue, fail, or finish cancelling."""
         self.check_lease(lease, "expire the lease of")
-        self.trigger_event(self.LeaseExpired, lease=lease, worker_id=self.worker_id)
+        lost_worker = self.worker_id
+        self.trigger_event(self.LeaseExpired, lease=lease, worker_id=lost_worker)
         if self.cancel_requested:
             self.trigger_event(
                 self.Cancelled, reason="worker lost while cancelling",
@@ -498,7 +506,7 @@ class Execution(Aggregate):
             self.schedule_retry(POLICY, self.modified_on, idempotency_key=None)
         else:
             self.trigger_event(
-                self.Failed, error=f"worker {self.worker_id or '?'} was lost",
+                self.Failed, error=f"worker {lost_worker or '?'} was lost",
                 reason=FailureReason.WORKER_LOST.value, actor=SYSTEM.as_dict(),
             )  # fmt: skip
 
@@ -523,7 +531,10 @@ class Execution(Aggregate):
             return
         self.check_status("answer", Status.REQUIRES_INPUT)
         self.trigger_event(
-            self.InputProvided, answer=answer, actor=actor.as_dict(), idempotency_key=idempotency_key
+            self.InputProvided,
+            answer=answer,
+            actor=actor.as_dict(),
+            idempotency_key=idempotency_key,
         )
 
     def block(self, reason: str, actor: Actor, idempotency_key: str | None) -> None:
@@ -549,14 +560,20 @@ class Execution(Aggregate):
             return
         if self.status is Status.PENDING:
             self.trigger_event(
-                self.Cancelled, reason=reason, actor=actor.as_dict(), idempotency_key=idempotency_key
+                self.Cancelled,
+                reason=reason,
+                actor=actor.as_dict(),
+                idempotency_key=idempotency_key,
             )
             return
         self.check_status("cancel", *LEASED)
         if self.cancel_requested:
             return  # already asked; asking again changes nothing
         self.trigger_event(
-            self.CancelRequested, reason=reason, actor=actor.as_dict(), idempotency_key=idempotency_key
+            self.CancelRequested,
+            reason=reason,
+            actor=actor.as_dict(),
+            idempotency_key=idempotency_key,
         )
 
     def retry(self, actor: Actor, idempotency_key: str | None) -> None:

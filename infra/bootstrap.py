@@ -76,7 +76,9 @@ def running_servers(settings: Settings) -> Iterator[Servers]:
 @contextmanager
 def open_stack(settings: Settings) -> Iterator[Container]:
     with running_servers(settings) as servers:
-        container = bootstrap(settings, database_url=servers.database_url, nats_url=servers.nats_url)
+        container = bootstrap(
+            settings, database_url=servers.database_url, nats_url=servers.nats_url
+        )
         try:
             yield container
         finally:

@@ -12,7 +12,9 @@ EVENTS_TABLE = "agentboard_events"  # eventsourcing names it after the applicati
 _SCHEMA_LOCK = 0x61_62_73_63  # advisory lock: two processes starting at once create once
 
 
-def eventsourcing_env(database_url: str, settings: Settings, *, create_table: bool) -> dict[str, str]:
+def eventsourcing_env(
+    database_url: str, settings: Settings, *, create_table: bool
+) -> dict[str, str]:
     params = conninfo_to_dict(database_url)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",

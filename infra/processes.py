@@ -44,7 +44,9 @@ def stop_pid(pid: int, sig: signal.Signals, timeout: float = 30.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def stop_process(process: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 30.0) -> None:
+def stop_process(
+    process: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 30.0
+) -> None:
     if process.poll() is not None:
         return
     process.send_signal(sig)
