@@ -49,45 +49,70 @@ class ExecutionState:
 
     @classmethod
     def of(cls, execution: Execution) -> ExecutionState:
+        return cls.from_snapshot(snapshot(execution))
+
+    @classmethod
+    def from_snapshot(cls, state: dict[str, Any]) -> ExecutionState:
+        reason = state["failure_reason"]
         return cls(
-            id=execution.id,
-            version=execution.version,
-            tenant=execution.tenant,
-            type=execution.type,
-            agent_id=execution.agent_id,
-            team_id=execution.team_id,
-            worker_queue=execution.worker_queue,
-            prompt=execution.prompt,
-            parameters=execution.parameters,
-            priority=execution.priority,
-            labels=execution.labels,
-            status=execution.status.value,
-            attempt=execution.attempt,
-            lease=execution.lease,
-            worker_id=execution.worker_id,
-            created_by=execution.created_by,
-            created_at=execution.created_on,
-            updated_at=execution.modified_on,
-            deadline=execution.deadline,
-            not_before=execution.not_before,
-            question=execution.question,
-            cancel_requested=execution.cancel_requested,
-            result=execution.result,
-            error=execution.error,
-            failure_reason=execution.failure_reason.value if execution.failure_reason else None,
-            completion_notes=execution.completion_notes,
+            id=state["_id"],
+            version=state["_version"],
+            tenant=state["tenant"],
+            type=state["type"],
+            agent_id=state["agent_id"],
+            team_id=state["team_id"],
+            worker_queue=state["worker_queue"],
+            prompt=state["prompt"],
+            parameters=state["parameters"],
+            priority=state["priority"],
+            labels=state["labels"],
+            status=state["status"].value,
+            attempt=state["attempt"],
+            lease=state["lease"],
+            worker_id=state["worker_id"],
+            created_by=state["created_by"],
+            created_at=state["_created_on"],
+            updated_at=state["_modified_on"],
+            deadline=state["deadline"],
+            not_before=state["not_before"],
+            question=state["question"],
+            cancel_requested=state["cancel_requested"],
+            result=state["result"],
+            error=state["error"],
+            failure_reason=reason.value if reason else None,
+            completion_notes=state["completion_notes"],
         )
 
 
-@dataclass(frozen=True, slots=True)
+def snapshot(execution: Execution) -> dict[str, Any]:
+    """A shallow copy of the aggregate's attributes: cheap enough for the writer thread;
+    the caller turns it into an ExecutionState in its own thread. Safe because the fields
+    an ExecutionState exposes are replaced by events, never changed in place."""
+    return dict(vars(execution))
+
+
 class CommandResult:
     """What a command produced: the execution as it left it, and where its last event
     stands in the log (``position``), so a query can wait for a view to catch up."""
 
-    execution: ExecutionState
-    position: int | None
-    recorded: int
+    __slots__ = ("_snapshot", "_state", "position", "recorded")
+
+    def __init__(self, state: dict[str, Any], position: int | None, recorded: int) -> None:
+        self._snapshot = state
+        self._state: ExecutionState | None = None
+        self.position = position
+        self.recorded = recorded
+
+    @property
+    def execution(self) -> ExecutionState:
+        if self._state is None:
+            self._state = ExecutionState.from_snapshot(self._snapshot)
+        return self._state
 
     @property
     def lease(self) -> int:
-        return self.execution.lease
+        lease: int = self._snapshot["lease"]
+        return lease
+
+    def __repr__(self) -> str:
+        return f"CommandResult(position={self.position}, recorded={self.recorded})"

@@ -6,6 +6,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from domain.application import ExecutionService
+from infra.pgstore import TOPIC as RECORDER_TOPIC
 from infra.settings import Settings
 
 EVENTS_TABLE = "agentboard_events"  # eventsourcing names it after the application
@@ -18,6 +19,7 @@ def eventsourcing_env(
     params = conninfo_to_dict(database_url)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC,
         "POSTGRES_DBNAME": str(params.get("dbname", "postgres")),
         "POSTGRES_HOST": str(params.get("host", "127.0.0.1")),
         "POSTGRES_PORT": str(params.get("port", "5432")),
