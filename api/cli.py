@@ -11,7 +11,7 @@ import typer
 import uvicorn
 
 from api.app import create_app
-from infra.bootstrap import open_stack
+from infra.bootstrap import open_stack, write_stack_file
 from infra.settings import Settings
 
 cli = typer.Typer(
@@ -55,8 +55,13 @@ def up() -> None:
             lifespan="on",
         )
         server = _Server(config)
-        typer.echo(f"agentboard is up: http://{settings.http_host}:{settings.http_port}/")
-        server.run()  # returns on Ctrl-C or SIGTERM, after draining requests
+        http_url = f"http://{settings.http_host}:{settings.http_port}"
+        stack_file = write_stack_file(settings, container, http_url)
+        typer.echo(f"agentboard is up: {http_url}/")
+        try:
+            server.run()  # returns on Ctrl-C or SIGTERM, after draining requests
+        finally:
+            stack_file.unlink(missing_ok=True)
     typer.echo("agentboard stopped")
 
 

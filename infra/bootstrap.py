@@ -6,10 +6,13 @@ which first starts the embedded servers that the settings leave unset).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from domain.application import ExecutionService
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
@@ -71,6 +74,25 @@ def running_servers(settings: Settings) -> Iterator[Servers]:
         created = ensure_schema(database_url, settings)
         log.info("event store schema %s", "created" if created else "already present")
         yield Servers(database_url, nats_url)
+
+
+STACK_FILE = "stack.json"
+
+
+def write_stack_file(settings: Settings, container: Container, http_url: str) -> Path:
+    """Tell other local tools (workers, the CLI, tests) where the running stack is."""
+    path = settings.data_dir / STACK_FILE
+    path.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "http_url": http_url,
+                "database_url": container.database_url,
+                "nats_url": container.nats_url,
+            }
+        )
+    )
+    return path
 
 
 @contextmanager
