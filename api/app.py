@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import anyio
 from litestar import Litestar, get
 from litestar.datastructures import State
@@ -9,6 +12,7 @@ from litestar.response import Response
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from infra.bootstrap import Container
+from infra.services import BackgroundServices
 
 
 @get("/healthz", operation_id="healthz", sync_to_thread=False)
@@ -34,8 +38,23 @@ async def readyz(state: State) -> Response[dict[str, object]]:
     )
 
 
-def create_app(container: Container) -> Litestar:
+def create_app(container: Container, *, background: bool = True) -> Litestar:
+    """The HTTP app; with ``background`` it also runs the relay, the lease monitor and the
+    command service for workers for as long as it serves."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services = BackgroundServices(container)
+        if background:
+            await services.start()
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.stop()
+
     return Litestar(
         route_handlers=[healthz, readyz],
         state=State({"container": container}),
+        lifespan=[lifespan],
     )

@@ -1,17 +1,24 @@
-"""The ``agentboard`` command. At this stage: ``up``."""
+"""The ``agentboard`` command: ``up`` and ``worker`` so far."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
 
 import typer
 import uvicorn
 
 from api.app import create_app
-from infra.bootstrap import open_stack, write_stack_file
+from infra.bootstrap import STACK_FILE, open_stack, write_stack_file
 from infra.settings import Settings
 
 cli = typer.Typer(
@@ -20,6 +27,12 @@ cli = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 class _Server(uvicorn.Server):
@@ -41,10 +54,9 @@ class _Server(uvicorn.Server):
 @cli.command()
 def up() -> None:
     """Start the whole stack on embedded PostgreSQL and NATS (unless AGENTBOARD_DATABASE_URL /
-    AGENTBOARD_NATS_URL point elsewhere). Ctrl-C or SIGTERM stops everything cleanly."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    AGENTBOARD_NATS_URL point elsewhere), with one worker on the queue `default`.
+    Ctrl-C or SIGTERM stops everything cleanly."""
+    _logging()
     settings = Settings()
     with open_stack(settings) as container:
         config = uvicorn.Config(
@@ -57,12 +69,74 @@ def up() -> None:
         server = _Server(config)
         http_url = f"http://{settings.http_host}:{settings.http_port}"
         stack_file = write_stack_file(settings, container, http_url)
+        worker = _spawn_worker(container.nats_url, "default")
         typer.echo(f"agentboard is up: {http_url}/")
         try:
             server.run()  # returns on Ctrl-C or SIGTERM, after draining requests
         finally:
+            _stop_worker(worker)
             stack_file.unlink(missing_ok=True)
     typer.echo("agentboard stopped")
+
+
+def _spawn_worker(nats_url: str, queue: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "AGENTBOARD_NATS_URL": nats_url}
+    agentboard = Path(sys.executable).parent / "agentboard"
+    command = [str(agentboard), "worker", "--queue", queue]
+    # its own process group: Ctrl-C reaches `up`, which stops the worker in its turn
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+QueueOption = Annotated[
+    list[str] | None, typer.Option("--queue", "-q", help="a queue to take work from (repeatable)")
+]
+
+
+@cli.command()
+def worker(
+    queue: QueueOption = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 4,
+) -> None:
+    """Run a worker with the built-in agents (shell, script). SIGTERM drains it."""
+    from workers.agents import BUILTIN_AGENTS  # noqa: PLC0415
+    from workers.runtime import Worker  # noqa: PLC0415
+
+    _logging()
+    settings = Settings()
+    nats_url = settings.nats_url or _stack_nats_url(settings)
+    queues = tuple(queue or ["default"])
+    runner = Worker(nats_url, queues, dict(BUILTIN_AGENTS), concurrency=concurrency)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, runner.stop)
+        await runner.run()
+
+    asyncio.run(main())
+
+
+def _stack_nats_url(settings: Settings) -> str:
+    try:
+        stack = json.loads((settings.data_dir / STACK_FILE).read_text())
+    except (OSError, ValueError):
+        typer.echo(
+            "no NATS to connect to: set AGENTBOARD_NATS_URL, or start the stack with "
+            "`agentboard up` (it writes its URLs to <data dir>/stack.json)",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    url: str = stack["nats_url"]
+    return url
 
 
 def main() -> None:

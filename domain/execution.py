@@ -138,6 +138,7 @@ class Execution(Aggregate):
         def apply(self, execution: Execution) -> None:
             execution.status = Status.REQUIRES_INPUT
             execution.question = self.question
+            execution.answer = None
 
     class InputProvided(Aggregate.Event):
         TOPIC = f"{_TOPIC}.InputProvided.v1"
@@ -148,6 +149,7 @@ class Execution(Aggregate):
         def apply(self, execution: Execution) -> None:
             execution.status = Status.RUNNING
             execution.question = None
+            execution.answer = self.answer
             execution.remember_key(self.idempotency_key, "provide_input")
 
     class Blocked(Aggregate.Event):
@@ -290,6 +292,7 @@ class Execution(Aggregate):
         self.output_chars = 0
         self.artifacts: dict[str, str] = {}
         self.question: str | None = None
+        self.answer: Any = None
         self.cancel_requested = False
         self.result: Any = None
         self.completion_notes: str | None = None

@@ -39,8 +39,11 @@ class ExecutionState:
     created_at: datetime
     updated_at: datetime
     deadline: datetime | None
+    timeout_seconds: float | None
+    heartbeat_timeout_seconds: float | None
     not_before: datetime | None
     question: str | None
+    answer: Any
     cancel_requested: bool
     result: Any
     error: str | None
@@ -74,8 +77,11 @@ class ExecutionState:
             created_at=state["_created_on"],
             updated_at=state["_modified_on"],
             deadline=state["deadline"],
+            timeout_seconds=state["timeout_seconds"],
+            heartbeat_timeout_seconds=state["heartbeat_timeout_seconds"],
             not_before=state["not_before"],
             question=state["question"],
+            answer=state["answer"],
             cancel_requested=state["cancel_requested"],
             result=state["result"],
             error=state["error"],

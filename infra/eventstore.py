@@ -34,11 +34,27 @@ def eventsourcing_env(
     }
 
 
+# Our own small tables beside the event store (each view's tables live with its view).
+OWN_TABLES = (
+    "CREATE TABLE IF NOT EXISTS agentboard_relay_tracking "
+    "(id integer PRIMARY KEY CHECK (id = 1), position bigint NOT NULL)",
+    # This store's identity: message ids on NATS are <store id>:<position>, so two stores
+    # (a reset database, a tenant partition) never collide in JetStream's dedupe window.
+    "CREATE TABLE IF NOT EXISTS agentboard_store "
+    "(id integer PRIMARY KEY CHECK (id = 1), store_id uuid NOT NULL DEFAULT gen_random_uuid(), "
+    "created_at timestamptz NOT NULL DEFAULT now())",
+    "INSERT INTO agentboard_store (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
+)
+SELECT_STORE_ID = "SELECT store_id FROM agentboard_store WHERE id = 1"
+
+
 def ensure_schema(database_url: str, settings: Settings) -> bool:
     """Create the event store's tables if they are missing. Returns True if it created them."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
         try:
+            for statement in OWN_TABLES:
+                conn.execute(statement)
             row = conn.execute("SELECT to_regclass(%s)", (EVENTS_TABLE,)).fetchone()
             if row is not None and row[0] is not None:
                 return False

@@ -32,9 +32,10 @@ def postgres_server(servers_dir: Path) -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def nats_server(servers_dir: Path) -> Iterator[str]:
-    server = EmbeddedNats(servers_dir)
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[str]:
+    # one per test (it starts in tens of milliseconds): streams and consumers start empty
+    server = EmbeddedNats(tmp_path)
     url = server.start()
     yield url
     server.stop()

@@ -1,0 +1,88 @@
+"""Worker reports arrive here over NATS request/reply: a ``nats.micro`` service on
+``agentboard.cmd.<command>`` in a queue group, so every API process can answer, and each
+report reaches exactly one. Each report goes through the group-commit writer like any
+other command; the reply says what it produced, or names the refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from uuid import UUID
+
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from domain.application import ExecutionService
+from domain.exceptions import DomainError
+from domain.wire import WORKER_COMMANDS, decode_command, encode_error, encode_result
+from infra.writer import GroupCommitWriter
+
+log = logging.getLogger(__name__)
+
+SUBJECT_PREFIX = "agentboard.cmd"
+QUEUE_GROUP = "agentboard-commands"
+
+
+class CommandService:
+    def __init__(self, nc: Client, service: ExecutionService, writer: GroupCommitWriter) -> None:
+        self.nc = nc
+        self.service = service
+        self.writer = writer
+        self._micro: Service | None = None
+
+    async def start(self) -> None:
+        self._micro = await add_service(
+            self.nc,
+            name="agentboard-commands",
+            version="1.0.0",
+            description="worker reports to the agentboard command side",
+        )
+        group = self._micro.add_group(name=SUBJECT_PREFIX, queue_group=QUEUE_GROUP)
+        for name in WORKER_COMMANDS:
+            await group.add_endpoint(name=name, handler=self._handler(name))
+        await group.add_endpoint(name="state", handler=self._state)
+
+    async def stop(self) -> None:
+        if self._micro is not None:
+            await self._micro.stop()
+            self._micro = None
+
+    def _handler(self, name: str) -> Callable[[Request], Awaitable[None]]:
+        async def handle(request: Request) -> None:
+            try:
+                command = decode_command(name, request.data)
+                result = await self.writer.send(command)
+            except DomainError as refusal:
+                await request.respond(encode_error(refusal))
+                return
+            except Exception as error:
+                log.exception("worker command %s failed", name)
+                await request.respond(encode_error(error))
+                return
+            await request.respond(encode_result(result, card=name == "pick_up"))
+
+        return handle
+
+    async def _state(self, request: Request) -> None:
+        try:
+            execution_id = UUID(request.data.decode())
+            state = await asyncio.to_thread(self.service.state, execution_id)
+        except (ValueError, DomainError) as error:
+            await request.respond(encode_error(error))
+            return
+        await request.respond(
+            json.dumps(
+                {
+                    "ok": True,
+                    "status": state.status,
+                    "lease": state.lease,
+                    "cancel_requested": state.cancel_requested,
+                    "attempt": state.attempt,
+                    "answer": state.answer,
+                }
+            ).encode()
+        )

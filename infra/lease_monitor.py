@@ -1,0 +1,102 @@
+"""The lease monitor: notices lost workers and stalled executions.
+
+Workers keep a key in the ``agentboard_workers`` KV bucket (TTL 10 s) that lists the
+executions they hold with each one's lease and last heartbeat. Once a second the monitor
+reads the bucket and
+
+- expires the leases a vanished worker held (the execution is requeued, or fails with
+  ``worker_lost`` when its attempts are spent: the aggregate's retry policy decides);
+- fails with reason ``timeout`` an execution whose heartbeat is older than its
+  ``heartbeat_timeout_seconds``.
+
+A stale lease (the execution moved on meanwhile) is refused by the aggregate and ignored.
+The monitor remembers what each worker held since it started; executions held by a worker
+that died while no monitor was running are found by the board scan (``held_elsewhere``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from domain import commands as c
+from domain.exceptions import DomainError
+from domain.state import CommandResult
+from domain.values import FailureReason
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[c.Command], Awaitable[CommandResult]]
+HeartbeatTimeout = Callable[[UUID], Awaitable[float | None]]
+CHECK_EVERY_SECONDS = 1.0
+
+
+class LeaseMonitor:
+    def __init__(self, bucket: KeyValue, send: Send, heartbeat_timeout: HeartbeatTimeout) -> None:
+        self.bucket = bucket
+        self.send = send
+        self.heartbeat_timeout = heartbeat_timeout
+        self.held: dict[str, dict[str, dict[str, Any]]] = {}  # worker -> execution -> entry
+        self.expired = 0
+        self.timed_out = 0
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await self.check()
+            except Exception:
+                log.exception("lease monitor check failed")
+            try:
+                await asyncio.wait_for(stopping.wait(), CHECK_EVERY_SECONDS)
+            except TimeoutError:
+                continue
+
+    async def check(self) -> None:
+        alive = await self._alive()
+        for worker_id in set(self.held) - set(alive):
+            for execution_id, entry in self.held.pop(worker_id).items():
+                await self._tell(c.ExpireLease(UUID(execution_id), int(entry["lease"])))
+                self.expired += 1
+                log.warning("worker %s lost: expired lease of %s", worker_id, execution_id)
+        now = time.time()
+        for worker_id, executions in alive.items():
+            self.held[worker_id] = executions
+            for execution_id, entry in executions.items():
+                limit = await self.heartbeat_timeout(UUID(execution_id))
+                if limit is not None and now - float(entry["heartbeat_at"]) > limit:
+                    await self._tell(
+                        c.Fail(
+                            UUID(execution_id), int(entry["lease"]),
+                            f"no heartbeat for {limit:g}s", FailureReason.TIMEOUT,
+                        )
+                    )  # fmt: skip
+                    self.timed_out += 1
+
+    async def _alive(self) -> dict[str, dict[str, dict[str, Any]]]:
+        try:
+            keys = await self.bucket.keys()
+        except NoKeysError:
+            return {}
+        alive = {}
+        for key in keys:
+            try:
+                entry = await self.bucket.get(key)
+            except KeyNotFoundError:  # expired between keys() and get()
+                continue
+            if entry.value:
+                alive[key] = json.loads(entry.value).get("executions", {})
+        return alive
+
+    async def _tell(self, command: c.Command) -> None:
+        try:
+            await self.send(command)
+        except DomainError as refusal:  # the execution moved on: nothing to do
+            log.debug("lease monitor: %s", refusal)

@@ -1,0 +1,238 @@
+"""The relay: a tracked consumer of the notification log that publishes
+
+- every stored event to ``AGENTBOARD_EVENTS`` (``Nats-Msg-Id`` = ``<store id>:<position>``);
+- a work message to ``agentboard.work.<queue>[.band]`` for every execution that needs a
+  worker (Created, RetryScheduled — which also follows a requeue after LeaseExpired);
+- a control message on ``agentboard.control.<id>`` for CancelRequested and InputProvided,
+  so the worker holding the execution hears at once (workers also poll, so a control
+  message lost on a reconnect delays, never loses, a cancel or an answer).
+
+Publishes of a page are pipelined; the tracking position advances only after JetStream
+acknowledged all of them. A restart republishes at most the last unacknowledged page,
+and JetStream drops those duplicates by their message id. Exactly one relay is active:
+it holds a PostgreSQL advisory lock on its own connection; when it dies the lock goes
+with its connection and another relay takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import Notification
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from domain.application import ExecutionService
+from domain.execution import Execution
+from infra.eventstore import SELECT_STORE_ID
+from infra.nats import (
+    PUBLISH_TIMEOUT_SECONDS,
+    band_of,
+    control_subject,
+    ensure_work_consumers,
+    event_subject,
+    work_subject,
+)
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK = 0x61_62_72_6C  # advisory lock id: one active relay per database
+CHANNEL = "agentboard_events"  # eventsourcing NOTIFYs on the events table's name
+SELECT_POSITION = "SELECT position FROM agentboard_relay_tracking WHERE id = 1"
+UPSERT_POSITION = (
+    "INSERT INTO agentboard_relay_tracking (id, position) VALUES (1, %s) "
+    "ON CONFLICT (id) DO UPDATE SET position = EXCLUDED.position"
+)
+WAKE_UP_AT_LEAST_EVERY = 1.0  # seconds: LISTEN can go silent; polling is the fallback
+NEEDS_A_WORKER = ("Created", "RetryScheduled")
+
+
+class Relay:
+    def __init__(
+        self,
+        service: ExecutionService,
+        nc: Client,
+        database_url: str,
+        *,
+        page_size: int = 1000,
+    ) -> None:
+        self.service = service
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=10_000)
+        self.database_url = database_url
+        self.page_size = page_size
+        self.position = 0
+        self.store_id = ""
+        self.active = False
+        self._cards: OrderedDict[UUID, tuple[str, str, int]] = OrderedDict()
+        self._queues_ready: set[str] = set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Relay until ``stopping`` is set; wait for leadership first."""
+        async with await psycopg.AsyncConnection.connect(
+            self.database_url, autocommit=True
+        ) as conn:
+            while not stopping.is_set():
+                row = await (
+                    await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))
+                ).fetchone()
+                if row and row[0]:
+                    break
+                await _sleep_unless(stopping, 1.0)
+            if stopping.is_set():
+                return
+            self.active = True
+            log.info("relay active")
+            try:
+                await conn.execute("LISTEN " + CHANNEL)
+                self.position = await self._load_position(conn)
+                row = await (await conn.execute(SELECT_STORE_ID)).fetchone()
+                self.store_id = str(row[0]) if row else "store"
+                while not stopping.is_set():
+                    relayed = await self.relay_once(conn)
+                    if relayed == 0:
+                        await _wait_for_notify(conn, stopping)
+            finally:
+                self.active = False
+
+    async def relay_once(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        notifications = await asyncio.to_thread(
+            self.service.recorder.select_notifications,
+            self.position + 1,
+            self.page_size,
+        )
+        if not notifications:
+            return 0
+        await self._publish(notifications)
+        self.position = notifications[-1].id
+        await conn.execute(UPSERT_POSITION, (self.position,))
+        return len(notifications)
+
+    async def _publish(self, notifications: Sequence[Notification]) -> None:
+        events = [self.service.mapper.to_domain_event(n) for n in notifications]
+        await self._learn_cards(events)
+        acks = []
+        for notification, event in zip(notifications, events, strict=True):
+            tenant, queue, priority = self._cards[event.originator_id]
+            name = type(event).__name__
+            payload = _event_json(notification.id, event)
+            acks.append(
+                await self.js.publish_async(
+                    event_subject(tenant, str(event.originator_id), name),
+                    payload,
+                    headers={"Nats-Msg-Id": f"{self.store_id}:{notification.id}"},
+                )
+            )
+            if name in NEEDS_A_WORKER:
+                await self._ensure_queue(queue)
+                acks.append(
+                    await self.js.publish_async(
+                        work_subject(queue, band_of(priority)),
+                        _work_json(event, tenant),
+                        headers={"Nats-Msg-Id": f"{self.store_id}:work:{notification.id}"},
+                    )
+                )
+            elif name in ("CancelRequested", "InputProvided"):
+                await self.nc.publish(control_subject(str(event.originator_id)), payload)
+        await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT_SECONDS)
+
+    async def _learn_cards(self, events: Sequence[Any]) -> None:
+        """Tenant, queue and priority of each execution, for subjects: from Created
+        events as they pass, else from the execution's first stored event."""
+        for event in events:
+            if isinstance(event, Execution.Created):
+                self._remember(
+                    event.originator_id, (event.tenant, event.worker_queue, event.priority)
+                )
+        missing = {e.originator_id for e in events if e.originator_id not in self._cards}
+        for execution_id in missing:
+            [created] = await asyncio.to_thread(self.service.events.get, execution_id, lte=1)
+            self._remember(
+                execution_id,
+                (created.tenant, created.worker_queue, created.priority),  # type: ignore[attr-defined]
+            )
+
+    def _remember(self, execution_id: UUID, card: tuple[str, str, int]) -> None:
+        self._cards[execution_id] = card
+        self._cards.move_to_end(execution_id)
+        while len(self._cards) > 100_000:
+            self._cards.popitem(last=False)
+
+    async def _ensure_queue(self, queue: str) -> None:
+        if queue not in self._queues_ready:
+            await ensure_work_consumers(self.js, queue)
+            self._queues_ready.add(queue)
+
+    async def _load_position(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        row = await (await conn.execute(SELECT_POSITION)).fetchone()
+        return int(row[0]) if row else 0
+
+
+def event_payload(position: int, event: Any) -> dict[str, Any]:
+    data = {
+        key: value
+        for key, value in vars(event).items()
+        if key not in ("originator_id", "originator_version", "timestamp", "originator_topic")
+    }
+    return {
+        "position": position,
+        "execution_id": str(event.originator_id),
+        "version": event.originator_version,
+        "type": type(event).__name__,
+        "timestamp": event.timestamp.isoformat(),
+        "data": data,
+    }
+
+
+def _event_json(position: int, event: Any) -> bytes:
+    return json.dumps(event_payload(position, event), default=_json_default).encode()
+
+
+def _work_json(event: Any, tenant: str) -> bytes:
+    not_before = getattr(event, "not_before", None)
+    return json.dumps(
+        {
+            "execution_id": str(event.originator_id),
+            "tenant": tenant,
+            "attempt": getattr(event, "attempt", 1),
+            "not_before": not_before.isoformat() if not_before else None,
+        }
+    ).encode()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stopping.wait(), seconds)
+    except TimeoutError:
+        return
+
+
+async def _wait_for_notify(conn: psycopg.AsyncConnection[Any], stopping: asyncio.Event) -> None:
+    """Wake on the events table's NOTIFY, at the latest after a second, or on stop."""
+
+    async def one_notify() -> None:
+        async for _ in conn.notifies(timeout=WAKE_UP_AT_LEAST_EVERY, stop_after=1):
+            return
+
+    waiter = asyncio.create_task(one_notify())
+    stopper = asyncio.create_task(stopping.wait())
+    _, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,68 @@
+"""The asynchronous services an API process runs beside HTTP: the NATS topology, the
+command service for worker reports, the relay and the lease monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from functools import lru_cache
+from uuid import UUID
+
+from nats.aio.client import Client
+
+from infra.bootstrap import Container
+from infra.command_service import CommandService
+from infra.lease_monitor import HeartbeatTimeout, LeaseMonitor
+from infra.nats import connect, ensure_topology, workers_bucket
+from infra.relay import Relay
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundServices:
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.stopping = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.nc: Client | None = None
+        self.relay: Relay | None = None
+        self.monitor: LeaseMonitor | None = None
+        self.commands: CommandService | None = None
+
+    async def start(self) -> None:
+        container = self.container
+        self.nc = await connect(container.nats_url, "agentboard api")
+        js = self.nc.jetstream()
+        await ensure_topology(js)
+        self.commands = CommandService(self.nc, container.service, container.writer)
+        await self.commands.start()
+        self.relay = Relay(container.service, self.nc, container.database_url)
+        self.monitor = LeaseMonitor(
+            await workers_bucket(js), container.writer.send, self._heartbeat_timeout()
+        )
+        self.tasks = [
+            asyncio.create_task(self.relay.run(self.stopping), name="relay"),
+            asyncio.create_task(self.monitor.run(self.stopping), name="lease-monitor"),
+        ]
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.commands is not None:
+            await self.commands.stop()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+
+    def _heartbeat_timeout(self) -> HeartbeatTimeout:
+        service = self.container.service
+
+        @lru_cache(maxsize=10_000)
+        def lookup(execution_id: UUID) -> float | None:
+            return service.state(execution_id).heartbeat_timeout_seconds
+
+        async def heartbeat_timeout(execution_id: UUID) -> float | None:
+            return await asyncio.to_thread(lookup, execution_id)
+
+        return heartbeat_timeout

@@ -1,0 +1,140 @@
+"""Workers over real NATS JetStream and PostgreSQL: every path of the script agent."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+import pytest
+
+from infra.bootstrap import Container
+from tests.integration.workers_harness import (
+    ALICE,
+    create,
+    event_types,
+    running_stack,
+    wait_for_status,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_tools_and_output_run_to_completion(container: Container) -> None:
+    steps = [
+        {"say": "looking around\n"},
+        {"tool": "search", "args": {"q": "logs"}, "seconds": 0.05},
+        {"tool": "read", "args": {"path": "/var/log/app.log"}},
+    ]
+    async with running_stack(container):
+        execution_id = await create(container, parameters={"steps": steps})
+        state = await wait_for_status(container, execution_id, "completed")
+
+    assert state.result == {"answers": []}
+    timeline = container.service.timeline(execution_id)
+    calls = [(e.tool, e.arguments) for e in timeline if type(e).__name__ == "ToolCalled"]  # type: ignore[attr-defined]
+    assert calls == [("search", {"q": "logs"}), ("read", {"path": "/var/log/app.log"})]
+    outcomes = [e.outcome for e in timeline if type(e).__name__ == "ToolCallFinished"]  # type: ignore[attr-defined]
+    assert outcomes == ["success", "success"]
+    output = "".join(e.text for e in timeline if type(e).__name__ == "OutputAppended")  # type: ignore[attr-defined]
+    assert "looking around" in output
+
+
+async def test_a_failing_tool_fails_the_execution(container: Container) -> None:
+    steps = [{"tool": "deploy", "args": {}, "fails": True}, {"say": "never said"}]
+    async with running_stack(container):
+        execution_id = await create(container, parameters={"steps": steps})
+        state = await wait_for_status(container, execution_id, "failed")
+
+    assert state.failure_reason == "tool_error"
+    timeline = container.service.timeline(execution_id)
+    [finished] = [e for e in timeline if type(e).__name__ == "ToolCallFinished"]
+    assert finished.outcome == "failed"  # type: ignore[attr-defined]
+
+
+async def test_an_answer_resumes_the_run(container: Container) -> None:
+    steps = [{"ask": "Which branch?"}, {"say": "deploying\n"}]
+    async with running_stack(container):
+        execution_id = await create(container, parameters={"steps": steps})
+        waiting = await wait_for_status(container, execution_id, "requires_input")
+        assert waiting.question == "Which branch?"
+        await asyncio.to_thread(container.service.provide_input, execution_id, "main", ALICE)
+        state = await wait_for_status(container, execution_id, "completed")
+
+    assert state.result == {"answers": ["main"]}
+
+
+async def test_cancel_reaches_a_sleeping_agent_within_a_second(container: Container) -> None:
+    async with running_stack(container):
+        execution_id = await create(container, parameters={"steps": [{"sleep": 60}]})
+        await wait_for_status(container, execution_id, "running")
+        await asyncio.sleep(0.2)
+        asked = time.monotonic()
+        await asyncio.to_thread(
+            container.service.request_cancel, execution_id, "no longer needed", ALICE
+        )
+        await wait_for_status(container, execution_id, "cancelled", timeout=5)
+        took = time.monotonic() - asked
+
+    assert took < 1.0
+    assert event_types(container, execution_id)[-2:] == ["CancelRequested", "Cancelled"]
+
+
+async def test_artifacts_land_in_the_object_store_with_their_hash(container: Container) -> None:
+    text = "build log\nall green\n"
+    steps = [{"artifact": {"name": "build.log", "text": text}}]
+    async with running_stack(container) as (services, _):
+        execution_id = await create(container, parameters={"steps": steps})
+        await wait_for_status(container, execution_id, "completed")
+        assert services.nc is not None
+        store = await services.nc.jetstream().object_store("agentboard_artifacts")
+        stored = await store.get(f"{execution_id}/build.log")
+
+    [added] = [
+        e for e in container.service.timeline(execution_id) if type(e).__name__ == "ArtifactAdded"
+    ]
+    assert added.sha256 == hashlib.sha256(text.encode()).hexdigest()  # type: ignore[attr-defined]
+    assert stored.data == text.encode()
+
+
+async def test_a_fail_step_fails_with_its_reason(container: Container) -> None:
+    steps = [{"fail": "the API key is missing", "reason": "missing_prerequisite"}]
+    async with running_stack(container):
+        execution_id = await create(container, parameters={"steps": steps})
+        state = await wait_for_status(container, execution_id, "failed")
+
+    assert state.error == "the API key is missing"
+    assert state.failure_reason == "missing_prerequisite"
+
+
+async def test_an_unknown_agent_fails_clearly(container: Container) -> None:
+    async with running_stack(container):
+        execution_id = await create(container, agent="no-such-agent")
+        state = await wait_for_status(container, execution_id, "failed")
+
+    assert state.failure_reason == "missing_prerequisite"
+    assert "no-such-agent" in (state.error or "")
+
+
+async def test_higher_priority_runs_first(container: Container) -> None:
+    # enqueue while no worker runs, then start one worker with one slot
+    services_only = running_stack(container, workers=0)
+    async with services_only:
+        low = await create(container, priority=-5, parameters={"steps": []})
+        normal = await create(container, priority=0, parameters={"steps": []})
+        high = await create(container, priority=5, parameters={"steps": []})
+        await asyncio.sleep(0.5)  # the relay publishes them
+    async with running_stack(container, concurrency=1):
+        for execution_id in (low, normal, high):
+            await wait_for_status(container, execution_id, "completed")
+
+    picked = {
+        execution_id: container.service.timeline(execution_id)[1].timestamp
+        for execution_id in (low, normal, high)
+    }
+    assert picked[high] < picked[normal] < picked[low]

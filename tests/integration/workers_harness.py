@@ -1,0 +1,65 @@
+"""Running the relay, the command service, the lease monitor and workers in a test."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+from domain.state import ExecutionState
+from domain.values import Actor, ActorKind
+from infra.bootstrap import Container
+from infra.services import BackgroundServices
+from workers.agents import BUILTIN_AGENTS
+from workers.runtime import Worker
+
+ALICE = Actor(ActorKind.USER, "alice")
+
+
+@asynccontextmanager
+async def running_stack(
+    container: Container, *, workers: int = 1, concurrency: int = 4
+) -> AsyncIterator[tuple[BackgroundServices, list[Worker]]]:
+    services = BackgroundServices(container)
+    await services.start()
+    started = [
+        Worker(container.nats_url, ("default",), dict(BUILTIN_AGENTS), concurrency=concurrency)
+        for _ in range(workers)
+    ]
+    tasks = [asyncio.create_task(worker.run()) for worker in started]
+    try:
+        yield services, started
+    finally:
+        for worker in started:
+            worker.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+        await services.stop()
+
+
+async def create(container: Container, agent: str = "script", **options: Any) -> UUID:
+    options.setdefault("prompt", "a test run")
+    result = await asyncio.to_thread(
+        container.service.create,
+        tenant="default", agent_id=agent, worker_queue="default", created_by=ALICE, **options,
+    )  # fmt: skip
+    return result.execution.id
+
+
+async def wait_for_status(
+    container: Container, execution_id: UUID, *statuses: str, timeout: float = 20
+) -> ExecutionState:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await asyncio.to_thread(container.service.state, execution_id)
+        if state.status in statuses:
+            return state
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{execution_id} is {state.status}, not {statuses}")
+        await asyncio.sleep(0.02)
+
+
+def event_types(container: Container, execution_id: UUID) -> list[str]:
+    return [type(event).__name__ for event in container.service.timeline(execution_id)]

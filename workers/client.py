@@ -1,0 +1,71 @@
+"""How a worker reports: NATS request/reply to the command service (``agentboard.cmd.*``).
+
+Transport failures (no responder yet, a timeout, a reconnect) are retried with backoff:
+every worker report is idempotent (tool calls by call id, output by sequence, pick-ups
+by claim token), so a retry never records twice. A refusal is raised as CommandRefused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+from uuid import UUID
+
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from domain.commands import Command
+from domain.wire import encode_command
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 10.0
+
+
+class CommandRefused(Exception):
+    """The command side refused a report (``error`` names the domain error)."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(f"{error}: {detail}")
+        self.error = error
+        self.detail = detail
+
+    @property
+    def lease_lost(self) -> bool:
+        return self.error in ("LeaseLost", "InvalidTransition", "ExecutionNotFound")
+
+
+class CommandClient:
+    def __init__(self, nc: Client, *, retries: int = 30) -> None:
+        self.nc = nc
+        self.retries = retries
+
+    async def send(self, command: Command) -> dict[str, Any]:
+        name, payload = encode_command(command)
+        reply = await self._request(f"agentboard.cmd.{name}", payload)
+        if not reply.get("ok"):
+            raise CommandRefused(str(reply.get("error")), str(reply.get("detail")))
+        return reply
+
+    async def state(self, execution_id: UUID) -> dict[str, Any]:
+        reply = await self._request("agentboard.cmd.state", str(execution_id).encode())
+        if not reply.get("ok"):
+            raise CommandRefused(str(reply.get("error")), str(reply.get("detail")))
+        return reply
+
+    async def _request(self, subject: str, payload: bytes) -> dict[str, Any]:
+        delay = 0.05
+        for attempt in range(self.retries):
+            try:
+                message = await self.nc.request(subject, payload, timeout=REQUEST_TIMEOUT)
+            except (TimeoutError, NoRespondersError, NatsTimeout) as error:
+                log.warning("%s: %r (attempt %d), retrying", subject, error, attempt + 1)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            reply: dict[str, Any] = json.loads(message.data)
+            return reply
+        raise ConnectionError(f"no answer from the command service on {subject}")

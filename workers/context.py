@@ -1,0 +1,193 @@
+"""The context an agent runs in: each thing it does becomes a worker report.
+
+Output is streamed live to ``AGENTBOARD_LOGS`` as it comes and stored coalesced:
+chunks are gathered and recorded as one OutputAppended per half second (or 16 KiB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from nats.aio.client import Client
+from nats.js.object_store import ObjectStore
+
+from domain import commands as c
+from domain.values import InputKind, ToolOutcome
+from infra.nats import log_subject
+from workers.agent import ExecutionInfo
+from workers.client import CommandClient
+
+FLUSH_EVERY_SECONDS = 0.5
+FLUSH_AT_CHARS = 16 * 1024
+POLL_WHILE_WAITING_SECONDS = 2.0
+CHECK_STATE_EVERY_TICKS = 10  # every 5 s
+
+
+class Slot(Protocol):
+    """A worker's concurrency slot, which a run gives back while it waits for a person."""
+
+    def give_back(self) -> None: ...
+
+    async def take(self) -> None: ...
+
+
+class RunToolCall:
+    def __init__(self, context: RunContext) -> None:
+        self._context = context
+        self.summary = ""
+
+    async def output(self, text: str) -> None:
+        await self._context.say(text)
+
+
+class RunContext:
+    def __init__(
+        self,
+        info: ExecutionInfo,
+        tenant: str,
+        lease: int,
+        nc: Client,
+        client: CommandClient,
+        artifacts: ObjectStore,
+        slot: Slot | None = None,
+    ) -> None:
+        self.slot = slot
+        self._info = info
+        self.tenant = tenant
+        self.lease = lease
+        self.nc = nc
+        self.client = client
+        self.artifacts = artifacts
+        self._cancelled = asyncio.Event()
+        self._answers: asyncio.Queue[Any] = asyncio.Queue()
+        self._tool_calls = 0
+        self._buffer: list[str] = []
+        self._buffered_chars = 0
+        self._sequence = 0
+        self._flush_lock = asyncio.Lock()
+        self.last_heartbeat = time.time()
+
+    @property
+    def execution(self) -> ExecutionInfo:
+        return self._info
+
+    @property
+    def cancelled(self) -> asyncio.Event:
+        return self._cancelled
+
+    # -- control, from the relay (agentboard.control.<id>) or from polling ------------
+
+    def on_control(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "CancelRequested":
+            self._cancelled.set()
+        elif message.get("type") == "InputProvided":
+            self._answers.put_nowait(message.get("data", {}).get("answer"))
+
+    # -- the agent's verbs ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def tool(self, name: str, arguments: dict[str, Any]) -> AsyncIterator[RunToolCall]:
+        self._tool_calls += 1
+        call_id = f"l{self.lease}-c{self._tool_calls}"
+        await self.report(c.RecordToolCall(self._info.id, self.lease, call_id, name, arguments))
+        call = RunToolCall(self)
+        started = time.monotonic()
+        outcome = ToolOutcome.SUCCESS
+        try:
+            yield call
+        except BaseException as error:
+            outcome = ToolOutcome.FAILED
+            if not call.summary:
+                call.summary = str(error) or type(error).__name__
+            raise
+        finally:
+            await self.flush()
+            await self.report(
+                c.FinishToolCall(
+                    self._info.id, self.lease, call_id, outcome,
+                    call.summary[:1000], time.monotonic() - started,
+                )
+            )  # fmt: skip
+
+    async def say(self, text: str) -> None:
+        if not text:
+            return
+        self.last_heartbeat = time.time()
+        live = json.dumps({"execution_id": str(self._info.id), "text": text}).encode()
+        await self.nc.publish(log_subject(self.tenant, str(self._info.id)), live)
+        self._buffer.append(text)
+        self._buffered_chars += len(text)
+        if self._buffered_chars >= FLUSH_AT_CHARS:
+            await self.flush()
+
+    async def ask(
+        self,
+        question: str,
+        *,
+        kind: InputKind = InputKind.CLARIFICATION,
+        schema: dict[str, Any] | None = None,
+    ) -> Any:
+        await self.flush()
+        await self.report(c.RequestInput(self._info.id, self.lease, question, kind, schema))
+        if self.slot is not None:
+            self.slot.give_back()  # nobody runs while a person thinks
+        try:
+            return await self._wait_for_answer()
+        finally:
+            if self.slot is not None:
+                await self.slot.take()
+
+    async def _wait_for_answer(self) -> Any:
+        while True:
+            try:
+                return await asyncio.wait_for(self._answers.get(), POLL_WHILE_WAITING_SECONDS)
+            except TimeoutError:
+                state = await self.client.state(self._info.id)  # a control message may be lost
+                if state.get("cancel_requested"):
+                    self._cancelled.set()
+                    raise asyncio.CancelledError from None
+                if state.get("status") == "running" and state.get("lease") == self.lease:
+                    return state.get("answer")
+
+    async def artifact(self, name: str, data: bytes, media_type: str = "text/plain") -> None:
+        key = f"{self._info.id}/{name}"
+        await self.artifacts.put(key, data)
+        await self.report(
+            c.AddArtifact(
+                self._info.id, self.lease, name, media_type, len(data),
+                hashlib.sha256(data).hexdigest(), key,
+            )
+        )  # fmt: skip
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def report(self, command: c.Command) -> dict[str, Any]:
+        self.last_heartbeat = time.time()
+        return await self.client.send(command)
+
+    async def flush(self) -> None:
+        async with self._flush_lock:
+            if not self._buffer:
+                return
+            text, self._buffer, self._buffered_chars = "".join(self._buffer), [], 0
+            self._sequence += 1
+            await self.report(c.AppendOutput(self._info.id, self.lease, text, self._sequence))
+
+    async def flush_periodically(self) -> None:
+        """Store coalesced output; now and then, ask whether a cancel was requested (a control
+        message can be lost while NATS reconnects)."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_SECONDS)
+            await self.flush()
+            ticks += 1
+            if ticks % CHECK_STATE_EVERY_TICKS == 0 and not self._cancelled.is_set():
+                state = await self.client.state(self._info.id)
+                if state.get("cancel_requested"):
+                    self._cancelled.set()
