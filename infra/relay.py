@@ -3,9 +3,9 @@
 - every stored event to ``AGENTBOARD_EVENTS`` (``Nats-Msg-Id`` = ``<store id>:<position>``);
 - a work message to ``agentboard.work.<queue>[.band]`` for every execution that needs a
   worker (Created, RetryScheduled — which also follows a requeue after LeaseExpired);
-- a control message on ``agentboard.control.<id>`` for CancelRequested and InputProvided,
-  so the worker holding the execution hears at once (workers also poll, so a control
-  message lost on a reconnect delays, never loses, a cancel or an answer).
+- a control message on ``agentboard.control.<id>`` for a cancel, an answer, or an end
+  decided elsewhere, so the worker holding the execution hears at once (workers also
+  poll, so a control message lost on a reconnect delays, never loses, any of them).
 
 Publishes of a page are pipelined; the tracking position advances only after JetStream
 acknowledged all of them. A restart republishes at most the last unacknowledged page,
@@ -53,6 +53,16 @@ UPSERT_POSITION = (
 )
 WAKE_UP_AT_LEAST_EVERY = 1.0  # seconds: LISTEN can go silent; polling is the fallback
 NEEDS_A_WORKER = ("Created", "RetryScheduled")
+# What the worker holding an execution must hear about at once: a cancel, an answer, or
+# that the execution was ended or taken from it by someone else.
+CONTROL_EVENTS = (
+    "CancelRequested",
+    "InputProvided",
+    "Failed",
+    "Completed",
+    "Cancelled",
+    "LeaseExpired",
+)
 
 
 class Relay:
@@ -140,7 +150,7 @@ class Relay:
                         headers={"Nats-Msg-Id": f"{self.store_id}:work:{notification.id}"},
                     )
                 )
-            elif name in ("CancelRequested", "InputProvided"):
+            elif name in CONTROL_EVENTS:
                 await self.nc.publish(control_subject(str(event.originator_id)), payload)
         await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT_SECONDS)
 

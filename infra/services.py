@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from uuid import UUID
 
@@ -41,10 +42,28 @@ class BackgroundServices:
         self.monitor = LeaseMonitor(
             await workers_bucket(js), container.writer.send, self._heartbeat_timeout()
         )
+        relay, monitor = self.relay, self.monitor
         self.tasks = [
-            asyncio.create_task(self.relay.run(self.stopping), name="relay"),
-            asyncio.create_task(self.monitor.run(self.stopping), name="lease-monitor"),
+            asyncio.create_task(self._supervised("relay", lambda: relay.run(self.stopping))),
+            asyncio.create_task(
+                self._supervised("lease monitor", lambda: monitor.run(self.stopping))
+            ),
         ]
+
+    async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run until stopped; after a failure (a NATS outage outlasting a publish timeout, a
+        lost database connection) log it and start again from its tracked position."""
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                await run()
+                delay = 0.5
+            except Exception:
+                log.exception("%s failed; restarting in %.1fs", name, delay)
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+                except TimeoutError:
+                    delay = min(delay * 2, 10.0)
 
     async def stop(self) -> None:
         self.stopping.set()

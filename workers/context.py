@@ -27,6 +27,7 @@ FLUSH_EVERY_SECONDS = 0.5
 FLUSH_AT_CHARS = 16 * 1024
 POLL_WHILE_WAITING_SECONDS = 2.0
 CHECK_STATE_EVERY_TICKS = 10  # every 5 s
+TERMINAL_OR_PENDING = ("completed", "failed", "cancelled", "pending")
 
 
 class Slot(Protocol):
@@ -56,6 +57,7 @@ class RunContext:
         client: CommandClient,
         artifacts: ObjectStore,
         slot: Slot | None = None,
+        worker_id: str = "",
     ) -> None:
         self.slot = slot
         self._info = info
@@ -64,7 +66,9 @@ class RunContext:
         self.nc = nc
         self.client = client
         self.artifacts = artifacts
+        self.worker_id = worker_id
         self._cancelled = asyncio.Event()
+        self.lost = asyncio.Event()  # the execution is no longer this run's: stop quietly
         self._answers: asyncio.Queue[Any] = asyncio.Queue()
         self._tool_calls = 0
         self._buffer: list[str] = []
@@ -84,10 +88,21 @@ class RunContext:
     # -- control, from the relay (agentboard.control.<id>) or from polling ------------
 
     def on_control(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "CancelRequested":
+        kind, data = message.get("type"), message.get("data", {})
+        if kind == "CancelRequested":
             self._cancelled.set()
-        elif message.get("type") == "InputProvided":
-            self._answers.put_nowait(message.get("data", {}).get("answer"))
+        elif kind == "InputProvided":
+            self._answers.put_nowait(data.get("answer"))
+        elif kind in ("Failed", "Completed", "Cancelled", "LeaseExpired"):
+            actor = data.get("actor") or {}
+            if not (actor.get("kind") == "worker" and actor.get("id") == self.worker_id):
+                self.lost.set()  # ended or taken elsewhere (a timeout, an operator, a monitor)
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        if state.get("lease") != self.lease or state.get("status") in TERMINAL_OR_PENDING:
+            self.lost.set()
+        elif state.get("cancel_requested"):
+            self._cancelled.set()
 
     # -- the agent's verbs ----------------------------------------------------------------
 
@@ -187,7 +202,5 @@ class RunContext:
             await asyncio.sleep(FLUSH_EVERY_SECONDS)
             await self.flush()
             ticks += 1
-            if ticks % CHECK_STATE_EVERY_TICKS == 0 and not self._cancelled.is_set():
-                state = await self.client.state(self._info.id)
-                if state.get("cancel_requested"):
-                    self._cancelled.set()
+            if ticks % CHECK_STATE_EVERY_TICKS == 0:
+                self.check_state(await self.client.state(self._info.id))

@@ -116,7 +116,11 @@ class Worker:
         await asyncio.gather(beat, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.presence.delete(self.worker_id)
-        await self.nc.drain()
+        # not drain(): a pull subscription may hold a late delivery nobody will take (it is
+        # redelivered after ack_wait), and drain() would wait for it until its timeout
+        with contextlib.suppress(Exception):
+            await self.nc.flush(timeout=5)
+        await self.nc.close()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -212,8 +216,9 @@ class Worker:
             parameters=card["parameters"], attempt=card["attempt"], labels=card["labels"],
         )  # fmt: skip
         context = RunContext(
-            info, card["tenant"], claim["lease"], self.nc, self.client, self.artifacts, self
-        )
+            info, card["tenant"], claim["lease"], self.nc, self.client, self.artifacts, self,
+            self.worker_id,
+        )  # fmt: skip
 
         async def on_control(message: Msg) -> None:
             with contextlib.suppress(ValueError):
@@ -221,6 +226,7 @@ class Worker:
 
         subscription = await self.nc.subscribe(control_subject(card["id"]), cb=on_control)
         self._running[info.id] = context
+        await self._announce()  # the lease monitor must know at once what this worker holds
         flusher = asyncio.create_task(context.flush_periodically())
         try:
             await self._supervise(context, card.get("timeout_seconds"))
@@ -235,6 +241,7 @@ class Worker:
             await asyncio.gather(flusher, return_exceptions=True)
             await subscription.unsubscribe()
             self._running.pop(info.id, None)
+            await self._announce()
 
     async def _supervise(self, context: RunContext, timeout: float | None) -> None:
         agent = self.agents.get(context.execution.agent_id)
@@ -251,6 +258,9 @@ class Worker:
         try:
             result = await asyncio.wait_for(task, timeout)
         except asyncio.CancelledError:
+            if context.lost.is_set():
+                log.warning("execution %s was ended elsewhere; its run stopped", info.id)
+                return
             if not context.cancelled.is_set():
                 raise  # the worker itself is being torn down
             await context.flush()
@@ -286,22 +296,25 @@ class Worker:
 
     async def _presence_loop(self) -> None:
         while True:
-            value = {
-                "worker_id": self.worker_id,
-                "queues": list(self.queues),
-                "concurrency": self.concurrency,
-                "pid": os.getpid(),
-                "seen_at": time.time(),
-                "executions": {
-                    str(i): {"lease": ctx.lease, "heartbeat_at": ctx.last_heartbeat}
-                    for i, ctx in self._running.items()
-                },
-            }
-            try:
-                await self.presence.put(self.worker_id, json.dumps(value).encode())
-            except Exception as error:
-                log.warning("presence update failed: %r", error)
+            await self._announce()
             await asyncio.sleep(PRESENCE_EVERY_SECONDS)
+
+    async def _announce(self) -> None:
+        value = {
+            "worker_id": self.worker_id,
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "pid": os.getpid(),
+            "seen_at": time.time(),
+            "executions": {
+                str(i): {"lease": ctx.lease, "heartbeat_at": ctx.last_heartbeat}
+                for i, ctx in self._running.items()
+            },
+        }
+        try:
+            await self.presence.put(self.worker_id, json.dumps(value).encode())
+        except Exception as error:  # NATS may be reconnecting
+            log.warning("presence update failed: %r", error)
 
 
 async def _call(agent: Agent, context: RunContext) -> Any:
@@ -309,7 +322,15 @@ async def _call(agent: Agent, context: RunContext) -> Any:
 
 
 async def _cancel_on_request(context: RunContext, task: asyncio.Task[Any]) -> None:
-    await context.cancelled.wait()
+    waits = [
+        asyncio.create_task(context.cancelled.wait()),
+        asyncio.create_task(context.lost.wait()),
+    ]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
     task.cancel()
 
 

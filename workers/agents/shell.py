@@ -10,11 +10,12 @@ Parameters (all optional):
 - ``timeout_seconds``: a limit for each command.
 
 Each command is a tool call named ``bash`` with arguments ``{"command": COMMAND}``. Its
-stdout and stderr, merged, stream to the tool call chunk by chunk as they arrive; stdin is
-empty. The summary reads like ``exit 0, 3 lines``. A non-zero exit, a timeout or a command
-that cannot be started fails the tool call, and the execution then fails with ``tool_error``
-without running the commands after it (like ``set -e``). It completes with
-``{"exit_codes": [...], "commands": n}``.
+stdout and stderr, merged, stream to the tool call chunk by chunk as they arrive (decoded as
+UTF-8, undecodable bytes replaced); stdin is empty. The summary reads ``exit 0, 3 lines``
+(or ``killed by SIGKILL, ...``, ``timed out after 5 s, ...``, ``cancelled, ...``). A non-zero
+exit, a timeout or a command that cannot be started fails the tool call, and the execution
+then fails with ``tool_error`` without running the commands after it (like ``set -e``). It
+completes with ``{"exit_codes": [...], "commands": n}``.
 
 Every command runs in a session (and process group) of its own, and that whole group is
 ended when the tool call ends: with SIGTERM, then SIGKILL after ``KILL_AFTER_SECONDS``, when
@@ -147,10 +148,16 @@ async def run_command(
     if ending is _Ending.TIMED_OUT:
         call.summary = f"timed out after {plan.timeout_seconds:g} s, {transcript.describe()}"
         raise ToolFailed(f"timed out after {plan.timeout_seconds:g} s")
-    call.summary = f"exit {exit_code}, {transcript.describe()}"
+    call.summary = f"{_describe_exit(exit_code)}, {transcript.describe()}"
     if exit_code != 0:
-        raise ToolFailed(f"exit {exit_code}")
+        raise ToolFailed(_describe_exit(exit_code))
     return exit_code
+
+
+def _describe_exit(exit_code: int) -> str:
+    if exit_code < 0:  # asyncio's way of saying a signal ended bash
+        return f"killed by {signal.Signals(-exit_code).name}"
+    return f"exit {exit_code}"
 
 
 async def _start(command: str, plan: ShellPlan, call: ToolCall) -> asyncio.subprocess.Process:

@@ -1,0 +1,159 @@
+"""Crashes, restarts, redeliveries and timeouts: nothing acknowledged is lost, nothing
+happens twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.bootstrap import Container, bootstrap
+from infra.embedded import EmbeddedNats
+from infra.eventstore import ensure_schema
+from infra.nats import EVENTS_STREAM, WORK_STREAM, connect, work_consumer
+from infra.processes import free_port
+from infra.settings import Settings
+from tests.integration.workers_harness import create, event_types, running_stack, wait_for_status
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def spawn_worker(nats_url: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "AGENTBOARD_NATS_URL": nats_url}
+    agentboard = Path(sys.executable).parent / "agentboard"
+    return subprocess.Popen(
+        [str(agentboard), "worker", "--queue", "default", "--concurrency", str(concurrency)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def test_a_killed_worker_s_executions_are_requeued_or_fail_as_worker_lost(
+    container: Container,
+) -> None:
+    steps = {"steps": [{"say": "working\n"}, {"sleep": 2}]}
+    async with running_stack(container, workers=0):
+        doomed = spawn_worker(container.nats_url)
+        try:
+            retried = await create(container, parameters=steps, retry={"max_attempts": 2})
+            last_try = await create(container, parameters=steps, retry={"max_attempts": 1})
+            for execution_id in (retried, last_try):
+                await wait_for_status(container, execution_id, "running")
+        finally:
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait()
+        async with running_stack(container, workers=1):
+            lost = await wait_for_status(container, last_try, "failed", timeout=30)
+            done = await wait_for_status(container, retried, "completed", timeout=30)
+
+    assert lost.failure_reason == "worker_lost"
+    assert done.attempt == 2
+    assert event_types(container, retried).count("PickedUp") == 2
+    assert "LeaseExpired" in event_types(container, retried)
+
+
+async def test_a_redelivered_work_message_does_not_run_twice(container: Container) -> None:
+    async with running_stack(container) as (services, _):
+        execution_id = await create(container, parameters={"steps": [{"tool": "t", "args": {}}]})
+        await wait_for_status(container, execution_id, "completed")
+        assert services.nc is not None
+        js = services.nc.jetstream()
+        payload = json.dumps({"execution_id": str(execution_id), "not_before": None}).encode()
+        await js.publish("agentboard.work.default", payload)  # a stray duplicate delivery
+        await asyncio.sleep(1.0)
+        info = await js.consumer_info(WORK_STREAM, work_consumer("default", "normal"))
+
+    assert event_types(container, execution_id).count("PickedUp") == 1
+    assert info.num_ack_pending == 0  # acknowledged away, not redelivered
+
+
+async def test_a_malformed_work_message_is_terminated(container: Container) -> None:
+    async with running_stack(container) as (services, _):
+        assert services.nc is not None
+        js = services.nc.jetstream()
+        await js.publish("agentboard.work.default", b"this is not json")
+        await asyncio.sleep(1.0)
+        info = await js.consumer_info(WORK_STREAM, work_consumer("default", "normal"))
+
+    assert info.num_ack_pending == 0
+    assert info.num_redelivered == 0
+
+
+async def test_the_relay_resumes_exactly_where_it_stopped(container: Container) -> None:
+    async with running_stack(container, workers=0):
+        first = [await create(container, prompt=f"first {n}") for n in range(5)]
+        await asyncio.sleep(0.5)
+    second = [await create(container, prompt=f"second {n}") for n in range(5)]  # relay down
+    async with running_stack(container, workers=0) as (services, _):
+        await asyncio.sleep(1.0)
+        assert services.nc is not None
+        info = await services.nc.jetstream().stream_info(EVENTS_STREAM)
+        assert services.relay is not None
+        position = services.relay.position
+
+    assert info.state.messages == len(first) + len(second)  # each event published once
+    assert position == len(first) + len(second)
+
+
+async def test_run_timeout_fails_with_reason_timeout(container: Container) -> None:
+    async with running_stack(container):
+        execution_id = await create(
+            container, parameters={"steps": [{"sleep": 10}]}, timeout_seconds=0.5,
+            retry={"max_attempts": 1},
+        )  # fmt: skip
+        state = await wait_for_status(container, execution_id, "failed", timeout=10)
+
+    assert state.failure_reason == "timeout"
+
+
+async def test_a_silent_execution_fails_on_its_heartbeat_timeout(container: Container) -> None:
+    async with running_stack(container):
+        execution_id = await create(
+            container, parameters={"steps": [{"sleep": 10}]}, heartbeat_timeout_seconds=1,
+            retry={"max_attempts": 1},
+        )  # fmt: skip
+        state = await wait_for_status(container, execution_id, "failed", timeout=15)
+
+    assert state.failure_reason == "timeout"
+    assert "heartbeat" in (state.error or "")
+
+
+async def test_a_nats_restart_mid_run_loses_nothing(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    nats = EmbeddedNats(tmp_path / "restartable", port=port)
+    nats_url = nats.start()
+    ensure_schema(database_url, settings)
+    container = bootstrap(settings, database_url=database_url, nats_url=nats_url)
+    steps = {"steps": [{"say": "before\n"}, {"sleep": 2}, {"tool": "after", "args": {}}]}
+    try:
+        async with running_stack(container):
+            execution_id = await create(container, parameters=steps)
+            await wait_for_status(container, execution_id, "running")
+            nats.stop()
+            await asyncio.sleep(0.5)
+            nats.start()
+            state = await wait_for_status(container, execution_id, "completed", timeout=30)
+            after = await create(container, parameters={"steps": []})
+            await wait_for_status(container, after, "completed", timeout=30)
+        client = await connect(nats_url, "check")
+        info = await client.jetstream().stream_info(EVENTS_STREAM)
+        await client.close()
+        stored = container.service.recorder.max_notification_id()
+    finally:
+        container.close()
+        nats.stop()
+
+    assert state.result == {"answers": []}
+    assert info.state.messages == stored  # every stored event reached the stream, once
