@@ -12,7 +12,7 @@ from litestar.response import Response
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from infra.bootstrap import Container
-from infra.services import BackgroundServices
+from infra.services import BackgroundServices, LocalWorker
 
 
 @get("/healthz", operation_id="healthz", sync_to_thread=False)
@@ -38,19 +38,27 @@ async def readyz(state: State) -> Response[dict[str, object]]:
     )
 
 
-def create_app(container: Container, *, background: bool = True) -> Litestar:
+def create_app(
+    container: Container, *, background: bool = True, worker_queue: str | None = None
+) -> Litestar:
     """The HTTP app; with ``background`` it also runs the relay, the lease monitor and the
-    command service for workers for as long as it serves."""
+    command service for workers for as long as it serves, and with ``worker_queue`` a
+    worker process on that queue."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = BackgroundServices(container)
+        worker = LocalWorker(container.nats_url, worker_queue) if worker_queue else None
         if background:
             await services.start()
+        if worker is not None:
+            await worker.start()
         app.state.services = services
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()  # first: it reports to the services below
             await services.stop()
 
     return Litestar(

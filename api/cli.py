@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -60,7 +56,7 @@ def up() -> None:
     settings = Settings()
     with open_stack(settings) as container:
         config = uvicorn.Config(
-            create_app(container),
+            create_app(container, worker_queue="default"),
             host=settings.http_host,
             port=settings.http_port,
             log_level="info",
@@ -69,31 +65,12 @@ def up() -> None:
         server = _Server(config)
         http_url = f"http://{settings.http_host}:{settings.http_port}"
         stack_file = write_stack_file(settings, container, http_url)
-        worker = _spawn_worker(container.nats_url, "default")
         typer.echo(f"agentboard is up: {http_url}/")
         try:
             server.run()  # returns on Ctrl-C or SIGTERM, after draining requests
         finally:
-            _stop_worker(worker)
             stack_file.unlink(missing_ok=True)
     typer.echo("agentboard stopped")
-
-
-def _spawn_worker(nats_url: str, queue: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "AGENTBOARD_NATS_URL": nats_url}
-    agentboard = Path(sys.executable).parent / "agentboard"
-    command = [str(agentboard), "worker", "--queue", queue]
-    # its own process group: Ctrl-C reaches `up`, which stops the worker in its turn
-    return subprocess.Popen(command, env=env, start_new_session=True)
-
-
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(60)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
 
 
 QueueOption = Annotated[

@@ -120,5 +120,15 @@ class CommandResult:
         lease: int = self._snapshot["lease"]
         return lease
 
+    def brief(self) -> dict[str, Any]:
+        """The few fields a worker's report needs back, without building the whole state."""
+        state = self._snapshot
+        return {
+            "lease": state["lease"],
+            "status": state["status"].value,
+            "attempt": state["attempt"],
+            "cancel_requested": state["cancel_requested"],
+        }
+
     def __repr__(self) -> str:
         return f"CommandResult(position={self.position}, recorded={self.recorded})"

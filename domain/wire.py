@@ -48,17 +48,10 @@ def decode_command(name: str, payload: bytes) -> c.Command:
 def encode_result(result: CommandResult, *, card: bool = False) -> bytes:
     """The reply to a worker report; ``card`` adds what a worker needs to run the execution
     (sent with the reply to a pick-up)."""
-    state = result.execution
-    reply: dict[str, Any] = {
-        "ok": True,
-        "position": result.position,
-        "recorded": result.recorded,
-        "lease": state.lease,
-        "status": state.status,
-        "attempt": state.attempt,
-        "cancel_requested": state.cancel_requested,
-    }
+    reply: dict[str, Any] = {"ok": True, "position": result.position, "recorded": result.recorded}
+    reply.update(result.brief())
     if card:
+        state = result.execution
         reply["execution"] = {
             "id": str(state.id),
             "tenant": state.tenant,

@@ -33,6 +33,7 @@ class CommandService:
         self.service = service
         self.writer = writer
         self._micro: Service | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._micro = await add_service(
@@ -47,11 +48,20 @@ class CommandService:
         await group.add_endpoint(name="state", handler=self._state)
 
     async def stop(self) -> None:
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
         if self._micro is not None:
             await self._micro.stop()
             self._micro = None
 
     def _handler(self, name: str) -> Callable[[Request], Awaitable[None]]:
+        # nats-py awaits a subscription's callback before it hands over the next message;
+        # answering in a task of its own lets concurrent reports share one group commit.
+        async def dispatch(request: Request) -> None:
+            task = asyncio.create_task(handle(request))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
         async def handle(request: Request) -> None:
             try:
                 command = decode_command(name, request.data)
@@ -65,7 +75,7 @@ class CommandService:
                 return
             await request.respond(encode_result(result, card=name == "pick_up"))
 
-        return handle
+        return dispatch
 
     async def _state(self, request: Request) -> None:
         try:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
+from pathlib import Path
 from uuid import UUID
 
 from nats.aio.client import Client
@@ -85,3 +88,32 @@ class BackgroundServices:
             return await asyncio.to_thread(lookup, execution_id)
 
         return heartbeat_timeout
+
+
+class LocalWorker:
+    """A worker process beside the API (``agentboard up`` runs one on ``default``). It is
+    stopped before the services it reports to, so it can finish what it holds."""
+
+    def __init__(self, nats_url: str, queue: str = "default", concurrency: int = 4) -> None:
+        self.command = [
+            str(Path(sys.executable).parent / "agentboard"),
+            "worker", "--queue", queue, "--concurrency", str(concurrency),
+        ]  # fmt: skip
+        self.env = {**os.environ, "AGENTBOARD_NATS_URL": nats_url}
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        # its own session: Ctrl-C reaches `up`, which stops the worker in its turn
+        self.process = await asyncio.create_subprocess_exec(
+            *self.command, env=self.env, start_new_session=True
+        )
+
+    async def stop(self, timeout: float = 60) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.terminate()
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
