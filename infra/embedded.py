@@ -21,6 +21,7 @@ import psycopg
 
 from infra.processes import (
     ServerFailedToStart,
+    die_with_parent,
     free_port,
     pid_alive,
     stop_pid,
@@ -62,6 +63,7 @@ class EmbeddedPostgres:
                  "-c", f"full_page_writes={'on' if self.fsync else 'off'}",
                  "-c", "max_connections=300", "-c", "shared_buffers=256MB"],
                 stdout=log, stderr=log, user=user, start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509 - only prctl
             )  # fmt: skip
         self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         self._wait_ready(timeout)
@@ -147,6 +149,7 @@ class EmbeddedNats:
                  "-sd", str(self.dir / "jetstream"), "-P", str(self.pid_file),
                  "--ports_file_dir", str(self.dir)],
                 stdout=log, stderr=log, start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - only prctl
             )  # fmt: skip
         self.url = self._wait_ready(timeout)
         return self.url

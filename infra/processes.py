@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
 class ServerFailedToStart(RuntimeError):
     """An embedded server did not come up; the message names its log file."""
+
+
+def die_with_parent(sig: signal.Signals) -> Callable[[], None]:
+    """A ``preexec_fn`` that asks Linux to send ``sig`` to the child when its parent dies,
+    so a killed ``agentboard up`` (or test run) leaves no server behind."""
+
+    # Load libc here, in the parent: the child runs only the prctl call, taking no lock
+    # that another thread of the parent might have held at fork time.
+    prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+
+    def preexec() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(sig))
+
+    return preexec
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
