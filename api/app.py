@@ -8,10 +8,18 @@ from contextlib import asynccontextmanager
 import anyio
 from litestar import Litestar, get
 from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.response import Response
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
+from api.auth import KeyAuthentication
+from api.errors import problem_details_config
+from api.executions import ExecutionController
 from infra.bootstrap import Container
+from infra.keys import KeyStore
 from infra.services import BackgroundServices, LocalWorker
 
 
@@ -61,8 +69,23 @@ def create_app(
                 await worker.stop()  # first: it reports to the services below
             await services.stop()
 
+    auth = DefineMiddleware(KeyAuthentication, exclude=["^/healthz", "^/readyz", "^/schema"])
     return Litestar(
-        route_handlers=[healthz, readyz],
-        state=State({"container": container}),
+        route_handlers=[healthz, readyz, ExecutionController],
+        state=State({"container": container, "key_store": KeyStore(container.database_url)}),
         lifespan=[lifespan],
+        middleware=[auth],
+        plugins=[ProblemDetailsPlugin(problem_details_config())],
+        openapi_config=OpenAPIConfig(
+            title="agentboard",
+            version="1.0.0",
+            description="The system of record for agentic task executions.",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")
+                }
+            ),
+            security=[{"apiKey": []}],
+        ),
     )

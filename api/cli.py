@@ -15,6 +15,7 @@ import uvicorn
 
 from api.app import create_app
 from infra.bootstrap import STACK_FILE, open_stack, write_stack_file
+from infra.keys import KeyStore, ensure_admin_key
 from infra.settings import Settings
 
 cli = typer.Typer(
@@ -65,7 +66,9 @@ def up() -> None:
         server = _Server(config)
         http_url = f"http://{settings.http_host}:{settings.http_port}"
         stack_file = write_stack_file(settings, container, http_url)
+        key = ensure_admin_key(settings.data_dir, KeyStore(container.database_url))
         typer.echo(f"agentboard is up: {http_url}/")
+        typer.echo(f"sign in to the board: {http_url}/#key={key}")
         try:
             server.run()  # returns on Ctrl-C or SIGTERM, after draining requests
         finally:

@@ -1,0 +1,173 @@
+"""/v1/executions: create, read, and the operator actions (DESIGN §6)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+import anyio
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from api.auth import operators
+from api.schemas import Execution, ExecutionCreate, InputAnswer, Reason
+from domain import commands as c
+from domain.exceptions import ExecutionNotFound
+from domain.state import CommandResult, ExecutionState, idempotent_execution_id
+from domain.values import Actor, ActorKind, ExecutionType, RetryPolicy
+from infra.bootstrap import Container
+from infra.keys import Principal
+
+IdempotencyKey = Annotated[
+    str | None,
+    Parameter(header="Idempotency-Key", required=False, max_length=255,
+              description="repeat a request safely: the same key returns the first outcome"),
+]  # fmt: skip
+
+
+def actor_of(request: Request[Principal, Any, State]) -> Actor:
+    return Actor(ActorKind.USER, f"key:{request.user.key_id}")
+
+
+def to_execution(state: ExecutionState, position: int | None = None) -> Execution:
+    return Execution(
+        id=state.id, tenant=state.tenant, type=state.type, agent_id=state.agent_id,
+        team_id=state.team_id, worker_queue=state.worker_queue, prompt=state.prompt,
+        parameters=state.parameters, priority=state.priority, labels=state.labels,
+        status=state.status, attempt=state.attempt, worker_id=state.worker_id,
+        created_by=state.created_by, created_at=state.created_at, updated_at=state.updated_at,
+        deadline=state.deadline, question=state.question,
+        cancel_requested=state.cancel_requested, result=state.result, error=state.error,
+        failure_reason=state.failure_reason, completion_notes=state.completion_notes,
+        position=position,
+    )  # fmt: skip
+
+
+async def state_in_tenant(container: Container, tenant: str, execution_id: UUID) -> ExecutionState:
+    """The execution, if it belongs to the caller's tenant; another tenant's is not found."""
+    state = await anyio.to_thread.run_sync(container.service.state, execution_id)
+    if state.tenant != tenant:
+        raise ExecutionNotFound(execution_id)
+    return state
+
+
+class ExecutionController(Controller):
+    path = "/v1/executions"
+    tags = ["executions"]
+
+    @post("/", operation_id="createExecution", guards=[operators], status_code=201)
+    async def create(
+        self, request: Request[Principal, Any, State], data: ExecutionCreate,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Execution:  # fmt: skip
+        """Create an execution; it waits in `pending` until a worker of its queue takes it."""
+        container: Container = request.app.state.container
+        tenant = request.user.tenant
+        created_by = (
+            Actor(ActorKind(data.created_by.kind), data.created_by.id)
+            if data.created_by
+            else Actor(ActorKind.API, f"key:{request.user.key_id}")
+        )
+        execution_id = (
+            idempotent_execution_id(tenant, idempotency_key) if idempotency_key else uuid4()
+        )
+        retry = RetryPolicy(**data.retry.model_dump()) if data.retry else RetryPolicy()
+        result = await container.writer.send(
+            c.CreateExecution(
+                execution_id, tenant=tenant, agent_id=data.agent_id,
+                worker_queue=data.worker_queue, prompt=data.prompt, created_by=created_by,
+                type=ExecutionType(data.type), team_id=data.team_id,
+                parameters=data.parameters, priority=data.priority, labels=data.labels,
+                deadline=data.deadline, retry=retry, timeout_seconds=data.timeout_seconds,
+                heartbeat_timeout_seconds=data.heartbeat_timeout_seconds,
+                parent_execution_id=data.parent_execution_id, idempotency_key=idempotency_key,
+            )
+        )  # fmt: skip
+        return to_execution(result.execution, result.position)
+
+    @get("/{execution_id:uuid}", operation_id="getExecution")
+    async def get_one(
+        self, request: Request[Principal, Any, State], execution_id: UUID
+    ) -> Execution:
+        """One execution, as stored now."""
+        container: Container = request.app.state.container
+        state = await state_in_tenant(container, request.user.tenant, execution_id)
+        return to_execution(state)
+
+    @get("/{execution_id:uuid}/events", operation_id="getExecutionEvents")
+    async def events(
+        self, request: Request[Principal, Any, State], execution_id: UUID
+    ) -> list[dict[str, Any]]:
+        """Its full event timeline, in order, with who did what."""
+        container: Container = request.app.state.container
+        await state_in_tenant(container, request.user.tenant, execution_id)
+        return await anyio.to_thread.run_sync(_timeline, container, execution_id)
+
+    async def _act(
+        self, request: Request[Principal, Any, State], execution_id: UUID, command: c.Command
+    ) -> Execution:
+        container: Container = request.app.state.container
+        await state_in_tenant(container, request.user.tenant, execution_id)
+        result: CommandResult = await container.writer.send(command)
+        return to_execution(result.execution, result.position)
+
+    @post("/{execution_id:uuid}/cancel", operation_id="cancelExecution", guards=[operators],
+          status_code=200)  # fmt: skip
+    async def cancel(
+        self, request: Request[Principal, Any, State], execution_id: UUID,
+        data: Reason | None = None, idempotency_key: IdempotencyKey = None,
+    ) -> Execution:  # fmt: skip
+        """Cancel: pending work at once; running work is asked to stop."""
+        reason = (data.reason if data else "") or "cancelled"
+        command = c.RequestCancel(execution_id, reason, actor_of(request), idempotency_key)
+        return await self._act(request, execution_id, command)
+
+    @post("/{execution_id:uuid}/retry", operation_id="retryExecution", guards=[operators],
+          status_code=200)  # fmt: skip
+    async def retry(
+        self, request: Request[Principal, Any, State], execution_id: UUID,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Execution:  # fmt: skip
+        """Retry a failed execution as a new attempt."""
+        command = c.Retry(execution_id, actor_of(request), idempotency_key)
+        return await self._act(request, execution_id, command)
+
+    @post("/{execution_id:uuid}/input", operation_id="answerExecution", guards=[operators],
+          status_code=200)  # fmt: skip
+    async def answer(
+        self, request: Request[Principal, Any, State], execution_id: UUID, data: InputAnswer,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Execution:  # fmt: skip
+        """Answer the question of an execution that requires input."""
+        command = c.ProvideInput(execution_id, data.answer, actor_of(request), idempotency_key)
+        return await self._act(request, execution_id, command)
+
+    @post("/{execution_id:uuid}/block", operation_id="blockExecution", guards=[operators],
+          status_code=200)  # fmt: skip
+    async def block(
+        self, request: Request[Principal, Any, State], execution_id: UUID,
+        data: Reason | None = None, idempotency_key: IdempotencyKey = None,
+    ) -> Execution:  # fmt: skip
+        """Mark running work blocked (waiting on something outside it)."""
+        reason = (data.reason if data else "") or "blocked"
+        command = c.Block(execution_id, reason, actor_of(request), idempotency_key)
+        return await self._act(request, execution_id, command)
+
+    @post("/{execution_id:uuid}/unblock", operation_id="unblockExecution", guards=[operators],
+          status_code=200)  # fmt: skip
+    async def unblock(
+        self, request: Request[Principal, Any, State], execution_id: UUID,
+        data: Reason | None = None, idempotency_key: IdempotencyKey = None,
+    ) -> Execution:  # fmt: skip
+        """Let blocked work run again."""
+        reason = (data.reason if data else "") or "unblocked"
+        command = c.Unblock(execution_id, reason, actor_of(request), idempotency_key)
+        return await self._act(request, execution_id, command)
+
+
+def _timeline(container: Container, execution_id: UUID) -> list[dict[str, Any]]:
+    from infra.relay import event_payload  # noqa: PLC0415
+
+    events = container.service.timeline(execution_id)
+    return [event_payload(0, event) | {"position": None} for event in events]

@@ -1,0 +1,130 @@
+"""API keys: stored hashed, shown once, scoped to one tenant and one role.
+
+A key reads ``ab_<key id>_<secret>``. Only ``sha256(secret)`` is stored; verifying looks the
+key up by its id and compares the hashes in constant time. Verified keys are remembered for
+a short while so a request does not cost a query; a revoked key stops working within that
+while (30 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import psycopg
+
+from domain.execution import check_name
+
+KEYS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS agentboard_api_keys ("
+    "key_id text PRIMARY KEY, tenant text NOT NULL, role text NOT NULL, "
+    "secret_sha256 bytea NOT NULL, created_by text NOT NULL, "
+    "created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)"
+)
+INSERT_KEY = (
+    "INSERT INTO agentboard_api_keys (key_id, tenant, role, secret_sha256, created_by) "
+    "VALUES (%s, %s, %s, %s, %s)"
+)
+SELECT_KEY = (
+    "SELECT tenant, role, secret_sha256 FROM agentboard_api_keys "
+    "WHERE key_id = %s AND revoked_at IS NULL"
+)
+REMEMBER_SECONDS = 30.0
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    WORKER = "worker"
+    ADMIN = "admin"
+
+
+# What each role may do, beyond reading (every role reads its own tenant).
+OPERATES = frozenset({Role.OPERATOR, Role.ADMIN})
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    tenant: str
+    role: Role
+
+    @property
+    def can_operate(self) -> bool:
+        return self.role in OPERATES
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+class KeyStore:
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._remembered: dict[str, tuple[float, Principal, bytes]] = {}
+
+    def create(self, tenant: str, role: Role, created_by: str) -> str:
+        """A new key; the returned text is the only time the secret is seen."""
+        check_name("tenant", tenant)
+        key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        with psycopg.connect(self.database_url) as conn:
+            conn.execute(INSERT_KEY, (key_id, tenant, role.value, _hash(secret), created_by))
+        return f"ab_{key_id}_{secret}"
+
+    def verify_remembered(self, token: str) -> Principal | bool | None:
+        """Without I/O: the key's principal, None for a bad key, or False when only
+        ``verify`` (which queries) can tell."""
+        key_id, secret = _split(token)
+        if not key_id:
+            return None
+        remembered = self._remembered.get(key_id)
+        if remembered is None or time.monotonic() - remembered[0] >= REMEMBER_SECONDS:
+            return False
+        _, principal, digest = remembered
+        return principal if hmac.compare_digest(digest, _hash(secret)) else None
+
+    def verify(self, token: str) -> Principal | None:
+        key_id, secret = _split(token)
+        if not key_id:
+            return None
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(SELECT_KEY, (key_id,)).fetchone()
+        if row is None:
+            return None
+        principal, digest = Principal(key_id, row[0], Role(row[1])), bytes(row[2])
+        self._remembered[key_id] = (time.monotonic(), principal, digest)
+        return principal if hmac.compare_digest(digest, _hash(secret)) else None
+
+
+def _split(token: str) -> tuple[str, str]:
+    prefix, _, rest = token.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != "ab" or not key_id or not secret:
+        return "", ""
+    return key_id, secret
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+ADMIN_KEY_FILE = "admin.key"
+
+
+def ensure_admin_key(data_dir: Path, store: KeyStore, tenant: str = "default") -> str:
+    """The admin key of the local stack: made once, kept in ``<data dir>/admin.key``
+    (readable by its owner only), which the CLI uses when no key is set."""
+    path = data_dir / ADMIN_KEY_FILE
+    if path.exists():
+        key = path.read_text().strip()
+        if store.verify(key) is not None:
+            return key
+    key = store.create(tenant, Role.ADMIN, created_by="agentboard up")
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key

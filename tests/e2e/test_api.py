@@ -1,0 +1,153 @@
+"""The HTTP API against the running stack: keys, roles, tenants, commands, bad input."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from infra.keys import KeyStore, Role
+from tests.e2e.conftest import RunningStack
+
+SCRIPT = {"agent_id": "script", "prompt": "two tools", "parameters": {"steps": [
+    {"tool": "search", "args": {"q": "x"}}, {"tool": "read", "args": {}}]}}  # fmt: skip
+
+
+@pytest.fixture
+def keys(stack: RunningStack) -> dict[str, str]:
+    store = KeyStore(stack.stack["database_url"])
+    return {
+        "admin": (stack.data_dir / "admin.key").read_text().strip(),
+        "viewer": store.create("default", Role.VIEWER, "test"),
+        "operator": store.create("default", Role.OPERATOR, "test"),
+        "other_tenant": store.create("acme", Role.ADMIN, "test"),
+    }
+
+
+def client(stack: RunningStack, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=stack.url, headers=headers, timeout=10)
+
+
+def wait_for(api: httpx.Client, execution_id: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        body: dict[str, Any] = api.get(f"/v1/executions/{execution_id}").json()
+        if body["status"] == status or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)
+
+
+def test_an_execution_created_over_http_runs_to_completion(
+    stack: RunningStack, keys: dict[str, str]
+) -> None:
+    api = client(stack, keys["operator"])
+    created = api.post("/v1/executions", json=SCRIPT)
+    assert created.status_code == 201
+    execution = created.json()
+    assert execution["status"] == "pending"
+    assert execution["created_by"]["kind"] == "api"
+
+    done = wait_for(api, execution["id"], "completed")
+    assert done["status"] == "completed"
+    events = api.get(f"/v1/executions/{execution['id']}/events").json()
+    assert [e["type"] for e in events].count("ToolCalled") == 2
+
+
+def test_the_admin_key_of_up_works_and_a_missing_or_wrong_key_is_401(
+    stack: RunningStack, keys: dict[str, str]
+) -> None:
+    some_id = uuid4()
+    assert client(stack, keys["admin"]).get(f"/v1/executions/{some_id}").status_code == 404
+    for key in (None, "ab_nope_nope", "not-a-key"):
+        response = client(stack, key).get(f"/v1/executions/{some_id}")
+        assert response.status_code == 401
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["detail"]
+
+
+def test_a_viewer_reads_but_cannot_act(stack: RunningStack, keys: dict[str, str]) -> None:
+    created = client(stack, keys["operator"]).post("/v1/executions", json=SCRIPT).json()
+    viewer = client(stack, keys["viewer"])
+
+    assert viewer.get(f"/v1/executions/{created['id']}").status_code == 200
+    refused = viewer.post("/v1/executions", json=SCRIPT)
+    assert refused.status_code == 403
+    assert "operator" in refused.json()["detail"]
+    assert viewer.post(f"/v1/executions/{created['id']}/cancel").status_code == 403
+
+
+def test_another_tenant_sees_nothing_and_changes_nothing(
+    stack: RunningStack, keys: dict[str, str]
+) -> None:
+    ours = client(stack, keys["operator"]).post("/v1/executions", json=SCRIPT).json()
+    theirs = client(stack, keys["other_tenant"])
+    path = f"/v1/executions/{ours['id']}"
+
+    for response in (
+        theirs.get(path),
+        theirs.get(f"{path}/events"),
+        theirs.post(f"{path}/cancel"),
+        theirs.post(f"{path}/input", json={"answer": "x"}),
+    ):
+        assert response.status_code == 404
+        assert ours["id"] in response.json()["detail"]  # the id they sent, nothing more
+    events = client(stack, keys["operator"]).get(f"{path}/events").json()
+    assert "CancelRequested" not in [e["type"] for e in events]
+
+
+def test_bad_input_is_a_clear_4xx_and_records_nothing(
+    stack: RunningStack, keys: dict[str, str]
+) -> None:
+    api = client(stack, keys["operator"])
+    cases = [
+        ({"agent_id": "", "prompt": "x"}, "agent_id"),
+        ({"agent_id": "a", "prompt": "x", "priority": "high"}, "priority"),
+        ({"agent_id": "a", "prompt": "x", "worker_queue": "no spaces"}, "worker_queue"),
+        ({"agent_id": "a", "prompt": "x" * (65 * 1024)}, "prompt"),
+        ({"agent_id": "a", "prompt": "x", "surprise": 1}, "surprise"),
+        ({"prompt": "x"}, "agent_id"),
+    ]
+    for body, field in cases:
+        response = api.post("/v1/executions", json=body)
+        assert response.status_code == 400, body
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert field in response.json()["detail"]
+    malformed = api.post(
+        "/v1/executions", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert malformed.status_code == 400
+    assert api.get("/v1/executions/not-a-uuid").status_code in (400, 404)
+    answered = api.post(f"/v1/executions/{uuid4()}/input", json={"answer": 1})
+    assert answered.status_code == 404
+
+
+def test_an_idempotency_key_returns_the_first_execution(
+    stack: RunningStack, keys: dict[str, str]
+) -> None:
+    api = client(stack, keys["operator"])
+    headers = {"Idempotency-Key": "nightly-2026-11-22"}
+    first = api.post("/v1/executions", json=SCRIPT, headers=headers).json()
+    again = api.post("/v1/executions", json=SCRIPT, headers=headers).json()
+    changed = api.post("/v1/executions", json={**SCRIPT, "prompt": "other"}, headers=headers)
+
+    assert again["id"] == first["id"]
+    assert changed.status_code == 422
+    assert "idempotency key" in changed.json()["detail"]
+
+
+def test_an_answer_from_http_resumes_an_agent(stack: RunningStack, keys: dict[str, str]) -> None:
+    api = client(stack, keys["operator"])
+    body = {"agent_id": "script", "prompt": "ask", "parameters": {"steps": [{"ask": "Go?"}]}}
+    execution = api.post("/v1/executions", json=body).json()
+    waiting = wait_for(api, execution["id"], "requires_input")
+    assert waiting["question"] == "Go?"
+    answered = api.post(f"/v1/executions/{execution['id']}/input", json={"answer": "yes"})
+    assert answered.status_code == 200
+    done = wait_for(api, execution["id"], "completed")
+    assert done["result"] == {"answers": ["yes"]}
+    refused = api.post(f"/v1/executions/{execution['id']}/input", json={"answer": "again"})
+    assert refused.status_code == 409
