@@ -1,4 +1,4 @@
-"""The Litestar application. At this stage: liveness and readiness."""
+"""The Litestar application: the composition of routes, auth, errors and background services."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from api.auth import KeyAuthentication
 from api.errors import problem_details_config
 from api.executions import ExecutionController
+from api.keys import KeyController
 from infra.bootstrap import Container
 from infra.keys import KeyStore
 from infra.services import BackgroundServices, LocalWorker
@@ -71,7 +72,7 @@ def create_app(
 
     auth = DefineMiddleware(KeyAuthentication, exclude=["^/healthz", "^/readyz", "^/schema"])
     return Litestar(
-        route_handlers=[healthz, readyz, ExecutionController],
+        route_handlers=[healthz, readyz, ExecutionController, KeyController],
         state=State({"container": container, "key_store": KeyStore(container.database_url)}),
         lifespan=[lifespan],
         middleware=[auth],

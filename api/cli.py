@@ -1,4 +1,4 @@
-"""The ``agentboard`` command: ``up`` and ``worker`` so far."""
+"""The ``agentboard`` command: ``up``, ``worker``, ``keys`` so far."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import typer
 import uvicorn
 
 from api.app import create_app
+from api.client import ApiClient
 from infra.bootstrap import STACK_FILE, open_stack, write_stack_file
-from infra.keys import KeyStore, ensure_admin_key
+from infra.keys import KeyStore, Role, ensure_admin_key
 from infra.settings import Settings
 
 cli = typer.Typer(
@@ -117,6 +118,26 @@ def _stack_nats_url(settings: Settings) -> str:
         raise typer.Exit(2) from None
     url: str = stack["nats_url"]
     return url
+
+
+keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+UrlOption = Annotated[str | None, typer.Option("--url", help="the API (AGENTBOARD_URL)")]
+KeyOption = Annotated[str | None, typer.Option("--api-key", help="an API key (AGENTBOARD_API_KEY)")]
+
+
+@keys_cli.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="the tenant the key belongs to")],
+    role: Annotated[Role, typer.Option(help="viewer, operator, worker or admin")],
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Make an API key (needs an admin key). The key is printed once; keep it."""
+    api = ApiClient(Settings(), url, api_key)
+    created = api.call("POST", "/v1/keys", json={"tenant": tenant, "role": role.value})
+    typer.echo(created["key"])
 
 
 def main() -> None:

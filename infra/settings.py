@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
 
+    # The CLI, as a client of a running API.
+    url: str = Field(default="http://127.0.0.1:8000", description="the API the CLI talks to")
+    api_key: str | None = Field(default=None, description="unset: <data dir>/admin.key")
+
     writer_max_batch: int = Field(default=1000, ge=1, description="commands per group commit")
     writer_cache_size: int = Field(default=20_000, ge=0, description="executions kept in memory")
     db_pool_size: int = Field(default=5, ge=1)

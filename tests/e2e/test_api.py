@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -151,3 +155,37 @@ def test_an_answer_from_http_resumes_an_agent(stack: RunningStack, keys: dict[st
     assert done["result"] == {"answers": ["yes"]}
     refused = api.post(f"/v1/executions/{execution['id']}/input", json={"answer": "again"})
     assert refused.status_code == 409
+
+
+def run_cli(
+    stack: RunningStack, *args: str, key: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENTBOARD_URL": stack.url, "AGENTBOARD_DATA_DIR": str(stack.data_dir)}
+    env.pop("AGENTBOARD_API_KEY", None)
+    if key:
+        env["AGENTBOARD_API_KEY"] = key
+    agentboard = Path(sys.executable).parent / "agentboard"
+    return subprocess.run(
+        [str(agentboard), *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_keys_create_from_the_cli(stack: RunningStack, keys: dict[str, str]) -> None:
+    made = run_cli(stack, "keys", "create", "--tenant", "acme", "--role", "viewer")
+    assert made.returncode == 0, made.stderr
+    new_key = made.stdout.strip()
+    assert client(stack, new_key).get(f"/v1/executions/{uuid4()}").status_code == 404
+
+    refused = run_cli(stack, "keys", "create", "--tenant", "x", "--role", "viewer",
+                      key=keys["operator"])  # fmt: skip
+    assert refused.returncode == 1
+    assert "admin role" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    bad = run_cli(stack, "keys", "create", "--tenant", "x", "--role", "boss")
+    assert bad.returncode == 2

@@ -1,0 +1,56 @@
+"""The CLI's side of the HTTP API: where it is, which key to send, and what a refusal says."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import httpx
+import typer
+
+from infra.keys import ADMIN_KEY_FILE
+from infra.settings import Settings
+
+EXIT_REFUSED = 1  # the server said no
+EXIT_USAGE = 2  # bad usage or input, or nothing to talk to
+
+
+def fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"agentboard: {message}", err=True)
+    raise typer.Exit(code)
+
+
+class ApiClient:
+    def __init__(self, settings: Settings, url: str | None, api_key: str | None) -> None:
+        self.url = (url or settings.url).rstrip("/")
+        key = api_key or settings.api_key or _admin_key(settings)
+        if not key:
+            fail(
+                "no API key: set AGENTBOARD_API_KEY, pass --api-key, or run `agentboard up` "
+                f"(it writes {settings.data_dir / ADMIN_KEY_FILE})",
+                EXIT_USAGE,
+            )
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            fail(f"cannot reach {self.url} ({error}); is `agentboard up` running?", EXIT_USAGE)
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+                detail = problem.get("detail") or problem.get("title")
+            except ValueError:
+                detail = response.text[:200]
+            code = EXIT_USAGE if response.status_code in (400, 401, 422) else EXIT_REFUSED
+            fail(f"{detail} (HTTP {response.status_code})", code)
+        return response.json() if response.content else None
+
+
+def _admin_key(settings: Settings) -> str | None:
+    try:
+        return (settings.data_dir / ADMIN_KEY_FILE).read_text().strip() or None
+    except OSError:
+        return None
