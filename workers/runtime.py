@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 PRESENCE_EVERY_SECONDS = 2.0
 FETCH_SECONDS = 5.0
+PRIORITY_GRACE_SECONDS = 0.002
 
 
 class MalformedWork(ValueError):
@@ -156,7 +157,13 @@ class Worker:
     async def _dispatch_loop(self) -> None:
         while True:
             await self._slots.acquire()
-            _, _, message = await self._buffer.get()
+            rank, arrival, message = await self._buffer.get()
+            if rank > 0:
+                # Higher bands' long-polls may be answering at this very moment (a backlog
+                # met by an idle worker): give them a moment, then take the best on hand.
+                await asyncio.sleep(PRIORITY_GRACE_SECONDS)
+                self._buffer.put_nowait((rank, arrival, message))
+                rank, arrival, message = self._buffer.get_nowait()
             self._busy += 1
             task = asyncio.create_task(self._handle(message))
             self._tasks.add(task)
