@@ -19,6 +19,7 @@ from api.auth import KeyAuthentication
 from api.errors import problem_details_config
 from api.executions import ExecutionController
 from api.keys import KeyController
+from api.metrics import count_requests, metrics
 from infra.bootstrap import Container
 from infra.keys import KeyStore
 from infra.services import BackgroundServices, LocalWorker
@@ -70,12 +71,14 @@ def create_app(
                 await worker.stop()  # first: it reports to the services below
             await services.stop()
 
-    auth = DefineMiddleware(KeyAuthentication, exclude=["^/healthz", "^/readyz", "^/schema"])
+    auth = DefineMiddleware(
+        KeyAuthentication, exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema"]
+    )
     return Litestar(
-        route_handlers=[healthz, readyz, ExecutionController, KeyController],
+        route_handlers=[healthz, readyz, metrics, ExecutionController, KeyController],
         state=State({"container": container, "key_store": KeyStore(container.database_url)}),
         lifespan=[lifespan],
-        middleware=[auth],
+        middleware=[count_requests, auth],
         plugins=[ProblemDetailsPlugin(problem_details_config())],
         openapi_config=OpenAPIConfig(
             title="agentboard",

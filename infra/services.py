@@ -68,6 +68,10 @@ class BackgroundServices:
                 except TimeoutError:
                     delay = min(delay * 2, 10.0)
 
+    def relay_queues(self) -> set[str]:
+        """The queues work has been published to (the default one at least)."""
+        return {"default", *(self.relay._queues_ready if self.relay else ())}
+
     async def stop(self) -> None:
         self.stopping.set()
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -189,3 +189,20 @@ def test_keys_create_from_the_cli(stack: RunningStack, keys: dict[str, str]) -> 
 
     bad = run_cli(stack, "keys", "create", "--tenant", "x", "--role", "boss")
     assert bad.returncode == 2
+
+
+def test_metrics_show_requests_commands_and_queue_depth(
+    stack: RunningStack, keys: dict[str, str]
+) -> None:
+    api = client(stack, keys["operator"])
+    api.post("/v1/executions", json=SCRIPT)
+    text = httpx.get(f"{stack.url}/metrics").text
+
+    assert (
+        'agentboard_http_requests_total{method="POST",route="/v1/executions",status="201"} 1'
+        in text
+    )
+    assert "agentboard_commands_total" in text
+    assert 'agentboard_queue_depth{queue="default",band="normal"}' in text
+    stored = next(line for line in text.splitlines() if line.startswith("agentboard_events_stored"))
+    assert int(float(stored.split()[-1])) >= 1
