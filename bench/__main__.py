@@ -8,6 +8,7 @@ import sys
 
 BENCHMARKS = {
     "write_path": "bench.write_path",
+    "projections": "bench.projections",
     "workers": "bench.workers",
 }
 

@@ -19,6 +19,7 @@ from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.eventstore import ensure_schema, eventsourcing_env
 from infra.settings import Settings
 from infra.writer import GroupCommitWriter
+from projections import ProjectionOptions, ProjectionSupervisor, start_projections
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +31,31 @@ class Container:
     nats_url: str
     service: ExecutionService
     writer: GroupCommitWriter
+    projections: ProjectionSupervisor | None = None
     _closed: bool = field(default=False, repr=False)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self.projections is not None:
+            self.projections.stop()  # first: its runners read through the service
         self.writer.stop()
         self.service.close()
 
 
-def bootstrap(settings: Settings, *, database_url: str, nats_url: str) -> Container:
-    """Wire the command side against servers that are already running."""
+def bootstrap(
+    settings: Settings, *, database_url: str, nats_url: str, run_projections: bool = False
+) -> Container:
+    """Wire the command side against servers that are already running; with
+    ``run_projections`` also keep the read models up to date in this process."""
     env = eventsourcing_env(database_url, settings, create_table=False)
     service = ExecutionService(env, cache_size=settings.writer_cache_size)
     writer = GroupCommitWriter(service, max_batch=settings.writer_max_batch).start()
-    return Container(settings, database_url, nats_url, service, writer)
+    projections = (
+        start_projections(service, database_url, ProjectionOptions()) if run_projections else None
+    )
+    return Container(settings, database_url, nats_url, service, writer, projections)
 
 
 @dataclass

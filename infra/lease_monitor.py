@@ -11,7 +11,8 @@ reads the bucket and
 
 A stale lease (the execution moved on meanwhile) is refused by the aggregate and ignored.
 The monitor remembers what each worker held since it started; executions held by a worker
-that died while no monitor was running are found by the board scan (``held_elsewhere``).
+that died while no monitor was running are found every ten seconds by a scan of the board
+(``held_elsewhere``): held, quiet for 20 s, and their worker gone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -31,19 +33,37 @@ from domain import commands as c
 from domain.exceptions import DomainError
 from domain.state import CommandResult
 from domain.values import FailureReason
+from infra.nats import PRESENCE_TTL_SECONDS
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[c.Command], Awaitable[CommandResult]]
 HeartbeatTimeout = Callable[[UUID], Awaitable[float | None]]
+# (execution, worker, last change) of every execution the board says a worker holds
+HeldExecutions = Callable[[], Awaitable[Sequence[tuple[UUID, str | None, datetime]]]]
+CurrentLease = Callable[[UUID], Awaitable[int]]
 CHECK_EVERY_SECONDS = 1.0
+SCAN_EVERY_CHECKS = 10
+# A claim is announced within milliseconds; a card quiet this long without its worker
+# alive was held by a worker that died while no monitor watched.
+ORPHAN_AFTER = timedelta(seconds=PRESENCE_TTL_SECONDS * 2)
 
 
 class LeaseMonitor:
-    def __init__(self, bucket: KeyValue, send: Send, heartbeat_timeout: HeartbeatTimeout) -> None:
+    def __init__(
+        self,
+        bucket: KeyValue,
+        send: Send,
+        heartbeat_timeout: HeartbeatTimeout,
+        held_elsewhere: HeldExecutions | None = None,
+        current_lease: CurrentLease | None = None,
+    ) -> None:
         self.bucket = bucket
         self.send = send
         self.heartbeat_timeout = heartbeat_timeout
+        self.held_elsewhere = held_elsewhere
+        self.current_lease = current_lease
+        self.checks = 0
         self.held: dict[str, dict[str, dict[str, Any]]] = {}  # worker -> execution -> entry
         self.expired = 0
         self.timed_out = 0
@@ -61,6 +81,9 @@ class LeaseMonitor:
 
     async def check(self) -> None:
         alive = await self._alive()
+        self.checks += 1
+        if self.checks % SCAN_EVERY_CHECKS == 1:
+            await self._expire_orphans(alive)
         for worker_id in set(self.held) - set(alive):
             for execution_id, entry in self.held.pop(worker_id).items():
                 await self._tell(c.ExpireLease(UUID(execution_id), int(entry["lease"])))
@@ -79,6 +102,20 @@ class LeaseMonitor:
                         )
                     )  # fmt: skip
                     self.timed_out += 1
+
+    async def _expire_orphans(self, alive: dict[str, dict[str, dict[str, Any]]]) -> None:
+        if self.held_elsewhere is None or self.current_lease is None:
+            return
+        now = datetime.now(UTC)
+        for execution_id, worker_id, changed_at in await self.held_elsewhere():
+            if worker_id in alive or worker_id in self.held or now - changed_at < ORPHAN_AFTER:
+                continue
+            lease = await self.current_lease(execution_id)
+            await self._tell(c.ExpireLease(execution_id, lease))
+            self.expired += 1
+            log.warning(
+                "execution %s held by vanished worker %s: lease expired", execution_id, worker_id
+            )
 
     async def _alive(self) -> dict[str, dict[str, dict[str, Any]]]:
         try:

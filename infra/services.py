@@ -8,7 +8,8 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from uuid import UUID
@@ -17,7 +18,7 @@ from nats.aio.client import Client
 
 from infra.bootstrap import Container
 from infra.command_service import CommandService
-from infra.lease_monitor import HeartbeatTimeout, LeaseMonitor
+from infra.lease_monitor import CurrentLease, HeartbeatTimeout, HeldExecutions, LeaseMonitor
 from infra.nats import connect, ensure_topology, workers_bucket
 from infra.relay import Relay
 
@@ -43,8 +44,9 @@ class BackgroundServices:
         await self.commands.start()
         self.relay = Relay(container.service, self.nc, container.database_url)
         self.monitor = LeaseMonitor(
-            await workers_bucket(js), container.writer.send, self._heartbeat_timeout()
-        )
+            await workers_bucket(js), container.writer.send, self._heartbeat_timeout(),
+            *self._board_scan(),
+        )  # fmt: skip
         relay, monitor = self.relay, self.monitor
         self.tasks = [
             asyncio.create_task(self._supervised("relay", lambda: relay.run(self.stopping))),
@@ -80,6 +82,20 @@ class BackgroundServices:
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
+
+    def _board_scan(self) -> tuple[HeldExecutions | None, CurrentLease | None]:
+        projections = self.container.projections
+        if projections is None:
+            return None, None
+        board, service = projections.read_models.board, self.container.service
+
+        async def held() -> Sequence[tuple[UUID, str | None, datetime]]:
+            return await asyncio.to_thread(board.held)
+
+        async def lease(execution_id: UUID) -> int:
+            return (await asyncio.to_thread(service.state, execution_id)).lease
+
+        return held, lease
 
     def _heartbeat_timeout(self) -> HeartbeatTimeout:
         service = self.container.service

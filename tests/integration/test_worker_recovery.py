@@ -16,7 +16,13 @@ import pytest
 from infra.bootstrap import Container, bootstrap
 from infra.embedded import EmbeddedNats
 from infra.eventstore import ensure_schema
-from infra.nats import EVENTS_STREAM, WORK_STREAM, connect, work_consumer
+from infra.nats import (
+    EVENTS_STREAM,
+    PRESENCE_TTL_SECONDS,
+    WORK_STREAM,
+    connect,
+    work_consumer,
+)
 from infra.processes import free_port
 from infra.settings import Settings
 from tests.integration.workers_harness import create, event_types, running_stack, wait_for_status
@@ -157,3 +163,30 @@ async def test_a_nats_restart_mid_run_loses_nothing(
 
     assert state.result == {"answers": []}
     assert info.state.messages == stored  # every stored event reached the stream, once
+
+
+async def test_an_orphan_is_found_by_a_monitor_that_never_saw_its_worker(
+    settings: Settings, database_url: str, nats_server: str
+) -> None:
+    ensure_schema(database_url, settings)
+    container = bootstrap(
+        settings, database_url=database_url, nats_url=nats_server, run_projections=True
+    )
+    try:
+        async with running_stack(container, workers=0):
+            doomed = spawn_worker(container.nats_url)
+            execution_id = await create(
+                container, parameters={"steps": [{"sleep": 1}]}, retry={"max_attempts": 2}
+            )
+            await wait_for_status(container, execution_id, "running")
+        doomed.send_signal(signal.SIGKILL)  # while no monitor runs
+        doomed.wait()
+        await asyncio.sleep(PRESENCE_TTL_SECONDS + 1)  # its presence is gone, unseen
+        async with running_stack(container, workers=1):  # a new monitor, knowing nothing
+            state = await wait_for_status(container, execution_id, "completed", timeout=60)
+        events = event_types(container, execution_id)
+    finally:
+        container.close()
+
+    assert state.attempt == 2
+    assert "LeaseExpired" in events

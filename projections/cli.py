@@ -1,0 +1,123 @@
+"""``agentboard projections status | rebuild [NAME] | skip NAME POSITION --reason R``.
+
+Plain functions that the Typer app registers; each returns the exit code (0 done,
+1 failed, 2 bad usage) and prints with rich.
+"""
+
+from __future__ import annotations
+
+from eventsourcing.persistence import ProgrammingError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from domain.application import ExecutionService
+from projections.control import Control
+from projections.errors import ProjectionError, UnknownView
+from projections.rebuild import RebuildProgress, rebuild
+from projections.registry import datastore_for, make_projection, view_names
+
+
+def status_command(
+    service: ExecutionService, database_url: str, console: Console | None = None
+) -> int:
+    """Print each view's position, the log's end, the lag between them and its health."""
+    console = console or Console()
+    datastore = datastore_for(database_url, pool_size=1)
+    try:
+        control = Control(datastore)
+        control.create_tables()
+        health = control.health()
+        head = service.recorder.max_notification_id() or 0
+        table = Table("view", "state", "position", "head", "lag", "restarts", "error")
+        for name in view_names():
+            try:
+                position: int | None = make_projection(name, datastore).view.position()
+            except ProgrammingError:
+                position = None  # its tables do not exist yet
+            view_health = health.get(name)
+            state = view_health.state if view_health else ("not built" if position is None else "?")
+            table.add_row(
+                name, state, str(position if position is not None else "-"), str(head),
+                str(head - position) if position is not None else "-",
+                str(view_health.restarts if view_health else 0),
+                (view_health.error or "") if view_health else "",
+            )  # fmt: skip
+        console.print(table)
+        skips = control.all_skips()
+        for skip in skips:
+            console.print(
+                f"[yellow]skip[/] {skip.view} passes over position {skip.position} "
+                f"({skip.topic}): {skip.reason}"
+            )
+        return 0
+    finally:
+        datastore.close()
+
+
+def rebuild_command(
+    service: ExecutionService,
+    database_url: str,
+    name: str | None = None,
+    console: Console | None = None,
+) -> int:
+    """Replay the log into fresh tables for NAME (or every view) and swap them in, while
+    the live views keep serving."""
+    console = console or Console()
+    datastore = datastore_for(database_url, pool_size=3)
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>10,.0f} events/s"), TimeElapsedColumn(),
+    )  # fmt: skip
+    try:
+        label = name or "all views"
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task(f"rebuilding {label}", total=None, rate=0.0)
+
+            def show(progress: RebuildProgress) -> None:
+                rate = progress.events / progress.seconds if progress.seconds else 0.0
+                bar.update(
+                    task, completed=progress.position, total=progress.head, rate=rate,
+                    description=f"{progress.phase} {label}",
+                )  # fmt: skip
+
+            report = rebuild(service, datastore, name, progress=show)
+        console.print(
+            f"rebuilt {', '.join(report.views)}: {report.events:,} events in "
+            f"{report.seconds:.1f}s ({report.events_per_second:,.0f} events/s), "
+            f"now at position {report.position}"
+        )
+        return 0
+    except UnknownView as error:
+        console.print(f"[red]{error}[/]")
+        return 2
+    except ProjectionError as error:
+        console.print(f"[red]rebuild failed:[/] {error}")
+        return 1
+    finally:
+        datastore.close()
+
+
+def skip_command(
+    service: ExecutionService,
+    database_url: str,
+    name: str,
+    position: int,
+    reason: str,
+    console: Console | None = None,
+) -> int:
+    """Record that view NAME passes over the stored event at POSITION, and why."""
+    console = console or Console()
+    datastore = datastore_for(database_url, pool_size=1)
+    try:
+        view_names(name)
+        control = Control(datastore)
+        control.create_tables()
+        skip = control.record_skip(service.recorder, name, position, reason)
+        console.print(f"{skip.view} will pass over position {skip.position} ({skip.topic})")
+        return 0
+    except ProjectionError as error:
+        console.print(f"[red]{error}[/]")
+        return 2
+    finally:
+        datastore.close()

@@ -1,0 +1,276 @@
+"""Runners and their supervisor: live views, read-your-writes, lag, restarts after a
+crash mid-page (nothing lost, nothing twice), a silent LISTEN, bad stored events."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.projection import ProjectionRunner
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from rich.console import Console
+
+from domain.application import ExecutionService
+from infra.bootstrap import Container
+from infra.eventstore import eventsourcing_env
+from infra.settings import Settings
+from projections.board import BoardProjection, BoardView
+from projections.cli import skip_command, status_command
+from projections.errors import BadEvent
+from projections.listener import Listener
+from projections.log import LoggedEvent
+from projections.registry import AnyProjection, make_projection
+from projections.supervisor import ProjectionSupervisor
+from tests.integration.test_projection_support import (
+    FAST,
+    counted_columns,
+    create,
+    datastore_fixture,  # noqa: F401 (provides the datastore fixture)
+    kept_columns,
+    read_side_fixture,  # noqa: F401 (provides the read_side fixture)
+    run_to_completion,
+    scalar,
+    snapshot,
+)
+
+
+def write_some(service: ExecutionService, executions: int) -> None:
+    for n in range(executions):
+        run_to_completion(service, create(service, prompt=f"task {n}"))
+
+
+def test_live_views_follow_writes_and_answer_read_your_writes(
+    container: Container, read_side: ProjectionSupervisor
+) -> None:
+    service = container.service
+    read_side.start()
+    execution_id = create(service, prompt="fresh")
+    position = service.recorder.max_notification_id() or 0
+
+    assert read_side.wait_for("board", position, timeout=5)
+    assert read_side.read_models.board.get("default", execution_id).prompt == "fresh"
+    assert read_side.read_models.wait_for("status_intervals", position, timeout=5)
+    assert not read_side.wait_for("board", position + 1_000, timeout=0.2)
+    assert all(status.lag == 0 and status.state == "running" for status in read_side.status())
+
+
+def test_lag_is_the_stored_position_minus_the_tracked_one(
+    container: Container, read_side: ProjectionSupervisor, database_url: str
+) -> None:
+    service = container.service
+    write_some(service, 3)  # 15 events
+    assert {s.name: s.lag for s in read_side.status()} == {
+        "board": 15, "status_intervals": 15, "tool_calls": 15,
+    }  # fmt: skip
+    read_side.catch_up()
+    assert read_side.lag() == {"board": 0, "status_intervals": 0, "tool_calls": 0}
+
+    create(service)
+    console = Console(record=True, width=200)
+    assert status_command(service, database_url, console) == 0
+    printed = console.export_text()
+    assert "board" in printed
+    assert "16" in printed
+    assert printed.count(" 1 ") >= 3
+
+
+class CrashingBoard(BoardProjection):
+    """Dies after writing part of a page, before the commit: the way a runner is killed."""
+
+    def __init__(self, view: BoardView, crash: Any) -> None:
+        super().__init__(view)
+        self.crash = crash
+
+    def apply(self, curs: Cursor[DictRow], events: list[LoggedEvent]) -> None:
+        super().apply(curs, events)
+        if len(events) > 1 and self.crash["left"] > 0:
+            self.crash["left"] -= 1
+            self.crash["how"](curs)
+
+
+def kill_connection(curs: Cursor[DictRow]) -> None:
+    curs.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+def raise_error(curs: Cursor[DictRow]) -> None:
+    raise RuntimeError("killed mid-batch")
+
+
+@pytest.mark.parametrize("how", [raise_error, kill_connection], ids=["raises", "connection"])
+def test_a_runner_killed_mid_page_loses_and_repeats_nothing(
+    container: Container,
+    datastore: PostgresDatastore,
+    database_url: str,
+    how: Any,
+) -> None:
+    service = container.service
+    crash = {"left": 2, "how": how}
+
+    def factory(name: str, store: PostgresDatastore, suffix: str) -> AnyProjection:
+        if name == "board":
+            return CrashingBoard(BoardView(store, suffix=suffix), crash)
+        return make_projection(name, store, suffix)
+
+    supervisor = ProjectionSupervisor(
+        service, datastore, database_url=database_url, options=FAST, factory=factory
+    )
+    write_some(service, 20)  # 100 events: the first page crashes twice, then lands
+    supervisor.start()
+    try:
+        writers = [
+            threading.Thread(target=write_some, args=(service, 10)) for _ in range(3)
+        ]  # more pages arrive while the board restarts
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join()
+        head = service.recorder.max_notification_id() or 0
+        assert supervisor.wait_for("board", head, timeout=20)
+        [board] = [s for s in supervisor.status() if s.name == "board"]
+        assert (board.restarts, board.state, crash["left"]) == (2, "running", 0)
+
+        live = snapshot(datastore)
+        assert len(live["board_cards"]) == 50
+        assert all(
+            card["version"] == 5 and card["status"] == "completed" for card in live["board_cards"]
+        )
+        assert (
+            kept_columns(datastore) == counted_columns(datastore) == {("default", "completed"): 50}
+        )
+    finally:
+        supervisor.stop()
+
+
+class SilentListener(Listener):
+    """A LISTEN connection that stays up and hears nothing (a half-dead TCP session)."""
+
+    def _listen(self) -> None:
+        self.connections += 1
+        while not self._stopping.is_set() and not self._reconnect.is_set():
+            time.sleep(0.05)
+        self._reconnect.clear()
+
+
+def test_views_keep_up_when_listen_goes_silent(
+    container: Container, read_side: ProjectionSupervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = container.service
+    silent = SilentListener(read_side.listener.database_url, read_side.listener.channel)
+    read_side.listener = silent
+    read_side.start()
+    time.sleep(1.2)  # long enough that the listener has been quiet for a while
+    caplog.set_level(logging.WARNING, logger="projections.listener")
+    create(service)
+    position = service.recorder.max_notification_id() or 0
+
+    assert read_side.wait_for("board", position, timeout=5)  # found by polling
+    assert "missed a commit" in caplog.text
+    deadline = time.monotonic() + 2
+    while silent.connections < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert silent.connections >= 2  # the listener was told to reconnect
+
+
+def test_the_listener_reconnects_after_its_connection_is_killed(
+    container: Container, read_side: ProjectionSupervisor, database_url: str
+) -> None:
+    service = container.service
+    read_side.start()
+    deadline = time.monotonic() + 5
+    while read_side.listener.connections < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    scalar(
+        database_url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()",
+    )
+    create(service)
+    position = service.recorder.max_notification_id() or 0
+    assert read_side.wait_for("board", position, timeout=5)
+    deadline = time.monotonic() + 5
+    while read_side.listener.connections < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert read_side.listener.connections >= 2
+
+
+def store_raw_event(database_url: str, topic: str, state: bytes) -> int:
+    return int(
+        scalar(
+            database_url,
+            "INSERT INTO agentboard_events (originator_id, originator_version, topic, state) "
+            "VALUES (%s, 1, %s, %s) RETURNING notification_id",
+            uuid4(),
+            topic,
+            state,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("topic", "state", "reason"),
+    [
+        ("agentboard.execution.Teleported.v1", b"{}", "unknown topic"),
+        ("agentboard.execution.Created.v1", b"not json", "state does not decode"),
+        ("agentboard.execution.Created.v1", b'{"tenant": "default"}', "is missing"),
+    ],
+    ids=["unknown-topic", "undecodable", "missing-field"],
+)
+def test_a_bad_stored_event_halts_the_view_until_an_explicit_skip(
+    container: Container,
+    read_side: ProjectionSupervisor,
+    database_url: str,
+    topic: str,
+    state: bytes,
+    reason: str,
+) -> None:
+    service = container.service
+    create(service, prompt="before")
+    bad = store_raw_event(database_url, topic, state)
+    create(service, prompt="after")
+
+    with pytest.raises(BadEvent, match=reason) as halted:
+        read_side.catch_up()
+    assert halted.value.position == bad
+    assert make_projection("board", read_side.datastore).view.position() == bad - 1
+
+    read_side.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and {s.state for s in read_side.status()} != {"halted"}:
+        time.sleep(0.02)
+    statuses = read_side.status()
+    assert {(s.state, s.error_position) for s in statuses} == {("halted", bad)}
+    assert all(f"position {bad}" in (s.error or "") for s in statuses)
+    console = Console(record=True, width=300)
+    status_command(service, database_url, console)
+    assert "halted" in console.export_text()
+
+    for name in ("board", "status_intervals", "tool_calls"):
+        assert skip_command(service, database_url, name, bad, "written by a test", Console()) == 0
+    head = service.recorder.max_notification_id() or 0
+    assert read_side.wait_for("board", head, timeout=10)
+    assert read_side.wait_for("tool_calls", head, timeout=10)
+    board = read_side.read_models.board.board("default")
+    assert [c.prompt for col in board.columns for c in col.items] == ["before", "after"]
+
+
+def test_eventsourcings_own_runner_can_drive_a_view_one_event_at_a_time(
+    container: Container, read_side: ProjectionSupervisor, database_url: str, settings: Settings
+) -> None:
+    service = container.service
+    write_some(service, 2)
+    env = eventsourcing_env(database_url, settings, create_table=True)
+    with ProjectionRunner(
+        application_class=ExecutionService,
+        projection_class=BoardProjection,
+        view_class=BoardView,
+        env=env,
+    ) as runner:
+        runner.wait(service.recorder.max_notification_id(), timeout=10)
+    cards = read_side.read_models.board.list("default").items
+    assert [(card.status, card.version) for card in cards] == [("completed", 5)] * 2
