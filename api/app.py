@@ -20,6 +20,7 @@ from api.errors import problem_details_config
 from api.executions import ExecutionController
 from api.keys import KeyController
 from api.metrics import count_requests, metrics
+from api.queries import QueryController
 from infra.bootstrap import Container
 from infra.keys import KeyStore
 from infra.services import BackgroundServices, LocalWorker
@@ -75,7 +76,14 @@ def create_app(
         KeyAuthentication, exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema"]
     )
     return Litestar(
-        route_handlers=[healthz, readyz, metrics, ExecutionController, KeyController],
+        route_handlers=[
+            healthz,
+            readyz,
+            metrics,
+            ExecutionController,
+            QueryController,
+            KeyController,
+        ],
         state=State({"container": container, "key_store": KeyStore(container.database_url)}),
         lifespan=[lifespan],
         middleware=[count_requests, auth],

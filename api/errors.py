@@ -17,6 +17,8 @@ from domain.exceptions import (
     LeaseLost,
     UnknownToolCall,
 )
+from projections.errors import InvalidQuery, ProjectionError
+from projections.errors import NotFound as ReadNotFound
 
 # (status, title) per named domain error; the error's own message is the detail.
 PROBLEMS: dict[type[DomainError], tuple[int, str]] = {
@@ -40,6 +42,11 @@ class Unauthorized(ProblemDetailsException):
             status_code=401, title="Unauthorized", detail=detail,
             headers={"WWW-Authenticate": "Bearer"},
         )  # fmt: skip
+
+
+class Unavailable(ProblemDetailsException):
+    def __init__(self, detail: str) -> None:
+        super().__init__(status_code=503, title="Unavailable", detail=detail)
 
 
 class Forbidden(ProblemDetailsException):
@@ -66,12 +73,24 @@ def _validation_problem(error: ValidationException) -> ProblemDetailsException:
     )  # fmt: skip
 
 
+def _query_problem(error: ProjectionError) -> ProblemDetailsException:
+    if isinstance(error, ReadNotFound):
+        return ProblemDetailsException(status_code=404, title="Not found", detail=str(error))
+    if isinstance(error, InvalidQuery):
+        return ProblemDetailsException(status_code=400, title="Invalid query", detail=str(error))
+    return ProblemDetailsException(
+        status_code=503, title="Read model unavailable", detail=str(error)
+    )
+
+
 def problem_details_config() -> ProblemDetailsConfig:
     handled: list[type[Exception]] = [DomainError, *PROBLEMS]
     mapping: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
         error_type: _domain_problem for error_type in handled
     }
     mapping[ValidationException] = _validation_problem
+    for query_error in (ProjectionError, InvalidQuery, ReadNotFound):
+        mapping[query_error] = _query_problem
     return ProblemDetailsConfig(
         enable_for_all_http_exceptions=True, exception_to_problem_detail_map=mapping
     )

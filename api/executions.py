@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from api.auth import operators
+from api.queries import Statuses, Text, build_filter, card_json, read_models
 from api.schemas import Execution, ExecutionCreate, InputAnswer, Reason
 from domain import commands as c
 from domain.exceptions import ExecutionNotFound
@@ -18,6 +19,8 @@ from domain.state import CommandResult, ExecutionState, idempotent_execution_id
 from domain.values import Actor, ActorKind, ExecutionType, RetryPolicy
 from infra.bootstrap import Container
 from infra.keys import Principal
+from projections import ReadModels
+from projections.errors import NotFound as ReadNotFound
 
 IdempotencyKey = Annotated[
     str | None,
@@ -86,6 +89,24 @@ class ExecutionController(Controller):
         )  # fmt: skip
         return to_execution(result.execution, result.position)
 
+    @get("/", operation_id="listExecutions")
+    async def list_executions(
+        self, request: Request[Principal, Any, State],
+        status: Statuses = None, agent: Text = None, team: Text = None,
+        type_: Annotated[str | None, Parameter(query="type", required=False)] = None,
+        queue: Text = None, label: Text = None, created_by: Text = None,
+        overdue: bool = False, older_than: Text = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50, cursor: Text = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Executions, newest priority first then oldest, filtered; page with `cursor`."""
+        where = build_filter(status, agent, team, type_, queue, label, created_by, overdue,
+                             older_than)  # fmt: skip
+        models = read_models(request)
+        page = await anyio.to_thread.run_sync(
+            lambda: models.board.list(request.user.tenant, where, limit=limit, cursor=cursor)
+        )
+        return {"items": [card_json(c) for c in page.items], "next_cursor": page.next_cursor}
+
     @get("/{execution_id:uuid}", operation_id="getExecution")
     async def get_one(
         self, request: Request[Principal, Any, State], execution_id: UUID
@@ -93,7 +114,16 @@ class ExecutionController(Controller):
         """One execution, as stored now."""
         container: Container = request.app.state.container
         state = await state_in_tenant(container, request.user.tenant, execution_id)
-        return to_execution(state)
+        execution = to_execution(state)
+        if container.projections is not None:
+            models, tenant = container.projections.read_models, request.user.tenant
+            execution.time_in_status = await anyio.to_thread.run_sync(
+                _time_in_status, models, tenant, execution_id
+            )
+            execution.tool_calls = await anyio.to_thread.run_sync(
+                models.tool_calls, tenant, execution_id
+            )
+        return execution
 
     @get("/{execution_id:uuid}/events", operation_id="getExecutionEvents")
     async def events(
@@ -102,6 +132,11 @@ class ExecutionController(Controller):
         """Its full event timeline, in order, with who did what."""
         container: Container = request.app.state.container
         await state_in_tenant(container, request.user.tenant, execution_id)
+        if container.projections is not None:
+            models = container.projections.read_models
+            return await anyio.to_thread.run_sync(
+                models.timeline.timeline, request.user.tenant, execution_id
+            )
         return await anyio.to_thread.run_sync(_timeline, container, execution_id)
 
     async def _act(
@@ -164,6 +199,13 @@ class ExecutionController(Controller):
         reason = (data.reason if data else "") or "unblocked"
         command = c.Unblock(execution_id, reason, actor_of(request), idempotency_key)
         return await self._act(request, execution_id, command)
+
+
+def _time_in_status(models: ReadModels, tenant: str, execution_id: UUID) -> dict[str, float]:
+    try:
+        return models.durations.time_in_status(tenant, execution_id)
+    except ReadNotFound:  # the view has not caught up with a brand-new execution yet
+        return {}
 
 
 def _timeline(container: Container, execution_id: UUID) -> list[dict[str, Any]]:

@@ -109,7 +109,10 @@ def write_stack_file(settings: Settings, container: Container, http_url: str) ->
 def open_stack(settings: Settings) -> Iterator[Container]:
     with running_servers(settings) as servers:
         container = bootstrap(
-            settings, database_url=servers.database_url, nats_url=servers.nats_url
+            settings,
+            database_url=servers.database_url,
+            nats_url=servers.nats_url,
+            run_projections=True,
         )
         try:
             yield container

@@ -12,7 +12,8 @@
   of a worker whose key has gone.
 - **Input.** While an agent waits for an answer it gives back its slot.
 - **Cancel.** A control message cancels the agent's task at once; the worker confirms.
-- **SIGTERM** stops taking work and lets running executions finish (``drain``).
+- **SIGTERM** stops taking work and lets running executions finish, for up to 10 s; what
+  is still running then (or waiting for a person) is left to its lease.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 PRESENCE_EVERY_SECONDS = 2.0
 FETCH_SECONDS = 5.0
 PRIORITY_GRACE_SECONDS = 0.002
+DRAIN_SECONDS = 10.0
 
 
 class MalformedWork(ValueError):
@@ -112,7 +114,12 @@ class Worker:
         await asyncio.gather(*fetchers, dispatch, return_exceptions=True)
         await self._requeue_buffered()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Let running executions finish; one that outlasts the drain (or waits for a
+            # person) is left to its lease: the monitor requeues it once this worker is gone.
+            _, unfinished = await asyncio.wait(self._tasks, timeout=DRAIN_SECONDS)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
         beat.cancel()
         await asyncio.gather(beat, return_exceptions=True)
         with contextlib.suppress(Exception):

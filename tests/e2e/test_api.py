@@ -206,3 +206,57 @@ def test_metrics_show_requests_commands_and_queue_depth(
     assert 'agentboard_queue_depth{queue="default",band="normal"}' in text
     stored = next(line for line in text.splitlines() if line.startswith("agentboard_events_stored"))
     assert int(float(stored.split()[-1])) >= 1
+
+
+def test_list_board_and_durations_follow_the_executions(
+    stack: RunningStack, keys: dict[str, str]
+) -> None:
+    api = client(stack, keys["operator"])
+    labelled = {**SCRIPT, "labels": {"team": "search"}, "agent_id": "script"}
+    ids = [api.post("/v1/executions", json=labelled).json()["id"] for _ in range(3)]
+    waiting = api.post("/v1/executions", json={**SCRIPT, "parameters": {"steps": [{"ask": "?"}]}})
+    for execution_id in ids:
+        wait_for(api, execution_id, "completed")
+    wait_for(api, waiting.json()["id"], "requires_input")
+
+    def board() -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while True:  # the board view follows the log within milliseconds
+            body: dict[str, Any] = api.get("/v1/board").json()
+            counts = {c["status"]: c["count"] for c in body["columns"]}
+            if counts.get("completed") == 3 or time.monotonic() > deadline:
+                return body
+            time.sleep(0.05)
+
+    body = board()
+    counts = {column["status"]: column["count"] for column in body["columns"]}
+    assert counts["completed"] == 3
+    assert counts["requires_input"] == 1
+    assert [c["status"] for c in body["columns"]] == [
+        "pending", "running", "requires_input", "blocked", "completed", "failed", "cancelled",
+    ]  # fmt: skip
+
+    listed = api.get("/v1/executions", params={"status": "completed", "label": "team=search"})
+    assert sorted(item["id"] for item in listed.json()["items"]) == sorted(ids)
+    first_page = api.get("/v1/executions", params={"limit": 2}).json()
+    assert len(first_page["items"]) == 2
+    rest = api.get("/v1/executions", params={"limit": 2, "cursor": first_page["next_cursor"]})
+    assert len(rest.json()["items"]) == 2
+
+    detail = api.get(f"/v1/executions/{ids[0]}").json()
+    assert set(detail["time_in_status"]) >= {"pending", "running", "completed"}
+    assert [call["tool"] for call in detail["tool_calls"]] == ["search", "read"]
+
+    past = api.get("/v1/board", params={"as_of": "1"}).json()  # right after the first create
+    past_counts = {c["status"]: c["count"] for c in past["columns"]}
+    assert past_counts["pending"] == 1
+    assert past_counts["completed"] == 0
+
+    stats = api.get("/v1/stats/status-durations", params={"group_by": "agent"}).json()
+    assert {row["status"] for row in stats} >= {"pending", "running"}
+
+    assert api.get("/v1/executions", params={"status": "sleeping"}).status_code == 400
+    assert api.get("/v1/executions", params={"limit": 501}).status_code == 400
+    assert api.get("/v1/executions", params={"older_than": "soon"}).status_code == 400
+    assert api.get("/v1/board", params={"as_of": "yesterday"}).status_code == 400
+    assert api.get("/v1/stats/status-durations", params={"group_by": "moon"}).status_code == 400

@@ -1,0 +1,119 @@
+"""The read side over HTTP: the list, the board (live or as of a past moment), durations.
+
+Everything here comes from the projections, scoped to the caller's tenant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+from litestar import Controller, Request, get
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from api.errors import Unavailable
+from infra.bootstrap import Container
+from infra.keys import Principal
+from projections import ExecutionFilter, ReadModels, parse_age
+from projections.errors import InvalidQuery
+
+Text = Annotated[str | None, Parameter(required=False, max_length=256)]
+Statuses = Annotated[
+    list[str] | None,
+    Parameter(required=False, description="one or more of the seven statuses (repeat or comma)"),
+]
+
+
+def read_models(request: Request[Principal, Any, State]) -> ReadModels:
+    container: Container = request.app.state.container
+    if container.projections is None:
+        raise Unavailable("the read models do not run in this process")
+    return container.projections.read_models
+
+
+def card_json(card: Any) -> dict[str, Any]:
+    return asdict(card)
+
+
+def build_filter(
+    status: list[str] | None, agent: str | None, team: str | None, type_: str | None,
+    queue: str | None, label: str | None, created_by: str | None, overdue: bool,
+    older_than: str | None,
+) -> ExecutionFilter:  # fmt: skip
+    statuses = tuple(s.strip() for value in status or [] for s in value.split(",") if s.strip())
+    return ExecutionFilter(
+        status=statuses, agent=agent, team=team, type=type_, queue=queue, label=label,
+        created_by=created_by, overdue=overdue,
+        older_than=parse_age(older_than) if older_than else None,
+    )  # fmt: skip
+
+
+class QueryController(Controller):
+    tags = ["queries"]
+
+    @get("/v1/board", operation_id="getBoard")
+    async def board(
+        self, request: Request[Principal, Any, State],
+        status: Statuses = None, agent: Text = None, team: Text = None,
+        type_: Annotated[str | None, Parameter(query="type", required=False)] = None,
+        queue: Text = None, label: Text = None, created_by: Text = None,
+        overdue: bool = False, older_than: Text = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 20,
+        as_of: Annotated[str | None, Parameter(
+            required=False, description="a log position, or a time with its zone")] = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The board: a column per status with its count and its first cards; `as_of` shows it
+        as it was at a past log position or time."""
+        where = build_filter(status, agent, team, type_, queue, label, created_by, overdue,
+                             older_than)  # fmt: skip
+        models, tenant = read_models(request), request.user.tenant
+        if as_of is None:
+            board = await anyio.to_thread.run_sync(
+                lambda: models.board.board(tenant, where, limit=limit)
+            )
+        else:
+            position, at = _as_of(as_of)
+            board = await anyio.to_thread.run_sync(
+                lambda: models.time_travel.board(
+                    tenant, position=position, at=at, where=where, limit=limit
+                )
+            )
+        return {
+            "columns": [
+                {
+                    "status": column.status,
+                    "count": column.count,
+                    "items": [card_json(card) for card in column.items],
+                    "next_cursor": column.next_cursor,
+                }
+                for column in board.columns
+            ],
+            "position": board.position,
+            "as_of": board.as_of,
+        }
+
+    @get("/v1/stats/status-durations", operation_id="getStatusDurations")
+    async def status_durations(
+        self, request: Request[Principal, Any, State],
+        group_by: Annotated[str, Parameter(description="tenant, agent, team or queue")] = "tenant",
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """p50/p95/p99 seconds spent in each status, grouped."""
+        models = read_models(request)
+        rows = await anyio.to_thread.run_sync(
+            lambda: models.durations.status_durations(request.user.tenant, group_by)
+        )
+        return [asdict(row) for row in rows]
+
+
+def _as_of(text: str) -> tuple[int | None, datetime | None]:
+    if text.isdigit():
+        return int(text), None
+    try:
+        return None, datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidQuery(
+            f"as_of is a log position or an ISO time such as 2026-11-22T10:00:00Z (got {text!r})"
+        ) from None
