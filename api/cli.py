@@ -1,4 +1,5 @@
-"""The ``agentboard`` command: ``up``, ``worker``, ``projections``, ``keys`` so far."""
+"""The ``agentboard`` command (DESIGN §7): ``up``, ``worker``, ``exec``, ``execution``,
+``projections``, ``keys``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import typer
 import uvicorn
 
 from api.app import create_app
+from api.cli_executions import exec_command, execution_cli
 from api.client import EXIT_USAGE, ApiClient, fail
 from domain.application import ExecutionService
 from infra.bootstrap import STACK_FILE, open_stack, write_stack_file
@@ -179,6 +181,9 @@ def projections_skip(
     with _store(Settings()) as (service, url):
         raise typer.Exit(skip_command(service, url, name, position, reason))
 
+
+cli.add_typer(execution_cli, name="execution")
+cli.command("exec")(exec_command)
 
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
