@@ -18,6 +18,7 @@ def main(names: list[str]) -> None:
         if name not in BENCHMARKS:
             sys.exit(f"unknown benchmark {name!r}; choose among {', '.join(BENCHMARKS)}")
         print(f"\n== {name} ==", flush=True)
+        sys.argv = [BENCHMARKS[name]]  # each benchmark's own options keep their defaults
         importlib.import_module(BENCHMARKS[name]).main()
 
 
