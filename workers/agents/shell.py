@@ -132,7 +132,8 @@ async def run_command(
 ) -> int:
     """Run one command inside its tool call; return its exit code, or raise ToolFailed."""
     process = await _start(command, plan, call)
-    assert process.stdout is not None  # stdout=PIPE: this only narrows the type
+    if process.stdout is None:  # started with stdout=PIPE, so never; narrows the type
+        raise ToolFailed("the command's output could not be read")
     transcript = _Transcript(call)
     pump = asyncio.create_task(transcript.pump(process.stdout))
     try:
