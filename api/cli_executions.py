@@ -137,6 +137,16 @@ def get_execution(
         console.print(calls)
 
 
+@execution_cli.command("logs")
+def logs(execution_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """The output an execution stored so far."""
+    api = api_for(url, api_key)
+    response = api.http.get(f"/v1/executions/{execution_id}/logs")
+    if response.status_code >= 400:
+        api.call("GET", f"/v1/executions/{execution_id}/logs")  # reports the refusal, exits
+    typer.echo(response.text, nl=False)
+
+
 def _act(execution_id: str, action: str, body: dict[str, Any] | None, url: str | None,
          api_key: str | None) -> None:  # fmt: skip
     result = api_for(url, api_key).call("POST", f"/v1/executions/{execution_id}/{action}",

@@ -15,12 +15,15 @@ from api.queries import Statuses, Text, build_filter, card_json, read_models
 from api.schemas import Execution, ExecutionCreate, InputAnswer, Reason
 from domain import commands as c
 from domain.exceptions import ExecutionNotFound
+from domain.execution import Execution as ExecutionAggregate
 from domain.state import CommandResult, ExecutionState, idempotent_execution_id
 from domain.values import Actor, ActorKind, ExecutionType, RetryPolicy
 from infra.bootstrap import Container
 from infra.keys import Principal
 from projections import ReadModels
 from projections.errors import NotFound as ReadNotFound
+
+OutputAppended = ExecutionAggregate.OutputAppended
 
 IdempotencyKey = Annotated[
     str | None,
@@ -138,6 +141,15 @@ class ExecutionController(Controller):
                 models.timeline.timeline, request.user.tenant, execution_id
             )
         return await anyio.to_thread.run_sync(_timeline, container, execution_id)
+
+    @get("/{execution_id:uuid}/logs", operation_id="getExecutionLogs", media_type="text/plain")
+    async def logs(self, request: Request[Principal, Any, State], execution_id: UUID) -> str:
+        """Its stored output so far, as text (live streaming with `?follow=true` is not there
+        yet)."""
+        container: Container = request.app.state.container
+        await state_in_tenant(container, request.user.tenant, execution_id)
+        events = await anyio.to_thread.run_sync(container.service.timeline, execution_id)
+        return "".join(event.text for event in events if isinstance(event, OutputAppended))
 
     async def _act(
         self, request: Request[Principal, Any, State], execution_id: UUID, command: c.Command

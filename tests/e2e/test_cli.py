@@ -19,6 +19,9 @@ def test_exec_wait_list_get_and_json_output(stack: RunningStack) -> None:
     assert listed.returncode == 0, listed.stderr
     assert execution_id in [item["id"] for item in json.loads(listed.stdout)["items"]]
 
+    logs = run_cli(stack, "execution", "logs", execution_id)
+    assert "hello from the shell agent" in logs.stdout
+
     shown = run_cli(stack, "execution", "get", execution_id)
     assert shown.returncode == 0
     assert "completed" in shown.stdout
