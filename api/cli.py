@@ -17,7 +17,7 @@ import uvicorn
 
 from api.app import create_app
 from api.cli_executions import exec_command, execution_cli
-from api.client import EXIT_USAGE, ApiClient, fail
+from api.client import EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
 from domain.application import ExecutionService
 from infra.bootstrap import STACK_FILE, open_stack, write_stack_file
 from infra.eventstore import eventsourcing_env
@@ -187,9 +187,6 @@ cli.command("exec")(exec_command)
 
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
-
-UrlOption = Annotated[str | None, typer.Option("--url", help="the API (AGENTBOARD_URL)")]
-KeyOption = Annotated[str | None, typer.Option("--api-key", help="an API key (AGENTBOARD_API_KEY)")]
 
 
 @keys_cli.command("create")

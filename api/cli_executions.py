@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.client import EXIT_REFUSED, EXIT_USAGE, ApiClient, fail
+from api.client import EXIT_REFUSED, EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
 from infra.settings import Settings
 
 execution_cli = typer.Typer(help="List, inspect and act on executions.", no_args_is_help=True)
@@ -22,8 +22,6 @@ COLOURS = {
     "pending": "yellow", "running": "cyan", "requires_input": "magenta", "blocked": "red",
     "completed": "green", "failed": "bold red", "cancelled": "dim",
 }  # fmt: skip
-UrlOption = Annotated[str | None, typer.Option("--url", help="the API (AGENTBOARD_URL)")]
-KeyOption = Annotated[str | None, typer.Option("--api-key", help="an API key (AGENTBOARD_API_KEY)")]
 
 
 class Output(StrEnum):
@@ -140,11 +138,7 @@ def get_execution(
 @execution_cli.command("logs")
 def logs(execution_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
     """The output an execution stored so far."""
-    api = api_for(url, api_key)
-    response = api.http.get(f"/v1/executions/{execution_id}/logs")
-    if response.status_code >= 400:
-        api.call("GET", f"/v1/executions/{execution_id}/logs")  # reports the refusal, exits
-    typer.echo(response.text, nl=False)
+    typer.echo(api_for(url, api_key).text(f"/v1/executions/{execution_id}/logs"), nl=False)
 
 
 def _act(execution_id: str, action: str, body: dict[str, Any] | None, url: str | None,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
 
 from infra.keys import ADMIN_KEY_FILE
 from infra.settings import Settings
+
+UrlOption = Annotated[str | None, typer.Option("--url", help="the API (AGENTBOARD_URL)")]
+KeyOption = Annotated[str | None, typer.Option("--api-key", help="an API key (AGENTBOARD_API_KEY)")]
 
 EXIT_REFUSED = 1  # the server said no
 EXIT_USAGE = 2  # bad usage or input, or nothing to talk to
@@ -34,6 +37,14 @@ class ApiClient:
         )
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def text(self, path: str) -> str:
+        return self.request("GET", path).text
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The response, or one line on stderr and the exit code a refusal deserves."""
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
@@ -46,7 +57,7 @@ class ApiClient:
                 detail = response.text[:200]
             code = EXIT_USAGE if response.status_code in (400, 401, 422) else EXIT_REFUSED
             fail(f"{detail} (HTTP {response.status_code})", code)
-        return response.json() if response.content else None
+        return response
 
 
 def _admin_key(settings: Settings) -> str | None:

@@ -36,6 +36,10 @@ def actor_of(request: Request[Principal, Any, State]) -> Actor:
     return Actor(ActorKind.USER, f"key:{request.user.key_id}")
 
 
+def reason_or(data: Reason | None, default: str) -> str:
+    return (data.reason if data else "") or default
+
+
 def to_execution(state: ExecutionState, position: int | None = None) -> Execution:
     return Execution(
         id=state.id, tenant=state.tenant, type=state.type, agent_id=state.agent_id,
@@ -135,12 +139,10 @@ class ExecutionController(Controller):
         """Its full event timeline, in order, with who did what."""
         container: Container = request.app.state.container
         await state_in_tenant(container, request.user.tenant, execution_id)
-        if container.projections is not None:
-            models = container.projections.read_models
-            return await anyio.to_thread.run_sync(
-                models.timeline.timeline, request.user.tenant, execution_id
-            )
-        return await anyio.to_thread.run_sync(_timeline, container, execution_id)
+        models = read_models(request)
+        return await anyio.to_thread.run_sync(
+            models.timeline.timeline, request.user.tenant, execution_id
+        )
 
     @get("/{execution_id:uuid}/logs", operation_id="getExecutionLogs", media_type="text/plain")
     async def logs(self, request: Request[Principal, Any, State], execution_id: UUID) -> str:
@@ -166,7 +168,7 @@ class ExecutionController(Controller):
         data: Reason | None = None, idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Cancel: pending work at once; running work is asked to stop."""
-        reason = (data.reason if data else "") or "cancelled"
+        reason = reason_or(data, "cancelled")
         command = c.RequestCancel(execution_id, reason, actor_of(request), idempotency_key)
         return await self._act(request, execution_id, command)
 
@@ -197,7 +199,7 @@ class ExecutionController(Controller):
         data: Reason | None = None, idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Mark running work blocked (waiting on something outside it)."""
-        reason = (data.reason if data else "") or "blocked"
+        reason = reason_or(data, "blocked")
         command = c.Block(execution_id, reason, actor_of(request), idempotency_key)
         return await self._act(request, execution_id, command)
 
@@ -208,7 +210,7 @@ class ExecutionController(Controller):
         data: Reason | None = None, idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Let blocked work run again."""
-        reason = (data.reason if data else "") or "unblocked"
+        reason = reason_or(data, "unblocked")
         command = c.Unblock(execution_id, reason, actor_of(request), idempotency_key)
         return await self._act(request, execution_id, command)
 
@@ -218,10 +220,3 @@ def _time_in_status(models: ReadModels, tenant: str, execution_id: UUID) -> dict
         return models.durations.time_in_status(tenant, execution_id)
     except ReadNotFound:  # the view has not caught up with a brand-new execution yet
         return {}
-
-
-def _timeline(container: Container, execution_id: UUID) -> list[dict[str, Any]]:
-    from infra.relay import event_payload  # noqa: PLC0415
-
-    events = container.service.timeline(execution_id)
-    return [event_payload(0, event) | {"position": None} for event in events]
