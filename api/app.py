@@ -21,6 +21,7 @@ from api.executions import ExecutionController
 from api.keys import KeyController
 from api.metrics import count_requests, metrics
 from api.queries import QueryController
+from api.streams import board_stream, live_hub
 from infra.bootstrap import Container
 from infra.keys import KeyStore
 from infra.services import BackgroundServices, LocalWorker
@@ -60,14 +61,19 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = BackgroundServices(container)
         worker = LocalWorker(container.nats_url, worker_queue) if worker_queue else None
+        hub = live_hub(container)
         if background:
             await services.start()
         if worker is not None:
             await worker.start()
-        app.state.services = services
+        if hub is not None:
+            await hub.start()
+        app.state.services, app.state.hub = services, hub
         try:
             yield
         finally:
+            if hub is not None:
+                await hub.stop()
             if worker is not None:
                 await worker.stop()  # first: it reports to the services below
             await services.stop()
@@ -82,6 +88,7 @@ def create_app(
             metrics,
             ExecutionController,
             QueryController,
+            board_stream,
             KeyController,
         ],
         state=State({"container": container, "key_store": KeyStore(container.database_url)}),

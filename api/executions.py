@@ -8,11 +8,15 @@ from uuid import UUID, uuid4
 import anyio
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
+from litestar.enums import MediaType
 from litestar.params import Parameter
+from litestar.response import Response
 
 from api.auth import operators
-from api.queries import Statuses, Text, build_filter, card_json, read_models
+from api.consistency import caught_up, note_written
+from api.queries import FILTERS, Text, card_json, read_models
 from api.schemas import Execution, ExecutionCreate, InputAnswer, Reason
+from api.streams import LastEventId, follow_execution
 from domain import commands as c
 from domain.exceptions import ExecutionNotFound
 from domain.execution import Execution as ExecutionAggregate
@@ -20,7 +24,7 @@ from domain.state import CommandResult, ExecutionState, idempotent_execution_id
 from domain.values import Actor, ActorKind, ExecutionType, RetryPolicy
 from infra.bootstrap import Container
 from infra.keys import Principal
-from projections import ReadModels
+from projections import ExecutionFilter, ReadModels
 from projections.errors import NotFound as ReadNotFound
 
 OutputAppended = ExecutionAggregate.OutputAppended
@@ -94,21 +98,17 @@ class ExecutionController(Controller):
                 parent_execution_id=data.parent_execution_id, idempotency_key=idempotency_key,
             )
         )  # fmt: skip
+        note_written(request, result.position)
         return to_execution(result.execution, result.position)
 
-    @get("/", operation_id="listExecutions")
+    @get("/", operation_id="listExecutions", dependencies=FILTERS)
     async def list_executions(
-        self, request: Request[Principal, Any, State],
-        status: Statuses = None, agent: Text = None, team: Text = None,
-        type_: Annotated[str | None, Parameter(query="type", required=False)] = None,
-        queue: Text = None, label: Text = None, created_by: Text = None,
-        overdue: bool = False, older_than: Text = None,
+        self, request: Request[Principal, Any, State], where: ExecutionFilter,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50, cursor: Text = None,
     ) -> dict[str, Any]:  # fmt: skip
         """Executions, newest priority first then oldest, filtered; page with `cursor`."""
-        where = build_filter(status, agent, team, type_, queue, label, created_by, overdue,
-                             older_than)  # fmt: skip
         models = read_models(request)
+        await caught_up(request)
         page = await anyio.to_thread.run_sync(
             lambda: models.board.list(request.user.tenant, where, limit=limit, cursor=cursor)
         )
@@ -123,6 +123,7 @@ class ExecutionController(Controller):
         state = await state_in_tenant(container, request.user.tenant, execution_id)
         execution = to_execution(state)
         if container.projections is not None:
+            await caught_up(request, "status_intervals", "tool_calls")
             models, tenant = container.projections.read_models, request.user.tenant
             execution.time_in_status = await anyio.to_thread.run_sync(
                 _time_in_status, models, tenant, execution_id
@@ -145,13 +146,23 @@ class ExecutionController(Controller):
         )
 
     @get("/{execution_id:uuid}/logs", operation_id="getExecutionLogs", media_type="text/plain")
-    async def logs(self, request: Request[Principal, Any, State], execution_id: UUID) -> str:
-        """Its stored output so far, as text (live streaming with `?follow=true` is not there
-        yet)."""
+    async def logs(
+        self, request: Request[Principal, Any, State], execution_id: UUID,
+        follow: Annotated[bool, Parameter(
+            description="stream its events as SSE (text/event-stream) until it ends")] = False,
+        last_event_id: LastEventId = None,
+    ) -> Response[Any]:  # fmt: skip
+        """Its stored output so far, as text; with `follow=true`, its events as Server-Sent
+        Events from the start (or after `Last-Event-ID`) until it ends: `event:` the event
+        type (OutputAppended carries `data.text`), `id:` the log position, `data:` as an item
+        of /events; last, `event: end` with its final status."""
+        if follow:
+            return await follow_execution(request, execution_id, last_event_id)
         container: Container = request.app.state.container
         await state_in_tenant(container, request.user.tenant, execution_id)
         events = await anyio.to_thread.run_sync(container.service.timeline, execution_id)
-        return "".join(event.text for event in events if isinstance(event, OutputAppended))
+        text = "".join(event.text for event in events if isinstance(event, OutputAppended))
+        return Response(text, media_type=MediaType.TEXT)
 
     async def _act(
         self, request: Request[Principal, Any, State], execution_id: UUID, command: c.Command
@@ -159,6 +170,7 @@ class ExecutionController(Controller):
         container: Container = request.app.state.container
         await state_in_tenant(container, request.user.tenant, execution_id)
         result: CommandResult = await container.writer.send(command)
+        note_written(request, result.position)
         return to_execution(result.execution, result.position)
 
     @post("/{execution_id:uuid}/cancel", operation_id="cancelExecution", guards=[operators],

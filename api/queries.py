@@ -12,8 +12,10 @@ from typing import Annotated, Any
 import anyio
 from litestar import Controller, Request, get
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.params import Parameter
 
+from api.consistency import caught_up
 from api.errors import Unavailable
 from infra.bootstrap import Container
 from infra.keys import Principal
@@ -38,39 +40,47 @@ def card_json(card: Any) -> dict[str, Any]:
     return asdict(card)
 
 
-def build_filter(
-    status: list[str] | None, agent: str | None, team: str | None, type_: str | None,
-    queue: str | None, label: str | None, created_by: str | None, overdue: bool,
-    older_than: str | None,
+def execution_filter(
+    status: Statuses = None, agent: Text = None, team: Text = None,
+    type_: Annotated[str | None, Parameter(query="type", required=False)] = None,
+    queue: Text = None,
+    label: Annotated[str | None, Parameter(
+        required=False, max_length=256, description="key=value, or key (has the label)")] = None,
+    created_by: Annotated[str | None, Parameter(
+        required=False, max_length=256, description="kind:id, or id")] = None,
+    overdue: bool = False,
+    older_than: Annotated[str | None, Parameter(
+        required=False, max_length=32, description="an age: 30m, 12h, 7d, 2w")] = None,
+    q: Annotated[str | None, Parameter(
+        required=False, max_length=256, description="text in the prompt")] = None,
 ) -> ExecutionFilter:  # fmt: skip
+    """The list filters from the query string (a dependency shared by every filtered read)."""
     statuses = tuple(s.strip() for value in status or [] for s in value.split(",") if s.strip())
     return ExecutionFilter(
         status=statuses, agent=agent, team=team, type=type_, queue=queue, label=label,
         created_by=created_by, overdue=overdue,
-        older_than=parse_age(older_than) if older_than else None,
+        older_than=parse_age(older_than) if older_than else None, q=q or None,
     )  # fmt: skip
+
+
+FILTERS = {"where": Provide(execution_filter, sync_to_thread=False)}
 
 
 class QueryController(Controller):
     tags = ["queries"]
 
-    @get("/v1/board", operation_id="getBoard")
+    @get("/v1/board", operation_id="getBoard", dependencies=FILTERS)
     async def board(
-        self, request: Request[Principal, Any, State],
-        status: Statuses = None, agent: Text = None, team: Text = None,
-        type_: Annotated[str | None, Parameter(query="type", required=False)] = None,
-        queue: Text = None, label: Text = None, created_by: Text = None,
-        overdue: bool = False, older_than: Text = None,
+        self, request: Request[Principal, Any, State], where: ExecutionFilter,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 20,
         as_of: Annotated[str | None, Parameter(
             required=False, description="a log position, or a time with its zone")] = None,
     ) -> dict[str, Any]:  # fmt: skip
         """The board: a column per status with its count and its first cards; `as_of` shows it
         as it was at a past log position or time."""
-        where = build_filter(status, agent, team, type_, queue, label, created_by, overdue,
-                             older_than)  # fmt: skip
         models, tenant = read_models(request), request.user.tenant
         if as_of is None:
+            await caught_up(request)
             board = await anyio.to_thread.run_sync(
                 lambda: models.board.board(tenant, where, limit=limit)
             )

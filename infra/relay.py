@@ -41,6 +41,7 @@ from infra.nats import (
     event_subject,
     work_subject,
 )
+from projections.timeline import render
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Relay:
         for notification, event in zip(notifications, events, strict=True):
             tenant, queue, priority = self._cards[event.originator_id]
             name = type(event).__name__
-            payload = _event_json(notification.id, event)
+            payload = _event_json(notification.id, event, tenant)
             acks.append(
                 await self.js.publish_async(
                     event_subject(tenant, str(event.originator_id), name),
@@ -186,24 +187,14 @@ class Relay:
         return int(row[0]) if row else 0
 
 
-def event_payload(position: int, event: Any) -> dict[str, Any]:
-    data = {
-        key: value
-        for key, value in vars(event).items()
-        if key not in ("originator_id", "originator_version", "timestamp", "originator_topic")
-    }
-    return {
-        "position": position,
-        "execution_id": str(event.originator_id),
-        "version": event.originator_version,
-        "type": type(event).__name__,
-        "timestamp": event.timestamp.isoformat(),
-        "data": data,
-    }
+def event_payload(position: int, event: Any, tenant: str) -> dict[str, Any]:
+    """An event as published: the shape of one item of ``GET /v1/executions/{id}/events``,
+    plus the execution and its tenant."""
+    return {**render(event, position), "execution_id": str(event.originator_id), "tenant": tenant}
 
 
-def _event_json(position: int, event: Any) -> bytes:
-    return json.dumps(event_payload(position, event), default=_json_default).encode()
+def _event_json(position: int, event: Any, tenant: str) -> bytes:
+    return json.dumps(event_payload(position, event, tenant), default=_json_default).encode()
 
 
 def _work_json(event: Any, tenant: str) -> bytes:

@@ -2,10 +2,10 @@
 
 The board reads its cards, its column counts and its position in one statement (one
 snapshot), so the counts, the cards and the position agree. Counts come from
-``board_columns`` (kept by the projection); a filtered board has no count per column
-(``None``) rather than counting rows per request. Rows come back as tuples in the
-card's column order: with 7 columns of 26 cards, building dicts would cost more than
-PostgreSQL's part of the query.
+``board_columns`` (kept by the projection); a filtered board's counts are counted per
+request in a second statement. Rows come back as tuples in the card's column order:
+with 7 columns of 26 cards, building dicts would cost more than PostgreSQL's part of the
+query.
 """
 
 from __future__ import annotations
@@ -53,6 +53,15 @@ SELECT {columns} FROM board_cards b
 WHERE b.tenant = %(tenant)s{filters}
 {order} LIMIT %(limit)s
 """
+FILTERED_COUNTS = """
+SELECT b.status, count(*) FROM board_cards b WHERE b.tenant = %(tenant)s{filters} GROUP BY 1
+"""
+CHANGED_SINCE = """
+SELECT {columns} FROM board_cards b
+WHERE b.tenant = %(tenant)s AND b.position > %(after)s{filters}
+ORDER BY b.position LIMIT %(limit)s
+"""
+BY_IDS = "SELECT {columns} FROM board_cards b WHERE b.id = ANY(%s)"
 ONE_CARD = "SELECT {columns} FROM board_cards b WHERE b.tenant = %s AND b.id = %s"
 # Every tenant's: for the lease monitor, which looks after all workers.
 HELD = (
@@ -66,7 +75,7 @@ MAX_LIMIT = 500
 @dataclass(frozen=True, slots=True)
 class Column:
     status: str
-    count: int | None  # None on a filtered board: counts are kept per tenant and status
+    count: int  # exact: kept by the projection, or counted per request on a filtered board
     items: list[Card]
     next_cursor: str | None  # list?status=<status>&cursor=... pages on down the column
 
@@ -120,7 +129,7 @@ def check_limit(limit: int) -> None:
         raise InvalidQuery(f"limit must be between 1 and {MAX_LIMIT}")
 
 
-def _and(clauses: list[str]) -> str:
+def _and(clauses: Sequence[str]) -> str:
     return "".join(f" AND {clause}" for clause in clauses)
 
 
@@ -157,10 +166,12 @@ class BoardQueries:
             if row[2] is not None:
                 card = card_from(row[2:])
                 by_status[card.status].append(card)
+        if not where.is_empty:
+            counts = self._counts(tenant, clauses, params)
         columns = []
         for status, cards in by_status.items():
             items, next_cursor = page_of(cards, limit)
-            count = int(counts.get(status, 0)) if where.is_empty else None
+            count = int(counts.get(status, 0))
             columns.append(Column(status, count, items, next_cursor))
         return Board(columns, int(position))
 
@@ -185,6 +196,33 @@ class BoardQueries:
             rows = cur.execute(sql, params, prepare=True).fetchall()
         items, next_cursor = page_of([card_from(row) for row in rows], limit)
         return ExecutionPage(items, next_cursor)
+
+    def _counts(
+        self, tenant: str, clauses: Sequence[str], params: dict[str, Any]
+    ) -> dict[str, int]:
+        """Exact counts of a filtered board, counted per request (the projection keeps
+        counts per tenant and status only)."""
+        sql = FILTERED_COUNTS.format(filters=_and(clauses))
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            return {row[0]: row[1] for row in cur.execute(sql, params, prepare=True)}
+
+    def changed_since(
+        self, tenant: str, where: ExecutionFilter, position: int, *, limit: int
+    ) -> Sequence[Card]:
+        """Cards whose last change came after ``position``, in log order: what a stream
+        that resumes from ``position`` must replay."""
+        clauses, params = where.where(datetime.now(UTC))
+        sql = CHANGED_SINCE.format(columns=_CARD_COLUMNS, filters=_and(clauses))
+        params.update(tenant=tenant, after=position, limit=limit)
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            return [card_from(row) for row in cur.execute(sql, params, prepare=True)]
+
+    def cards(self, ids: Sequence[UUID]) -> dict[UUID, Card]:
+        """The cards of these executions, whatever their tenant (callers check it)."""
+        sql = BY_IDS.format(columns=_CARD_COLUMNS)
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            cards = [card_from(row) for row in cur.execute(sql, (list(ids),), prepare=True)]
+        return {card.id: card for card in cards}
 
     def get(self, tenant: str, execution_id: UUID) -> Card:
         sql = ONE_CARD.format(columns=_CARD_COLUMNS)

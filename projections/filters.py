@@ -36,12 +36,15 @@ FILTER_SQL = {
     "overdue": "b.deadline < %(now)s AND b.deadline IS NOT NULL "
     "AND b.status IN ('pending', 'running', 'requires_input', 'blocked')",
     "older_than": "b.created_at < %(created_before)s",
+    "q": "b.prompt ILIKE %(q)s",
 }
 AFTER_CURSOR_SQL = (
     "(b.priority_rank, b.created_at, b.id) > (%(after_rank)s, %(after_at)s, %(after_id)s)"
 )
 ORDER_SQL = "ORDER BY b.priority_rank, b.created_at, b.id"
 
+_LIKE_SPECIAL = re.compile(r"[\\%_]")
+_OPEN = ("pending", "running", "requires_input", "blocked")
 _AGE = re.compile(r"^(\d+)([smhdw])$")
 _AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -67,6 +70,7 @@ class ExecutionFilter:
     created_by: str | None = None  # "kind:id" or "id"
     overdue: bool = False
     older_than: timedelta | None = None
+    q: str | None = None  # text in the prompt, case-insensitive
 
     def __post_init__(self) -> None:
         unknown = [status for status in self.status if status not in STATUSES]
@@ -108,7 +112,38 @@ class ExecutionFilter:
             add("overdue", now, "now")
         if self.older_than is not None:
             add("older_than", now - self.older_than, "created_before")
+        if self.q:
+            add("q", "%" + _LIKE_SPECIAL.sub(r"\\\g<0>", self.q) + "%")
         return clauses, params
+
+    def matches(self, card: Any, now: datetime) -> bool:
+        """The same test as ``where`` on one card in memory (for live streams)."""
+        if self.status and card.status not in self.status:
+            return False
+        for name, field in (("agent", "agent_id"), ("team", "team_id"), ("type", "type"),
+                            ("queue", "worker_queue")):  # fmt: skip
+            wanted = getattr(self, name)
+            if wanted is not None and getattr(card, field) != wanted:
+                return False
+        return self._matches_more(card, now)
+
+    def _matches_more(self, card: Any, now: datetime) -> bool:
+        if self.label is not None:
+            key, sep, value = self.label.partition("=")
+            if key not in card.labels or (sep and card.labels[key] != value):
+                return False
+        if self.created_by is not None:
+            kind, sep, actor_id = self.created_by.partition(":")
+            wanted = {"kind": kind, "id": actor_id} if sep else {"id": kind}
+            if any(card.created_by.get(k) != v for k, v in wanted.items()):
+                return False
+        if self.overdue and not (
+            card.deadline is not None and card.deadline < now and card.status in _OPEN
+        ):
+            return False
+        if self.older_than is not None and not card.created_at < now - self.older_than:
+            return False
+        return not self.q or self.q.lower() in card.prompt.lower()
 
 
 @dataclass(frozen=True, slots=True)

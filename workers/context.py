@@ -94,7 +94,7 @@ class RunContext:
         elif kind == "InputProvided":
             self._answers.put_nowait(data.get("answer"))
         elif kind in ("Failed", "Completed", "Cancelled", "LeaseExpired"):
-            actor = data.get("actor") or {}
+            actor = message.get("actor") or {}
             if not (actor.get("kind") == "worker" and actor.get("id") == self.worker_id):
                 self.lost.set()  # ended or taken elsewhere (a timeout, an operator, a monitor)
 

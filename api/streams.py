@@ -1,0 +1,192 @@
+"""Server-Sent Events: the live board and one execution's live events.
+
+Each message's ``id`` is a log position. A client that reconnects sends ``Last-Event-ID``:
+what it missed is replayed from the board view (or the execution's stored events), then the
+stream goes on live; messages at or before the last replayed position are not sent twice.
+A comment every 15 s keeps idle connections (and proxies) open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio
+from litestar import Request, get
+from litestar.datastructures import State
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
+
+from api.consistency import caught_up
+from api.errors import Unavailable
+from api.live import Client, LiveHub, Message, stream_filter
+from api.queries import FILTERS, read_models
+from domain.values import TERMINAL, Status
+from infra.bootstrap import Container
+from infra.keys import Principal
+from projections import ExecutionFilter
+from projections.card import Card
+
+HEARTBEAT_SECONDS = 15.0
+REPLAY_LIMIT = 10_000  # further behind than this, a board client is told to reload
+CARD_WAIT_SECONDS = 5.0  # a board view further behind than this: send the card it has
+ENDINGS = {"Completed", "Failed", "Cancelled"}
+
+LastEventId = Annotated[
+    int | None,
+    Parameter(
+        header="Last-Event-ID", required=False, ge=0,
+        description="the id of the last message received: resume after it",
+    ),
+]  # fmt: skip
+
+
+def hub_of(request: Request[Principal, Any, State]) -> LiveHub:
+    hub: LiveHub | None = request.app.state.get("hub")
+    if hub is None:
+        raise Unavailable("live streams need the read models, which do not run in this process")
+    return hub
+
+
+def live_hub(container: Container) -> LiveHub | None:
+    """The process's hub, when the read models run here (its cards come from the board)."""
+    supervisor = container.projections
+    if supervisor is None:
+        return None
+
+    def cards_at(position: int, ids: Sequence[UUID]) -> dict[UUID, Card]:
+        supervisor.wait_for("board", position, CARD_WAIT_SECONDS)
+        return supervisor.read_models.board.cards(ids)
+
+    async def cards_at_async(position: int, ids: Sequence[UUID]) -> dict[UUID, Card]:
+        return await anyio.to_thread.run_sync(cards_at, position, ids)
+
+    return LiveHub(container.nats_url, cards_at_async)
+
+
+@get("/v1/board/stream", operation_id="streamBoard", dependencies=FILTERS, tags=["queries"])
+async def board_stream(
+    request: Request[Principal, Any, State], where: ExecutionFilter,
+    last_event_id: LastEventId = None,
+) -> ServerSentEvent:  # fmt: skip
+    """Live board changes as SSE: `event: execution`, `id:` its log position, `data:`
+    `{position, event, execution}` (the card as the board shows it). With `Last-Event-ID`
+    the cards changed since are replayed first (`event` is null for those); too far behind,
+    one `event: reset` says to reload the board."""
+    models, tenant, lasting = read_models(request), request.user.tenant, stream_filter(where)
+    client = hub_of(request).join(Client(tenant, where=lasting))
+    replay: list[Message] = []
+    if last_event_id is not None:
+        await caught_up(request)
+        cards = await anyio.to_thread.run_sync(
+            lambda: models.board.changed_since(tenant, lasting, last_event_id, limit=REPLAY_LIMIT)
+        )
+        if len(cards) >= REPLAY_LIMIT:
+            position = await anyio.to_thread.run_sync(
+                request.app.state.container.projections.position, "board"
+            )
+            replay = [Message("reset", position, {"position": position})]
+        else:
+            replay = [
+                Message("execution", card.position,
+                        {"position": card.position, "event": None, "execution": card})
+                for card in cards
+            ]  # fmt: skip
+    return ServerSentEvent(_messages(hub_of(request), client, replay))
+
+
+async def follow_execution(
+    request: Request[Principal, Any, State], execution_id: UUID, last_event_id: int | None
+) -> ServerSentEvent:
+    """One execution's events as SSE (`event:` the event type, `id:` its log position,
+    `data:` as an item of /events), from the start or after `Last-Event-ID`, until it ends:
+    then one `event: end` with its final status."""
+    container: Container = request.app.state.container
+    models, tenant = read_models(request), request.user.tenant
+    client = hub_of(request).join(Client(tenant, execution_id=execution_id))
+    try:  # joined first, then read: nothing falls between the replay and the live part
+        state = await anyio.to_thread.run_sync(container.service.state, execution_id)
+        timeline = await anyio.to_thread.run_sync(models.timeline.timeline, tenant, execution_id)
+    except Exception:
+        hub_of(request).leave(client)
+        raise
+    after = last_event_id or 0
+    replay = [
+        Message(item["type"], item["position"], item)
+        for item in timeline
+        if (item["position"] or 0) > after
+    ]
+    last = max([after, *(item["position"] or 0 for item in timeline)])
+    ended_already = _end(state.status, last) if Status(state.status) in TERMINAL else None
+
+    async def ended(message: Message) -> Message | None:
+        if message.event not in ENDINGS:
+            return None
+        now = await anyio.to_thread.run_sync(container.service.state, execution_id)
+        if Status(now.status) not in TERMINAL:
+            return None  # e.g. failed, and a retry is scheduled
+        return _end(now.status, message.id)
+
+    return ServerSentEvent(_messages(hub_of(request), client, replay, ended, ended_already))
+
+
+def _end(status: Any, position: int) -> Message:
+    return Message("end", position, {"status": str(status), "position": position})
+
+
+async def _messages(
+    hub: LiveHub,
+    client: Client,
+    replay: list[Message],
+    ended: Callable[[Message], Awaitable[Message | None]] | None = None,
+    ended_already: Message | None = None,
+) -> AsyncIterator[ServerSentEventMessage]:
+    try:
+        yield ServerSentEventMessage(data=None, comment="connected", retry=1000, sep="\n")
+        last = 0
+        for message in replay:
+            yield _sse(message)
+            last = max(last, message.id)
+        if ended_already is not None:
+            yield _sse(ended_already)
+            return
+        while not client.dropped:
+            try:
+                message = await asyncio.wait_for(client.queue.get(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                yield ServerSentEventMessage(data=None, comment="keepalive", sep="\n")
+                continue
+            if message.id <= last:
+                continue  # already replayed
+            yield _sse(message)
+            last = message.id
+            if ended is not None and (end := await ended(message)) is not None:
+                yield _sse(end)
+                return
+    finally:
+        hub.leave(client)
+
+
+def _sse(message: Message) -> ServerSentEventMessage:
+    return ServerSentEventMessage(
+        data=json.dumps(message.data, default=_json_default, separators=(",", ":")),
+        event=message.event,
+        id=message.id,
+        sep="\n",
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    return str(value)

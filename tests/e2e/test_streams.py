@@ -1,0 +1,170 @@
+"""Live streams (SSE) against the running stack: the board and one execution's events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from infra.keys import KeyStore, Role
+from tests.e2e.conftest import RunningStack, start_stack
+from tests.e2e.sse import SseReader
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    stack = start_stack(tmp_path_factory.mktemp("streams") / "data")
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def keys(running: RunningStack) -> dict[str, str]:
+    store = KeyStore(running.stack["database_url"])
+    return {
+        "operator": store.create("default", Role.OPERATOR, "streams"),
+        "viewer": store.create("default", Role.VIEWER, "streams"),
+        "acme": store.create("acme", Role.OPERATOR, "streams"),
+    }
+
+
+def create(running: RunningStack, key: str, steps: list[Any], **fields: Any) -> dict[str, Any]:
+    body = {"agent_id": "script", "prompt": "streamed", "parameters": {"steps": steps}, **fields}
+    response = httpx.post(
+        f"{running.url}/v1/executions",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def test_the_board_stream_shows_a_card_move_from_pending_to_completed(
+    running: RunningStack, keys: dict[str, str]
+) -> None:
+    board = SseReader(running.url, "/v1/board/stream", keys["viewer"])
+    assert board.status == 200
+    execution = create(running, keys["operator"], [{"tool": "search", "args": {}}])
+
+    seen = board.until(
+        lambda e: e.data["execution"]["id"] == execution["id"]
+        and e.data["execution"]["status"] == "completed"
+    )
+    mine = [e for e in seen if e.data["execution"]["id"] == execution["id"]]
+    statuses = [e.data["execution"]["status"] for e in mine]
+    assert statuses[0] == "pending"
+    assert "running" in statuses
+    assert statuses[-1] == "completed"
+    assert [e.event for e in mine] == ["execution"] * len(mine)
+    assert [e.id for e in mine] == sorted(e.id for e in mine)  # ids are log positions
+    assert mine[0].data["event"] == "Created"
+    assert any(e.data["event"] == "ToolCalled" for e in mine)
+    board.close()
+
+
+def test_a_board_client_resumes_from_its_last_event_id(
+    running: RunningStack, keys: dict[str, str]
+) -> None:
+    board = SseReader(running.url, "/v1/board/stream", keys["viewer"])
+    first = create(running, keys["operator"], [])
+    event = board.until(lambda e: e.data["execution"]["id"] == first["id"])[-1]
+    board.close()
+
+    second = create(running, keys["operator"], [{"sleep": 0.2}])  # while disconnected
+    resumed = SseReader(running.url, "/v1/board/stream", keys["viewer"], event.id)
+    replayed = resumed.until(lambda e: e.data["execution"]["id"] == second["id"])
+    assert all(e.id is not None and e.id > (event.id or 0) for e in replayed)
+    assert replayed[-1].data["event"] is None  # replayed from the board, not live
+    resumed.close()
+
+
+def test_a_filtered_board_stream_and_another_tenant_see_only_their_cards(
+    running: RunningStack, keys: dict[str, str]
+) -> None:
+    mine = SseReader(running.url, "/v1/board/stream?queue=blue", keys["viewer"])
+    theirs = SseReader(running.url, "/v1/board/stream", keys["acme"])
+    create(running, keys["operator"], [], prompt="not blue")
+    blue = create(running, keys["operator"], [], worker_queue="blue")
+    acme = create(running, keys["acme"], [], prompt="acme's")
+
+    first = mine.next()
+    assert first is not None
+    assert first.data["execution"]["id"] == blue["id"]
+    seen = theirs.until(lambda e: e.data["execution"]["id"] == acme["id"])
+    assert {e.data["execution"]["tenant"] for e in seen} == {"acme"}
+    mine.close()
+    theirs.close()
+
+
+def test_following_an_execution_streams_its_output_asks_and_ends(
+    running: RunningStack, keys: dict[str, str]
+) -> None:
+    execution = create(
+        running, keys["operator"], [{"say": "hello there"}, {"ask": "which way?"}, {"say": "ok"}]
+    )
+    path = f"/v1/executions/{execution['id']}/logs?follow=true"
+    follow = SseReader(running.url, path, keys["viewer"])
+    asked = follow.until(lambda e: e.event == "InputRequested")
+    assert asked[0].event == "Created"  # from the start
+    assert asked[-1].data["data"]["question"] == "which way?"
+    assert "hello there" in "".join(
+        e.data["data"]["text"] for e in asked if e.event == "OutputAppended"
+    )
+    answered = httpx.post(
+        f"{running.url}/v1/executions/{execution['id']}/input",
+        json={"answer": "left"},
+        headers={"Authorization": f"Bearer {keys['operator']}"},
+        timeout=10,
+    )
+    assert answered.status_code == 200, answered.text
+    rest = follow.until(lambda e: e.event == "end")
+    assert rest[-1].data["status"] == "completed"
+    assert "Completed" in [e.event for e in rest]
+    assert follow.next() is None  # the server closed the stream
+    follow.close()
+
+    # an ended execution: the whole story, then the end, at once; or only what came after
+    again = SseReader(running.url, path, keys["viewer"])
+    story = again.until(lambda e: e.event == "end")
+    assert story[0].event == "Created"
+    assert story[-2].event == "Completed"
+    tail = SseReader(running.url, path, keys["viewer"], story[-3].id)
+    assert [e.event for e in tail.until(lambda e: e.event == "end")] == ["Completed", "end"]
+
+
+def test_streams_refuse_what_the_caller_may_not_see(
+    running: RunningStack, keys: dict[str, str]
+) -> None:
+    execution = create(running, keys["operator"], [])
+    path = f"/v1/executions/{execution['id']}/logs?follow=true"
+    other = SseReader(running.url, path, keys["acme"])
+    assert other.status == 404
+    nobody = SseReader(running.url, "/v1/board/stream", "ab_wrong_key")
+    assert nobody.status == 401
+    bad = httpx.get(
+        f"{running.url}/v1/board/stream",
+        headers={"Authorization": f"Bearer {keys['viewer']}", "Last-Event-ID": "yesterday"},
+        timeout=10,
+    )
+    assert bad.status_code == 400
+    assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+def test_stored_logs_without_follow_are_plain_text(
+    running: RunningStack, keys: dict[str, str], tmp_path: Path
+) -> None:
+    execution = create(running, keys["operator"], [{"say": "plain words"}])
+    path = f"/v1/executions/{execution['id']}/logs?follow=true"
+    SseReader(running.url, path, keys["viewer"]).until(lambda e: e.event == "end")
+    text = httpx.get(
+        f"{running.url}/v1/executions/{execution['id']}/logs",
+        headers={"Authorization": f"Bearer {keys['viewer']}"},
+        timeout=10,
+    )
+    assert text.headers["content-type"].startswith("text/plain")
+    assert "plain words" in text.text
