@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.cli_follow import follow
 from api.client import EXIT_REFUSED, EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
 from infra.settings import Settings
 
@@ -136,9 +137,22 @@ def get_execution(
 
 
 @execution_cli.command("logs")
-def logs(execution_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
-    """The output an execution stored so far."""
-    typer.echo(api_for(url, api_key).text(f"/v1/executions/{execution_id}/logs"), nl=False)
+def logs(
+    execution_id: str,
+    follow_: Annotated[
+        bool, typer.Option("--follow", "-f", help="stream output and tool calls until it ends")
+    ] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """The output an execution stored so far; with --follow, live until it ends.
+
+    Example: agentboard execution logs 3f2a... --follow"""
+    api = api_for(url, api_key)
+    if follow_:
+        follow(api, execution_id, answer_questions=False)
+        return
+    typer.echo(api.text(f"/v1/executions/{execution_id}/logs"), nl=False)
 
 
 def _act(execution_id: str, action: str, body: dict[str, Any] | None, url: str | None,
@@ -181,16 +195,25 @@ def exec_command(
     queue: Annotated[str, typer.Option(help="the worker queue")] = "default",
     param: Annotated[list[str] | None, typer.Option(help="k=v, v as JSON if it parses")] = None,
     wait: Annotated[bool, typer.Option(help="wait for the end: exit 1 if not completed")] = False,
+    follow_: Annotated[bool, typer.Option(
+        "--follow", "-f",
+        help="stream output and tool calls until the end, answer questions; exits as --wait",
+    )] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
-) -> None:
-    """Create an execution and print its id.  Example: agentboard exec "ls -la" --wait"""
+) -> None:  # fmt: skip
+    """Create an execution and print its id.
+
+    Examples: agentboard exec "ls -la" --wait;
+    agentboard exec "deploy" --agent script --param 'steps=[{"ask": "sure?"}]' --follow"""
     api = api_for(url, api_key)
     body = {"agent_id": agent, "worker_queue": queue, "prompt": prompt,
             "parameters": parse_params(param or [])}  # fmt: skip
     created = api.call("POST", "/v1/executions", json=body)
     typer.echo(created["id"])
-    if not wait:
+    if follow_:
+        follow(api, created["id"], answer_questions=True)
+    elif not wait:
         return
     while True:
         execution = api.call("GET", f"/v1/executions/{created['id']}")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -52,8 +58,10 @@ def test_the_board_stream_shows_a_card_move_from_pending_to_completed(
     execution = create(running, keys["operator"], [{"tool": "search", "args": {}}])
 
     seen = board.until(
-        lambda e: e.data["execution"]["id"] == execution["id"]
-        and e.data["execution"]["status"] == "completed"
+        lambda e: (
+            e.data["execution"]["id"] == execution["id"]
+            and e.data["execution"]["status"] == "completed"
+        )
     )
     mine = [e for e in seen if e.data["execution"]["id"] == execution["id"]]
     statuses = [e.data["execution"]["status"] for e in mine]
@@ -168,3 +176,54 @@ def test_stored_logs_without_follow_are_plain_text(
     )
     assert text.headers["content-type"].startswith("text/plain")
     assert "plain words" in text.text
+
+
+def cli(running: RunningStack, key: str, *args: str, answer: str = "") -> CompletedProcess[str]:
+    env = {**os.environ, "AGENTBOARD_URL": running.url, "AGENTBOARD_API_KEY": key}
+    agentboard = Path(sys.executable).parent / "agentboard"
+    return subprocess.run(
+        [str(agentboard), *args], input=answer, env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_exec_follow_streams_output_puts_the_question_and_sends_the_answer(
+    running: RunningStack, keys: dict[str, str]
+) -> None:
+    steps = json.dumps(
+        [{"say": "thinking\n"}, {"tool": "search", "args": {"q": "x"}}, {"ask": "colour?"}]
+    )
+    run = cli(running, keys["operator"], "exec", "pick a colour", "--agent", "script",
+              "--param", f"steps={steps}", "--follow", answer="blue\n")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    execution_id, *output = run.stdout.splitlines()
+    assert "thinking" in output
+    assert "search" in run.stderr  # tool calls and questions go to stderr
+    assert "colour?" in run.stderr
+    assert json.loads(output[-1]) == {"answers": ["blue"]}  # the result, last
+    events = httpx.get(
+        f"{running.url}/v1/executions/{execution_id}/events",
+        headers={"Authorization": f"Bearer {keys['viewer']}"},
+        timeout=10,
+    ).json()
+    provided = [e for e in events if e["type"] == "InputProvided"]
+    assert provided[0]["data"]["answer"] == "blue"
+
+
+def test_exec_follow_exits_1_when_the_execution_fails_and_logs_follow_replays(
+    running: RunningStack, keys: dict[str, str]
+) -> None:
+    steps = json.dumps([{"say": "about to fail\n"}, {"fail": "no luck"}])
+    run = cli(running, keys["operator"], "exec", "doomed", "--agent", "script",
+              "--param", f"steps={steps}", "--follow")  # fmt: skip
+    assert run.returncode == 1
+    assert "no luck" in run.stderr
+    execution_id = run.stdout.splitlines()[0]
+
+    again = cli(running, keys["viewer"], "execution", "logs", execution_id, "--follow")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "about to fail\n"
+    missing = cli(running, keys["viewer"], "execution", "logs", str(uuid4()), "--follow")
+    assert missing.returncode == 1
+    assert "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
