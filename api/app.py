@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 from litestar import Litestar, get
 from litestar.datastructures import State
+from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.response import Response
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
+from litestar.types import Scope
 
 from api.auth import KeyAuthentication
 from api.errors import problem_details_config
@@ -26,6 +29,10 @@ from infra.bootstrap import Container
 from infra.keys import KeyStore
 from infra.services import BackgroundServices, LocalWorker
 
+log = logging.getLogger("agentboard.api")
+
+READY_MAX_LAG = 5_000  # events a view may be behind and the process still take traffic
+
 
 @get("/healthz", operation_id="healthz", sync_to_thread=False)
 def healthz() -> dict[str, str]:
@@ -35,19 +42,36 @@ def healthz() -> dict[str, str]:
 
 @get("/readyz", operation_id="readyz")
 async def readyz(state: State) -> Response[dict[str, object]]:
-    """Readiness: the event store answers."""
+    """Readiness: PostgreSQL answers, NATS is connected, and every view is running less
+    than ``READY_MAX_LAG`` events behind the log."""
     container: Container = state.container
-    checks: dict[str, object] = {}
+    checks: dict[str, dict[str, object]] = {}
     try:
         position = await anyio.to_thread.run_sync(container.service.recorder.max_notification_id)
         checks["postgres"] = {"ok": True, "position": position or 0}
     except Exception as error:
         checks["postgres"] = {"ok": False, "error": str(error)}
-    ready = all(isinstance(c, dict) and c.get("ok") for c in checks.values())
+    services: BackgroundServices | None = state.get("services")
+    nc = services.nc if services is not None else None
+    checks["nats"] = {"ok": bool(nc is not None and nc.is_connected)}
+    if container.projections is not None and checks["postgres"]["ok"]:
+        views = await anyio.to_thread.run_sync(container.projections.status)
+        checks["projections"] = {
+            "ok": all(v.state == "running" and v.lag < READY_MAX_LAG for v in views),
+            "lag": {v.name: v.lag for v in views},
+            "states": {v.name: v.state for v in views},
+        }
+    ready = all(check.get("ok") for check in checks.values())
     return Response(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status_code=200 if ready else HTTP_503_SERVICE_UNAVAILABLE,
     )
+
+
+async def log_unexpected(error: Exception, scope: Scope) -> None:
+    """A failure that is not a refusal (those are problem+json 4xx): log it with its trace."""
+    if not isinstance(error, HTTPException):
+        log.error("unexpected error on %s", scope.get("path"), exc_info=error)
 
 
 def create_app(
@@ -79,7 +103,8 @@ def create_app(
             await services.stop()
 
     auth = DefineMiddleware(
-        KeyAuthentication, exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema"]
+        KeyAuthentication,
+        exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema"],
     )
     return Litestar(
         route_handlers=[
@@ -93,6 +118,8 @@ def create_app(
         ],
         state=State({"container": container, "key_store": KeyStore(container.database_url)}),
         lifespan=[lifespan],
+        logging_config=None,  # ours (infra/logs.py): JSON lines with request ids
+        after_exception=[log_unexpected],
         middleware=[count_requests, auth],
         plugins=[ProblemDetailsPlugin(problem_details_config())],
         openapi_config=OpenAPIConfig(

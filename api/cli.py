@@ -22,6 +22,7 @@ from domain.application import ExecutionService
 from infra.bootstrap import STACK_FILE, open_stack, write_stack_file
 from infra.eventstore import eventsourcing_env
 from infra.keys import KeyStore, Role, ensure_admin_key
+from infra.logs import configure_logging
 from infra.settings import Settings
 from projections.cli import rebuild_command, skip_command, status_command
 
@@ -34,9 +35,7 @@ cli = typer.Typer(
 
 
 def _logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(logging.INFO)
 
 
 class _Server(uvicorn.Server):
@@ -72,6 +71,8 @@ def up() -> None:
             host=settings.http_host,
             port=settings.http_port,
             log_level="info",
+            log_config=None,  # our handlers: JSON lines with request ids
+            access_log=False,  # the API logs each request itself
             lifespan="on",
         )
         server = _Server(config)

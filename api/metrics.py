@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from typing import Any
+from uuid import uuid4
 
 import anyio
 from litestar import Request, get
@@ -14,15 +18,24 @@ from litestar.response import Response
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.bootstrap import Container
+from infra.logs import request_id
 from infra.nats import BANDS, WORK_STREAM, work_consumer
 from infra.services import BackgroundServices
 
+log = logging.getLogger("agentboard.http")
+
 REQUESTS: Counter[tuple[str, str, int]] = Counter()
-LATENCY_SECONDS: dict[tuple[str, str], float] = defaultdict(float)
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+DURATIONS: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(BUCKETS) + 2))
+"""Per route: a count per bucket (not cumulative), then +Inf, then the sum of seconds."""
+STREAMS = ("/v1/board/stream",)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def count_requests(app: ASGIApp) -> ASGIApp:
-    """Middleware: requests by route and status, and the time they took."""
+    """Middleware: a request id (the caller's ``X-Request-ID`` or a new one) in the logs and
+    the response; requests by route and status; their durations as a histogram; one log
+    line per request."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -30,22 +43,52 @@ def count_requests(app: ASGIApp) -> ASGIApp:
             return
         started = time.perf_counter()
         status = 500
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _REQUEST_ID.match(given) else uuid4().hex
+        token = request_id.set(rid)
 
         async def sending(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await app(scope, receive, sending)
         finally:
+            seconds = time.perf_counter() - started
             route = str(scope.get("path_template") or "unmatched")
             method = str(scope.get("method", "GET"))
             REQUESTS[(method, route, status)] += 1
-            LATENCY_SECONDS[(method, route)] += time.perf_counter() - started
+            if not (route in STREAMS or "follow=true" in scope.get("query_string", b"").decode()):
+                _observe(DURATIONS[(method, route)], seconds)
+            log.info(
+                "%s %s %d", method, scope["path"], status,
+                extra={"route": route, "status": status, "ms": round(seconds * 1000, 2)},
+            )  # fmt: skip
+            request_id.reset(token)
 
     return middleware
+
+
+def _observe(histogram: list[float], seconds: float) -> None:
+    histogram[bisect_left(BUCKETS, seconds)] += 1
+    histogram[-1] += seconds
+
+
+def _histogram_lines(name: str) -> list[str]:
+    lines = [f"# HELP {name} HTTP request durations by route (streams excluded)",
+             f"# TYPE {name} histogram"]  # fmt: skip
+    for (method, route), counts in sorted(DURATIONS.items()):
+        labels = f'method="{method}",route="{route}"'
+        total = 0.0
+        for bound, count in zip([*BUCKETS, "+Inf"], counts[:-1], strict=True):
+            total += count
+            lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {total:g}')
+        lines.append(f"{name}_sum{{{labels}}} {counts[-1]:g}")
+        lines.append(f"{name}_count{{{labels}}} {total:g}")
+    return lines
 
 
 @get("/metrics", operation_id="metrics", media_type="text/plain; version=0.0.4")
@@ -62,9 +105,7 @@ async def metrics(request: Request[Any, Any, State]) -> Response[str]:
     metric("agentboard_http_requests_total", "counter", "HTTP requests by route and status", [
         (f'{{method="{m}",route="{r}",status="{s}"}}', n) for (m, r, s), n in REQUESTS.items()
     ])  # fmt: skip
-    metric("agentboard_http_request_seconds_total", "counter", "time spent answering", [
-        (f'{{method="{m}",route="{r}"}}', t) for (m, r), t in LATENCY_SECONDS.items()
-    ])  # fmt: skip
+    lines.extend(_histogram_lines("agentboard_http_request_duration_seconds"))
     writer = container.writer
     metric("agentboard_commands_total", "counter", "commands through the group-commit writer",
            [("", writer.commands)])  # fmt: skip
@@ -73,6 +114,16 @@ async def metrics(request: Request[Any, Any, State]) -> Response[str]:
     metric(
         "agentboard_events_stored", "gauge", "last position of the event log", [("", stored or 0)]
     )
+    if container.projections is not None:
+        views = await anyio.to_thread.run_sync(container.projections.status)
+        metric("agentboard_projection_lag", "gauge", "events stored but not yet in a view",
+               [(f'{{view="{view.name}"}}', view.lag) for view in views])  # fmt: skip
+    hub = request.app.state.get("hub")
+    if hub is not None:
+        metric("agentboard_sse_clients", "gauge", "connected live-stream clients",
+               [("", hub.clients)])  # fmt: skip
+        metric("agentboard_sse_messages_total", "counter", "board messages sent to clients",
+               [("", hub.delivered)])  # fmt: skip
     if services is not None and services.relay is not None:
         relay = services.relay
         metric("agentboard_relay_position", "gauge", "last position published to NATS",
