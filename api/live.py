@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -39,11 +39,27 @@ CardsAt = Callable[[int, Sequence[UUID]], Awaitable[dict[UUID, Card]]]
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One server-sent event."""
+    """One server-sent event, encoded once however many clients it goes to."""
 
     event: str
     id: int
     data: dict[str, Any]
+    frame: bytes = b""
+
+    @classmethod
+    def of(cls, event: str, id: int, data: dict[str, Any]) -> Message:
+        payload = json.dumps(data, default=_json_default, separators=(",", ":"))
+        return cls(event, id, data, f"event: {event}\nid: {id}\ndata: {payload}\n\n".encode())
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return str(value)
 
 
 @dataclass(eq=False)
@@ -135,7 +151,7 @@ class LiveHub:
     async def _dispatch(self, batch: list[dict[str, Any]]) -> None:
         for event in batch:
             for client in list(self._followers.get(UUID(event["execution_id"]), ())):
-                client.offer(Message(event["type"], event["position"], event))
+                client.offer(Message.of(event["type"], event["position"], event))
         watched = [e for e in batch if self._boards.get(e["tenant"])]
         if not watched:
             return
@@ -146,7 +162,7 @@ class LiveHub:
             card = cards.get(UUID(event["execution_id"]))
             if card is None or card.tenant != event["tenant"]:
                 continue
-            message = Message(
+            message = Message.of(
                 "execution",
                 event["position"],
                 {"position": event["position"], "event": event["type"], "execution": card},

@@ -9,10 +9,7 @@ A comment every 15 s keeps idle connections (and proxies) open.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -20,8 +17,7 @@ import anyio
 from litestar import Request, get
 from litestar.datastructures import State
 from litestar.params import Parameter
-from litestar.response import ServerSentEvent
-from litestar.response.sse import ServerSentEventMessage
+from litestar.response import Stream
 
 from api.consistency import caught_up
 from api.errors import Unavailable
@@ -74,7 +70,7 @@ def live_hub(container: Container) -> LiveHub | None:
 async def board_stream(
     request: Request[Principal, Any, State], where: ExecutionFilter,
     last_event_id: LastEventId = None,
-) -> ServerSentEvent:  # fmt: skip
+) -> Stream:  # fmt: skip
     """Live board changes as SSE: `event: execution`, `id:` its log position, `data:`
     `{position, event, execution}` (the card as the board shows it). With `Last-Event-ID`
     the cards changed since are replayed first (`event` is null for those); too far behind,
@@ -91,19 +87,19 @@ async def board_stream(
             position = await anyio.to_thread.run_sync(
                 request.app.state.container.projections.position, "board"
             )
-            replay = [Message("reset", position, {"position": position})]
+            replay = [Message.of("reset", position, {"position": position})]
         else:
             replay = [
-                Message("execution", card.position,
+                Message.of("execution", card.position,
                         {"position": card.position, "event": None, "execution": card})
                 for card in cards
             ]  # fmt: skip
-    return ServerSentEvent(_messages(hub_of(request), client, replay))
+    return _event_stream(_messages(hub_of(request), client, replay))
 
 
 async def follow_execution(
     request: Request[Principal, Any, State], execution_id: UUID, last_event_id: int | None
-) -> ServerSentEvent:
+) -> Stream:
     """One execution's events as SSE (`event:` the event type, `id:` its log position,
     `data:` as an item of /events), from the start or after `Last-Event-ID`, until it ends:
     then one `event: end` with its final status."""
@@ -118,7 +114,7 @@ async def follow_execution(
         raise
     after = last_event_id or 0
     replay = [
-        Message(item["type"], item["position"], item)
+        Message.of(item["type"], item["position"], item)
         for item in timeline
         if (item["position"] or 0) > after
     ]
@@ -133,11 +129,11 @@ async def follow_execution(
             return None  # e.g. failed, and a retry is scheduled
         return _end(now.status, message.id)
 
-    return ServerSentEvent(_messages(hub_of(request), client, replay, ended, ended_already))
+    return _event_stream(_messages(hub_of(request), client, replay, ended, ended_already))
 
 
 def _end(status: Any, position: int) -> Message:
-    return Message("end", position, {"status": str(status), "position": position})
+    return Message.of("end", position, {"status": str(status), "position": position})
 
 
 async def _messages(
@@ -146,47 +142,36 @@ async def _messages(
     replay: list[Message],
     ended: Callable[[Message], Awaitable[Message | None]] | None = None,
     ended_already: Message | None = None,
-) -> AsyncIterator[ServerSentEventMessage]:
+) -> AsyncIterator[bytes]:
     try:
-        yield ServerSentEventMessage(data=None, comment="connected", retry=1000, sep="\n")
+        yield b": connected\nretry: 1000\n\n"
         last = 0
         for message in replay:
-            yield _sse(message)
+            yield message.frame
             last = max(last, message.id)
         if ended_already is not None:
-            yield _sse(ended_already)
+            yield ended_already.frame
             return
         while not client.dropped:
             try:
                 message = await asyncio.wait_for(client.queue.get(), HEARTBEAT_SECONDS)
             except TimeoutError:
-                yield ServerSentEventMessage(data=None, comment="keepalive", sep="\n")
+                yield b": keepalive\n\n"
                 continue
             if message.id <= last:
                 continue  # already replayed
-            yield _sse(message)
+            yield message.frame
             last = message.id
             if ended is not None and (end := await ended(message)) is not None:
-                yield _sse(end)
+                yield end.frame
                 return
     finally:
         hub.leave(client)
 
 
-def _sse(message: Message) -> ServerSentEventMessage:
-    return ServerSentEventMessage(
-        data=json.dumps(message.data, default=_json_default, separators=(",", ":")),
-        event=message.event,
-        id=message.id,
-        sep="\n",
+def _event_stream(frames: AsyncIterator[bytes]) -> Stream:
+    return Stream(
+        frames,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
-    return str(value)
