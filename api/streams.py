@@ -76,7 +76,7 @@ async def board_stream(
     the cards changed since are replayed first (`event` is null for those); too far behind,
     one `event: reset` says to reload the board."""
     models, tenant, lasting = read_models(request), request.user.tenant, stream_filter(where)
-    client = hub_of(request).join(Client(tenant, where=lasting))
+    client = hub_of(request).join(Client(tenant, where=None if lasting.is_empty else lasting))
     replay: list[Message] = []
     if last_event_id is not None:
         await caught_up(request)
@@ -154,17 +154,23 @@ async def _messages(
             return
         while not client.dropped:
             try:
-                message = await asyncio.wait_for(client.queue.get(), HEARTBEAT_SECONDS)
+                waiting = [await asyncio.wait_for(client.queue.get(), HEARTBEAT_SECONDS)]
             except TimeoutError:
                 yield b": keepalive\n\n"
                 continue
-            if message.id <= last:
-                continue  # already replayed
-            yield message.frame
-            last = message.id
-            if ended is not None and (end := await ended(message)) is not None:
-                yield end.frame
-                return
+            while not client.queue.empty():  # what else is waiting goes in the same write
+                waiting.append(client.queue.get_nowait())
+            frames = []
+            for message in waiting:
+                if message.id <= last:
+                    continue  # already replayed
+                frames.append(message.frame)
+                last = message.id
+                if ended is not None and (end := await ended(message)) is not None:
+                    yield b"".join([*frames, end.frame])
+                    return
+            if frames:
+                yield b"".join(frames)
     finally:
         hub.leave(client)
 

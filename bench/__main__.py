@@ -10,6 +10,7 @@ BENCHMARKS = {
     "write_path": "bench.write_path",
     "projections": "bench.projections",
     "workers": "bench.workers",
+    "api": "bench.api",
 }
 
 
