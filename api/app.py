@@ -22,12 +22,13 @@ from api.auth import KeyAuthentication
 from api.errors import problem_details_config
 from api.executions import ExecutionController
 from api.keys import KeyController
-from api.metrics import count_requests, metrics
+from api.metrics import count_requests, metrics, view_positions
 from api.queries import QueryController
 from api.streams import board_stream, live_hub
 from infra.bootstrap import Container
 from infra.keys import KeyStore
-from infra.services import BackgroundServices, LocalWorker
+from infra.services import BackgroundServices, LocalProjections, LocalWorker
+from projections.control import Control
 
 log = logging.getLogger("agentboard.api")
 
@@ -54,12 +55,15 @@ async def readyz(state: State) -> Response[dict[str, object]]:
     services: BackgroundServices | None = state.get("services")
     nc = services.nc if services is not None else None
     checks["nats"] = {"ok": bool(nc is not None and nc.is_connected)}
-    if container.projections is not None and checks["postgres"]["ok"]:
-        views = await anyio.to_thread.run_sync(container.projections.status)
+    if checks["postgres"]["ok"]:
+        head = int(checks["postgres"]["position"])  # type: ignore[call-overload]
+        lag = {name: max(head - at, 0) for name, at in view_positions(container).items()}
+        health = await anyio.to_thread.run_sync(Control(container.read_models.datastore).health)
+        states = {name: health[name].state if name in health else "starting" for name in lag}
         checks["projections"] = {
-            "ok": all(v.state == "running" and v.lag < READY_MAX_LAG for v in views),
-            "lag": {v.name: v.lag for v in views},
-            "states": {v.name: v.state for v in views},
+            "ok": all(n < READY_MAX_LAG and states[v] == "running" for v, n in lag.items()),
+            "lag": lag,
+            "states": states,
         }
     ready = all(check.get("ok") for check in checks.values())
     return Response(
@@ -75,32 +79,37 @@ async def log_unexpected(error: Exception, scope: Scope) -> None:
 
 
 def create_app(
-    container: Container, *, background: bool = True, worker_queue: str | None = None
-) -> Litestar:
+    container: Container, *, background: bool = True, worker_queue: str | None = None,
+    projections_process: bool = False,
+) -> Litestar:  # fmt: skip
     """The HTTP app; with ``background`` it also runs the relay, the lease monitor and the
-    command service for workers for as long as it serves, and with ``worker_queue`` a
-    worker process on that queue."""
+    command service for workers for as long as it serves, with ``worker_queue`` a worker
+    process on that queue, and with ``projections_process`` the projections in a process
+    of their own."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = BackgroundServices(container)
         worker = LocalWorker(container.nats_url, worker_queue) if worker_queue else None
+        projections = LocalProjections(container.database_url) if projections_process else None
         hub = live_hub(container)
+        if projections is not None:
+            await projections.start()  # first: it catches up while the rest starts
         if background:
             await services.start()
         if worker is not None:
             await worker.start()
-        if hub is not None:
-            await hub.start()
+        await hub.start()
         app.state.services, app.state.hub = services, hub
         try:
             yield
         finally:
-            if hub is not None:
-                await hub.stop()
+            await hub.stop()
             if worker is not None:
                 await worker.stop()  # first: it reports to the services below
             await services.stop()
+            if projections is not None:
+                await projections.stop()
 
     auth = DefineMiddleware(
         KeyAuthentication,

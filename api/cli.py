@@ -8,9 +8,11 @@ import gc
 import json
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -19,7 +21,7 @@ from api.app import create_app
 from api.cli_executions import exec_command, execution_cli
 from api.client import EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
 from domain.application import ExecutionService
-from infra.bootstrap import STACK_FILE, open_stack, write_stack_file
+from infra.bootstrap import STACK_FILE, open_stack, run_projections, write_stack_file
 from infra.eventstore import eventsourcing_env
 from infra.keys import KeyStore, Role, ensure_admin_key
 from infra.logs import configure_logging
@@ -42,6 +44,13 @@ class _Server(uvicorn.Server):
     """uvicorn re-raises SIGINT/SIGTERM after its own shutdown, which would kill us before
     the writer, NATS and PostgreSQL are stopped in order; this one just returns."""
 
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        app: Any = self.config.app
+        hub = app.state.get("hub")  # end live streams, or shutdown waits on them
+        if hub is not None:
+            hub.close_all()
+        super().handle_exit(sig, frame)
+
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
         previous = {
@@ -61,19 +70,20 @@ def up() -> None:
     Ctrl-C or SIGTERM stops everything cleanly."""
     _logging()
     settings = Settings()
-    with open_stack(settings) as container:
+    with open_stack(settings, run_projections=False) as container:
         # Start-up made many long-lived objects; a full collection walking them pauses every
         # thread (≈200 ms with a warm writer cache): keep them out of its way.
         gc.collect()
         gc.freeze()
         config = uvicorn.Config(
-            create_app(container, worker_queue="default"),
+            create_app(container, worker_queue="default", projections_process=True),
             host=settings.http_host,
             port=settings.http_port,
             log_level="info",
             log_config=None,  # our handlers: JSON lines with request ids
             access_log=False,  # the API logs each request itself
             lifespan="on",
+            timeout_graceful_shutdown=5,  # then live streams are cut; clients resume
         )
         server = _Server(config)
         http_url = f"http://{settings.http_host}:{settings.http_port}"
@@ -153,6 +163,20 @@ def _store(settings: Settings) -> Iterator[tuple[ExecutionService, str]]:
         yield service, url
     finally:
         service.close()
+
+
+@projections_cli.command("run")
+def projections_run() -> None:
+    """Keep every view up to date (what `agentboard up` runs beside the API). SIGTERM stops."""
+    _logging()
+    settings = Settings()
+    with _store(settings) as (_, url):
+        supervisor = run_projections(settings, url)
+        stopping = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopping.set())
+        stopping.wait()
+        supervisor.stop()
 
 
 @projections_cli.command("status")

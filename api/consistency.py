@@ -37,9 +37,8 @@ async def caught_up(request: Request[Principal, Any, State], *views: str) -> Non
     what the views have)."""
     container: Container = request.app.state.container
     wanted = request.app.state.get("written", {}).get(request.user.tenant, 0)
-    supervisor = container.projections
-    if supervisor is None or wanted == 0:
+    if wanted == 0:
         return
     for view in views or ("board",):
-        if supervisor.position(view) < wanted:
-            await anyio.to_thread.run_sync(supervisor.wait_for, view, wanted, WAIT_SECONDS)
+        if container.views.position(view) < wanted:
+            await anyio.to_thread.run_sync(container.views.wait_for, view, wanted, WAIT_SECONDS)

@@ -122,15 +122,14 @@ class ExecutionController(Controller):
         container: Container = request.app.state.container
         state = await state_in_tenant(container, request.user.tenant, execution_id)
         execution = to_execution(state)
-        if container.projections is not None:
-            await caught_up(request, "status_intervals", "tool_calls")
-            models, tenant = container.projections.read_models, request.user.tenant
-            execution.time_in_status = await anyio.to_thread.run_sync(
-                _time_in_status, models, tenant, execution_id
-            )
-            execution.tool_calls = await anyio.to_thread.run_sync(
-                models.tool_calls, tenant, execution_id
-            )
+        await caught_up(request, "status_intervals", "tool_calls")
+        models, tenant = container.read_models, request.user.tenant
+        execution.time_in_status = await anyio.to_thread.run_sync(
+            _time_in_status, models, tenant, execution_id
+        )
+        execution.tool_calls = await anyio.to_thread.run_sync(
+            models.tool_calls, tenant, execution_id
+        )
         return execution
 
     @get("/{execution_id:uuid}/events", operation_id="getExecutionEvents")

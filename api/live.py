@@ -123,6 +123,14 @@ class LiveHub:
             self._followers.setdefault(client.execution_id, set()).add(client)
         return client
 
+    def close_all(self) -> None:
+        """The server is stopping: end every stream now (clients resume elsewhere or later)."""
+        for group in [*self._boards.values(), *self._followers.values()]:
+            for client in group:
+                client.dropped = True
+                with contextlib.suppress(asyncio.QueueFull):
+                    client.queue.put_nowait(Message("closing", 0, {}))
+
     def leave(self, client: Client) -> None:
         group = (
             self._boards.get(client.tenant)
@@ -160,7 +168,11 @@ class LiveHub:
         now = datetime.now(UTC)
         for event in watched:
             card = cards.get(UUID(event["execution_id"]))
-            if card is None or card.tenant != event["tenant"]:
+            if card is None:  # the board view is far behind (its process just started?)
+                log.warning("live: no card yet for %s at %d", event["execution_id"],
+                            event["position"])  # fmt: skip
+                continue
+            if card.tenant != event["tenant"]:
                 continue
             message = Message.of(
                 "execution",

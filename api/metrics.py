@@ -114,10 +114,10 @@ async def metrics(request: Request[Any, Any, State]) -> Response[str]:
     metric(
         "agentboard_events_stored", "gauge", "last position of the event log", [("", stored or 0)]
     )
-    if container.projections is not None:
-        views = await anyio.to_thread.run_sync(container.projections.status)
-        metric("agentboard_projection_lag", "gauge", "events stored but not yet in a view",
-               [(f'{{view="{view.name}"}}', view.lag) for view in views])  # fmt: skip
+    metric("agentboard_projection_lag", "gauge", "events stored but not yet in a view", [
+        (f'{{view="{name}"}}', max((stored or 0) - position, 0))
+        for name, position in view_positions(container).items()
+    ])  # fmt: skip
     hub = request.app.state.get("hub")
     if hub is not None:
         metric("agentboard_sse_clients", "gauge", "connected live-stream clients",
@@ -139,6 +139,10 @@ async def metrics(request: Request[Any, Any, State]) -> Response[str]:
             (f'{{queue="{q}",band="{b}"}}', n) for (q, b), n in depths.items()
         ])  # fmt: skip
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+def view_positions(container: Container) -> dict[str, int]:
+    return {name: container.views.position(name) for name in container.views.names}
 
 
 async def _queue_depths(

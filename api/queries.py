@@ -16,13 +16,13 @@ from litestar.di import Provide
 from litestar.params import Parameter
 
 from api.consistency import caught_up
-from api.errors import Unavailable
 from infra.bootstrap import Container
 from infra.keys import Principal
 from projections import ExecutionFilter, ReadModels, parse_age
 from projections.errors import InvalidQuery
 
-Text = Annotated[str | None, Parameter(required=False, max_length=256)]
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL compares no text with a NUL character in it
+Text = Annotated[str | None, Parameter(required=False, max_length=256, pattern=NO_NUL)]
 Statuses = Annotated[
     list[str] | None,
     Parameter(required=False, description="one or more of the seven statuses (repeat or comma)"),
@@ -31,9 +31,7 @@ Statuses = Annotated[
 
 def read_models(request: Request[Principal, Any, State]) -> ReadModels:
     container: Container = request.app.state.container
-    if container.projections is None:
-        raise Unavailable("the read models do not run in this process")
-    return container.projections.read_models
+    return container.read_models
 
 
 def card_json(card: Any) -> dict[str, Any]:
@@ -55,6 +53,9 @@ def execution_filter(
         required=False, max_length=256, description="text in the prompt")] = None,
 ) -> ExecutionFilter:  # fmt: skip
     """The list filters from the query string (a dependency shared by every filtered read)."""
+    for name, text in {"label": label, "created_by": created_by, "q": q}.items():
+        if text and "\x00" in text:  # as NO_NUL says for the others
+            raise InvalidQuery(f"{name} must not contain NUL characters")
     statuses = tuple(s.strip() for value in status or [] for s in value.split(",") if s.strip())
     return ExecutionFilter(
         status=statuses, agent=agent, team=team, type=type_, queue=queue, label=label,

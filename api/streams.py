@@ -50,15 +50,13 @@ def hub_of(request: Request[Principal, Any, State]) -> LiveHub:
     return hub
 
 
-def live_hub(container: Container) -> LiveHub | None:
-    """The process's hub, when the read models run here (its cards come from the board)."""
-    supervisor = container.projections
-    if supervisor is None:
-        return None
+def live_hub(container: Container) -> LiveHub:
+    """The process's hub; its cards come from the board view."""
+    views, board = container.views, container.read_models.board
 
     def cards_at(position: int, ids: Sequence[UUID]) -> dict[UUID, Card]:
-        supervisor.wait_for("board", position, CARD_WAIT_SECONDS)
-        return supervisor.read_models.board.cards(ids)
+        views.wait_for("board", position, CARD_WAIT_SECONDS)
+        return board.cards(ids)
 
     async def cards_at_async(position: int, ids: Sequence[UUID]) -> dict[UUID, Card]:
         return await anyio.to_thread.run_sync(cards_at, position, ids)
@@ -84,9 +82,7 @@ async def board_stream(
             lambda: models.board.changed_since(tenant, lasting, last_event_id, limit=REPLAY_LIMIT)
         )
         if len(cards) >= REPLAY_LIMIT:
-            position = await anyio.to_thread.run_sync(
-                request.app.state.container.projections.position, "board"
-            )
+            position = request.app.state.container.views.position("board")
             replay = [Message.of("reset", position, {"position": position})]
         else:
             replay = [
@@ -160,6 +156,8 @@ async def _messages(
                 continue
             while not client.queue.empty():  # what else is waiting goes in the same write
                 waiting.append(client.queue.get_nowait())
+            if client.dropped:
+                return
             frames = []
             for message in waiting:
                 if message.id <= last:

@@ -82,7 +82,7 @@ def _wait_up(port: int, stack: subprocess.Popen[bytes], tmp: Path) -> None:
         if stack.poll() is not None:
             sys.exit(f"agentboard up exited:\n{(tmp / 'up.log').read_text()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return
         time.sleep(0.2)
     sys.exit("agentboard up did not answer")

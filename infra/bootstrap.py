@@ -19,7 +19,15 @@ from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.eventstore import ensure_schema, eventsourcing_env
 from infra.settings import Settings
 from infra.writer import GroupCommitWriter
-from projections import ProjectionOptions, ProjectionSupervisor, start_projections
+from projections import (
+    ProjectionOptions,
+    ProjectionSupervisor,
+    ReadModels,
+    datastore_for,
+    start_projections,
+)
+from projections.positions import ViewPositions, announcer
+from projections.supervisor import create_view_tables
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,10 @@ class Container:
     nats_url: str
     service: ExecutionService
     writer: GroupCommitWriter
+    read_models: ReadModels
+    views: ProjectionSupervisor | ViewPositions
+    """Where each view is (``position``, ``wait_for``): the supervisor itself when the
+    projections run in this process, else what their process announces."""
     projections: ProjectionSupervisor | None = None
     _closed: bool = field(default=False, repr=False)
 
@@ -40,6 +52,10 @@ class Container:
         self._closed = True
         if self.projections is not None:
             self.projections.stop()  # first: its runners read through the service
+        else:
+            assert isinstance(self.views, ViewPositions)
+            self.views.stop()
+            self.read_models.datastore.close()
         self.writer.stop()
         self.service.close()
 
@@ -47,15 +63,36 @@ class Container:
 def bootstrap(
     settings: Settings, *, database_url: str, nats_url: str, run_projections: bool = False
 ) -> Container:
-    """Wire the command side against servers that are already running; with
-    ``run_projections`` also keep the read models up to date in this process."""
+    """Wire the command side and the read side against servers that are already running;
+    with ``run_projections`` also keep the read models up to date in this process (else
+    another process does: ``agentboard projections run``)."""
     env = eventsourcing_env(database_url, settings, create_table=False)
     service = ExecutionService(env, cache_size=settings.writer_cache_size)
     writer = GroupCommitWriter(service, max_batch=settings.writer_max_batch).start()
-    projections = (
-        start_projections(service, database_url, ProjectionOptions()) if run_projections else None
-    )
-    return Container(settings, database_url, nats_url, service, writer, projections)
+    if run_projections:
+        supervisor = start_projections(service, database_url, ProjectionOptions())
+        return Container(
+            settings, database_url, nats_url, service, writer,
+            supervisor.read_models, supervisor, supervisor,
+        )  # fmt: skip
+    datastore = datastore_for(database_url)
+    create_view_tables(datastore)
+    views = ViewPositions(database_url, datastore).start()
+    read_models = ReadModels.build(service, datastore)
+    return Container(settings, database_url, nats_url, service, writer, read_models, views)
+
+
+def run_projections(settings: Settings, database_url: str) -> ProjectionSupervisor:
+    """The projections of a stack, in this process, announcing each page they commit."""
+    env = eventsourcing_env(database_url, settings, create_table=False)
+    service = ExecutionService(env, cache_size=1_000)  # it only reads
+    options = ProjectionOptions()
+    datastore = datastore_for(database_url, pool_size=options.pool_size)
+    supervisor = ProjectionSupervisor(
+        service, datastore, database_url=database_url, options=options,
+        on_page=announcer(datastore_for(database_url, pool_size=2)),
+    )  # fmt: skip
+    return supervisor.start()
 
 
 @dataclass
@@ -106,13 +143,13 @@ def write_stack_file(settings: Settings, container: Container, http_url: str) ->
 
 
 @contextmanager
-def open_stack(settings: Settings) -> Iterator[Container]:
+def open_stack(settings: Settings, *, run_projections: bool = True) -> Iterator[Container]:
     with running_servers(settings) as servers:
         container = bootstrap(
             settings,
             database_url=servers.database_url,
             nats_url=servers.nats_url,
-            run_projections=True,
+            run_projections=run_projections,
         )
         try:
             yield container

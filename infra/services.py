@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -20,6 +21,7 @@ from infra.bootstrap import Container
 from infra.command_service import CommandService
 from infra.lease_monitor import CurrentLease, HeartbeatTimeout, HeldExecutions, LeaseMonitor
 from infra.nats import connect, ensure_topology, workers_bucket
+from infra.processes import die_with_parent
 from infra.relay import Relay
 
 log = logging.getLogger(__name__)
@@ -84,10 +86,7 @@ class BackgroundServices:
                 await self.nc.drain()
 
     def _board_scan(self) -> tuple[HeldExecutions | None, CurrentLease | None]:
-        projections = self.container.projections
-        if projections is None:
-            return None, None
-        board, service = projections.read_models.board, self.container.service
+        board, service = self.container.read_models.board, self.container.service
 
         async def held() -> Sequence[tuple[UUID, str | None, datetime]]:
             return await asyncio.to_thread(board.held)
@@ -110,23 +109,21 @@ class BackgroundServices:
         return heartbeat_timeout
 
 
-class LocalWorker:
-    """A worker process beside the API (``agentboard up`` runs one on ``default``). It is
-    stopped before the services it reports to, so it can finish what it holds."""
+class LocalProcess:
+    """An ``agentboard`` subcommand in a process beside the API, stopped by the API when it
+    stops, and dying with it if the API is killed."""
 
-    def __init__(self, nats_url: str, queue: str = "default", concurrency: int = 4) -> None:
-        self.command = [
-            str(Path(sys.executable).parent / "agentboard"),
-            "worker", "--queue", queue, "--concurrency", str(concurrency),
-        ]  # fmt: skip
-        self.env = {**os.environ, "AGENTBOARD_NATS_URL": nats_url}
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.command = [str(Path(sys.executable).parent / "agentboard"), *args]
+        self.env = {**os.environ, **env}
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        # its own session: Ctrl-C reaches `up`, which stops the worker in its turn
+        # its own session: Ctrl-C reaches `up`, which stops it in its turn
         self.process = await asyncio.create_subprocess_exec(
-            *self.command, env=self.env, start_new_session=True
-        )
+            *self.command, env=self.env, start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )  # fmt: skip
 
     async def stop(self, timeout: float = 60) -> None:
         if self.process is None or self.process.returncode is not None:
@@ -137,3 +134,20 @@ class LocalWorker:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+
+
+class LocalWorker(LocalProcess):
+    """A worker process beside the API (``agentboard up`` runs one on ``default``). It is
+    stopped before the services it reports to, so it can finish what it holds."""
+
+    def __init__(self, nats_url: str, queue: str = "default", concurrency: int = 4) -> None:
+        args = ["worker", "--queue", queue, "--concurrency", str(concurrency)]
+        super().__init__(args, {"AGENTBOARD_NATS_URL": nats_url})
+
+
+class LocalProjections(LocalProcess):
+    """The projections in their own process (``agentboard projections run``): their work
+    does not compete with the API's requests for one interpreter."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(["projections", "run"], {"AGENTBOARD_DATABASE_URL": database_url})

@@ -216,6 +216,14 @@ class ProjectionSupervisor:
         )
 
 
+def create_view_tables(datastore: PostgresDatastore) -> None:
+    """Every view's tables (and the control tables), if missing: readers may query them
+    before the process that runs the projections has started."""
+    Control(datastore).create_tables()
+    for name in view_names():
+        make_projection(name, datastore, "").view.create_table()
+
+
 def start_projections(
     service: ExecutionService, database_url: str, options: ProjectionOptions | None = None
 ) -> ProjectionSupervisor:

@@ -55,7 +55,7 @@ def start_stack(data_dir: Path, port: int | None = None, timeout: float = 90) ->
         if process.poll() is not None:
             raise RuntimeError(f"agentboard up exited early:\n{log.read_text()}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return RunningStack(process, data_dir, url, log)
         except httpx.HTTPError:
             pass
