@@ -18,6 +18,7 @@ from litestar.response import Response
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import Scope
 
+from api.artifacts import download_artifact
 from api.auth import KeyAuthentication
 from api.errors import problem_details_config
 from api.executions import ExecutionController
@@ -123,6 +124,7 @@ def create_app(
             ExecutionController,
             QueryController,
             board_stream,
+            download_artifact,
             KeyController,
         ],
         state=State({"container": container, "key_store": KeyStore(container.database_url)}),

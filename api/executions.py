@@ -12,6 +12,7 @@ from litestar.enums import MediaType
 from litestar.params import Parameter
 from litestar.response import Response
 
+from api.artifacts import artifacts_of
 from api.auth import operators
 from api.consistency import caught_up, note_written
 from api.queries import FILTERS, Text, card_json, read_models
@@ -130,6 +131,7 @@ class ExecutionController(Controller):
         execution.tool_calls = await anyio.to_thread.run_sync(
             models.tool_calls, tenant, execution_id
         )
+        execution.artifacts = await anyio.to_thread.run_sync(artifacts_of, container, execution_id)
         return execution
 
     @get("/{execution_id:uuid}/events", operation_id="getExecutionEvents")

@@ -226,3 +226,32 @@ def test_exec_follow_exits_1_when_the_execution_fails_and_logs_follow_replays(
     assert missing.returncode == 1
     assert "does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_artifacts_are_listed_on_the_execution_and_download_intact(
+    running: RunningStack, keys: dict[str, str]
+) -> None:
+    execution = create(
+        running, keys["operator"], [{"artifact": {"name": "report ü.md", "text": "# done\n"}}]
+    )
+    path = f"/v1/executions/{execution['id']}/logs?follow=true"
+    SseReader(running.url, path, keys["viewer"]).until(lambda e: e.event == "end")
+    headers = {"Authorization": f"Bearer {keys['viewer']}"}
+    body = httpx.get(
+        f"{running.url}/v1/executions/{execution['id']}", headers=headers, timeout=10
+    ).json()
+    [artifact] = body["artifacts"]
+    assert artifact["name"] == "report ü.md"
+    assert artifact["size"] == len("# done\n")
+
+    download = httpx.get(f"{running.url}{artifact['url']}", headers=headers, timeout=10)
+    assert download.status_code == 200
+    assert download.text == "# done\n"
+    assert "attachment" in download.headers["content-disposition"]
+    other = {"Authorization": f"Bearer {keys['acme']}"}
+    assert (
+        httpx.get(f"{running.url}{artifact['url']}", headers=other, timeout=10).status_code == 404
+    )
+    missing = httpx.get(f"{running.url}{artifact['url']}x", headers=headers, timeout=10)
+    assert missing.status_code == 404
+    assert "no artifact named" in missing.json()["detail"]
