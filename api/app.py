@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 import anyio
 from litestar import Litestar, get
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -20,10 +19,12 @@ from litestar.types import Scope
 
 from api.artifacts import download_artifact
 from api.auth import KeyAuthentication
-from api.errors import problem_details_config
+from api.bulk import bulk
+from api.errors import is_refusal, problem_details_config
 from api.executions import ExecutionController
 from api.keys import KeyController
 from api.metrics import count_requests, metrics, view_positions
+from api.page import PUBLIC_PATTERNS, page_router
 from api.queries import QueryController
 from api.streams import board_stream, live_hub
 from infra.bootstrap import Container
@@ -75,7 +76,7 @@ async def readyz(state: State) -> Response[dict[str, object]]:
 
 async def log_unexpected(error: Exception, scope: Scope) -> None:
     """A failure that is not a refusal (those are problem+json 4xx): log it with its trace."""
-    if not isinstance(error, HTTPException):
+    if not is_refusal(error):
         log.error("unexpected error on %s", scope.get("path"), exc_info=error)
 
 
@@ -114,7 +115,7 @@ def create_app(
 
     auth = DefineMiddleware(
         KeyAuthentication,
-        exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema"],
+        exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema", *PUBLIC_PATTERNS],
     )
     return Litestar(
         route_handlers=[
@@ -122,10 +123,12 @@ def create_app(
             readyz,
             metrics,
             ExecutionController,
+            bulk,
             QueryController,
             board_stream,
             download_artifact,
             KeyController,
+            page_router(),
         ],
         state=State({"container": container, "key_store": KeyStore(container.database_url)}),
         lifespan=[lifespan],

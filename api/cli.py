@@ -18,6 +18,7 @@ import typer
 import uvicorn
 
 from api.app import create_app
+from api.cli_bulk import add_bulk_commands
 from api.cli_executions import exec_command, execution_cli
 from api.client import EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
 from domain.application import ExecutionService
@@ -207,6 +208,7 @@ def projections_skip(
         raise typer.Exit(skip_command(service, url, name, position, reason))
 
 
+add_bulk_commands(execution_cli)
 cli.add_typer(execution_cli, name="execution")
 cli.command("exec")(exec_command)
 

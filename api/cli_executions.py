@@ -162,16 +162,7 @@ def _act(execution_id: str, action: str, body: dict[str, Any] | None, url: str |
     typer.echo(f"{result['id']} {result['status']}")
 
 
-@execution_cli.command("cancel")
-def cancel(execution_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
-    """Cancel an execution (pending at once; running work is asked to stop)."""
-    _act(execution_id, "cancel", {"reason": "cancelled from the CLI"}, url, api_key)
-
-
-@execution_cli.command("retry")
-def retry(execution_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
-    """Retry a failed execution as a new attempt."""
-    _act(execution_id, "retry", None, url, api_key)
+# cancel, retry and complete (one execution, or in bulk) are in api/cli_bulk.py
 
 
 @execution_cli.command("respond")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 
 from domain.exceptions import (
@@ -94,3 +94,9 @@ def problem_details_config() -> ProblemDetailsConfig:
     return ProblemDetailsConfig(
         enable_for_all_http_exceptions=True, exception_to_problem_detail_map=mapping
     )
+
+
+def is_refusal(error: Exception) -> bool:
+    """An error this API answers with a 4xx problem (not a failure worth a trace)."""
+    refusals = (HTTPException, DomainError, ProjectionError, *PROBLEMS)
+    return isinstance(error, refusals)

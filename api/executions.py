@@ -146,7 +146,7 @@ class ExecutionController(Controller):
             models.timeline.timeline, request.user.tenant, execution_id
         )
 
-    @get("/{execution_id:uuid}/logs", operation_id="getExecutionLogs", media_type="text/plain")
+    @get("/{execution_id:uuid}/logs", operation_id="getExecutionLogs")
     async def logs(
         self, request: Request[Principal, Any, State], execution_id: UUID,
         follow: Annotated[bool, Parameter(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from domain.values import FailureReason
 
@@ -15,10 +15,39 @@ MAX_PROMPT_BYTES = 64 * 1024
 MAX_PARAMETERS_BYTES = 256 * 1024
 MAX_LABELS = 32
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_JSON_DEPTH = 32
+EARLIEST_DEADLINE = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_DEADLINE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def storable(cls, data: Any) -> Any:
+        check_storable(data)
+        return data
+
+
+def check_storable(value: Any) -> None:
+    """Refuse JSON that the stored log could keep but its readers could not: PostgreSQL
+    keeps no NUL character in text or jsonb (one in a prompt would halt the board view), and
+    the relay and the views walk values recursively. Iterative, so no input exhausts the
+    stack here."""
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("text must not contain NUL characters (\\u0000)")
+        elif isinstance(item, dict):
+            pending.extend((key, depth + 1) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend((child, depth + 1) for child in item)
 
 
 class RetryIn(Strict):
@@ -42,7 +71,7 @@ class ExecutionCreate(Strict):
     parameters: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(default=0, ge=-100, le=100)
     labels: dict[str, str] = Field(default_factory=dict)
-    deadline: datetime | None = None
+    deadline: AwareDatetime | None = Field(default=None, description="with its time zone")
     type: Literal["agent", "team"] = "agent"
     team_id: str | None = Field(default=None, min_length=1, max_length=128)
     retry: RetryIn | None = None
@@ -59,6 +88,20 @@ class ExecutionCreate(Strict):
         if not prompt.strip():
             raise ValueError("prompt must not be blank")
         return prompt
+
+    @field_validator("deadline")
+    @classmethod
+    def deadline_fits(cls, deadline: datetime | None) -> datetime | None:
+        """Within the years every reader (PostgreSQL and Python both) can hold in UTC."""
+        if deadline is None:
+            return None
+        try:
+            in_utc = deadline.astimezone(UTC)
+        except OverflowError:
+            in_utc = None
+        if in_utc is None or not EARLIEST_DEADLINE <= in_utc <= LATEST_DEADLINE:
+            raise ValueError("deadline must fall between 1970-01-01 and 9999-01-01 (UTC)")
+        return deadline
 
     @field_validator("parameters")
     @classmethod

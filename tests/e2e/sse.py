@@ -29,6 +29,7 @@ class SseReader:
             headers["Last-Event-ID"] = str(last_event_id)
         self.events: queue.Queue[Event | None] = queue.Queue()
         self.status: int | None = None
+        self.content_type: str | None = None
         self.comments: list[str] = []
         self._ready = threading.Event()
         self._client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(10, read=60))
@@ -41,6 +42,7 @@ class SseReader:
         try:
             with self._client.stream("GET", path, headers=headers) as response:
                 self.status = response.status_code
+                self.content_type = response.headers.get("content-type", "").split(";")[0]
                 self._ready.set()
                 if response.status_code != 200:
                     response.read()

@@ -116,6 +116,7 @@ def test_following_an_execution_streams_its_output_asks_and_ends(
     )
     path = f"/v1/executions/{execution['id']}/logs?follow=true"
     follow = SseReader(running.url, path, keys["viewer"])
+    assert follow.content_type == "text/event-stream"
     asked = follow.until(lambda e: e.event == "InputRequested")
     assert asked[0].event == "Created"  # from the start
     assert asked[-1].data["data"]["question"] == "which way?"
