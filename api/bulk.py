@@ -21,6 +21,7 @@ from litestar.plugins.problem_details import ProblemDetailsException
 from pydantic import BaseModel, Field
 
 from api.auth import operators
+from api.consistency import note_written
 from api.executions import IdempotencyKey, actor_of
 from api.queries import read_models
 from api.schemas import Strict
@@ -230,6 +231,8 @@ async def bulk(
         actor = actor_of(request)
         commands = [command_for(data, card.id, actor, idempotency_key) for card in found]
         outcomes = await act(container, commands)
+        note_written(request, max((o.position for o in outcomes if isinstance(o, CommandResult)
+                                   and o.position is not None), default=None))  # fmt: skip
         items = [acted(card, outcome) for card, outcome in zip(found, outcomes, strict=True)]
     items.extend(not_found(execution_id) for execution_id in matches.missing)
     return BulkResult(action=data.action, dry_run=data.dry_run, matched=len(items),
