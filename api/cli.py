@@ -4,30 +4,22 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 
-from api.app import create_app
 from api.cli_bulk import add_bulk_commands
 from api.cli_executions import exec_command, execution_cli
 from api.client import EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
-from domain.application import ExecutionService
-from infra.bootstrap import STACK_FILE, open_stack, run_projections, write_stack_file
-from infra.eventstore import eventsourcing_env
-from infra.keys import KeyStore, Role, ensure_admin_key
+from infra.keys import Role
 from infra.logs import configure_logging
-from infra.settings import Settings
-from projections.cli import rebuild_command, skip_command, status_command
+from infra.settings import STACK_FILE, Settings
 
 cli = typer.Typer(
     name="agentboard",
@@ -41,62 +33,15 @@ def _logging() -> None:
     configure_logging(logging.INFO)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn re-raises SIGINT/SIGTERM after its own shutdown, which would kill us before
-    the writer, NATS and PostgreSQL are stopped in order; this one just returns."""
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        app: Any = self.config.app
-        hub = app.state.get("hub")  # end live streams, or shutdown waits on them
-        if hub is not None:
-            hub.close_all()
-        super().handle_exit(sig, frame)
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        previous = {
-            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
 @cli.command()
 def up() -> None:
     """Start the whole stack on embedded PostgreSQL and NATS (unless AGENTBOARD_DATABASE_URL /
-    AGENTBOARD_NATS_URL point elsewhere), with one worker on the queue `default`.
-    Ctrl-C or SIGTERM stops everything cleanly."""
+    AGENTBOARD_NATS_URL point elsewhere): the API, the projections in their own process, and
+    one worker on the queue `default`. Ctrl-C or SIGTERM stops everything cleanly."""
+    from api.serve import serve_stack  # noqa: PLC0415 - the server's imports are heavy
+
     _logging()
-    settings = Settings()
-    with open_stack(settings, run_projections=False) as container:
-        # Start-up made many long-lived objects; a full collection walking them pauses every
-        # thread (≈200 ms with a warm writer cache): keep them out of its way.
-        gc.collect()
-        gc.freeze()
-        config = uvicorn.Config(
-            create_app(container, worker_queue="default", projections_process=True),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_level="info",
-            log_config=None,  # our handlers: JSON lines with request ids
-            access_log=False,  # the API logs each request itself
-            lifespan="on",
-            timeout_graceful_shutdown=5,  # then live streams are cut; clients resume
-        )
-        server = _Server(config)
-        http_url = f"http://{settings.http_host}:{settings.http_port}"
-        stack_file = write_stack_file(settings, container, http_url)
-        key = ensure_admin_key(settings.data_dir, KeyStore(container.database_url))
-        typer.echo(f"agentboard is up: {http_url}/")
-        typer.echo(f"sign in to the board: {http_url}/#key={key}")
-        try:
-            server.run()  # returns on Ctrl-C or SIGTERM, after draining requests
-        finally:
-            stack_file.unlink(missing_ok=True)
-    typer.echo("agentboard stopped")
+    serve_stack(Settings())
 
 
 QueueOption = Annotated[
@@ -147,9 +92,12 @@ cli.add_typer(projections_cli, name="projections")
 
 
 @contextmanager
-def _store(settings: Settings) -> Iterator[tuple[ExecutionService, str]]:
+def _store(settings: Settings) -> Iterator[tuple[Any, str]]:
     """The event store of the configured database, or of the running local stack. Never
     starts servers: a second embedded PostgreSQL on the same data would stop the first."""
+    from domain.application import ExecutionService  # noqa: PLC0415 - heavy imports
+    from infra.eventstore import eventsourcing_env  # noqa: PLC0415
+
     url = settings.database_url
     if url is None:
         try:
@@ -171,6 +119,8 @@ def projections_run() -> None:
     """Keep every view up to date (what `agentboard up` runs beside the API). SIGTERM stops."""
     _logging()
     settings = Settings()
+    from infra.bootstrap import run_projections  # noqa: PLC0415
+
     with _store(settings) as (_, url):
         supervisor = run_projections(settings, url)
         stopping = threading.Event()
@@ -183,6 +133,8 @@ def projections_run() -> None:
 @projections_cli.command("status")
 def projections_status() -> None:
     """Each view's position, lag behind the log, and state."""
+    from projections.cli import status_command  # noqa: PLC0415
+
     with _store(Settings()) as (service, url):
         raise typer.Exit(status_command(service, url))
 
@@ -193,6 +145,8 @@ def projections_rebuild(
 ) -> None:
     """Replay the log from position 0 into fresh tables and swap them in, while the live
     views keep serving."""
+    from projections.cli import rebuild_command  # noqa: PLC0415
+
     with _store(Settings()) as (service, url):
         raise typer.Exit(rebuild_command(service, url, name))
 
@@ -204,6 +158,8 @@ def projections_skip(
     reason: Annotated[str, typer.Option("--reason", help="why skipping it is right")],
 ) -> None:
     """Let a view halted on a bad stored event go past it (recorded, with the reason)."""
+    from projections.cli import skip_command  # noqa: PLC0415
+
     with _store(Settings()) as (service, url):
         raise typer.Exit(skip_command(service, url, name, position, reason))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from domain.application import ExecutionService
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.eventstore import ensure_schema, eventsourcing_env
-from infra.settings import Settings
+from infra.settings import STACK_FILE, Settings
 from infra.writer import GroupCommitWriter
 from projections import (
     ProjectionOptions,
@@ -121,9 +121,6 @@ def running_servers(settings: Settings) -> Iterator[Servers]:
         created = ensure_schema(database_url, settings)
         log.info("event store schema %s", "created" if created else "already present")
         yield Servers(database_url, nats_url)
-
-
-STACK_FILE = "stack.json"
 
 
 def write_stack_file(settings: Settings, container: Container, http_url: str) -> Path:

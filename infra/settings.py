@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+STACK_FILE = "stack.json"  # where `agentboard up` says where its servers are
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTBOARD_", extra="ignore")

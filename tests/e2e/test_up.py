@@ -38,7 +38,7 @@ def test_sigterm_stops_everything_and_a_second_up_keeps_the_data(tmp_path: Path)
         eventsourcing_env(database_url, Settings(database_url=database_url), create_table=False)
     )
     created = service.create(
-        tenant="default", agent_id="script", worker_queue="default",
+        tenant="default", agent_id="script", worker_queue="unserved",  # no more events
         prompt="survive a restart", created_by=Actor(ActorKind.USER, "alice"),
     )  # fmt: skip
     service.close()
