@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -58,7 +58,7 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, UUID):
         return str(value)
     if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
+        return {f.name: getattr(value, f.name) for f in fields(value)}
     return str(value)
 
 
