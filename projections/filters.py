@@ -25,6 +25,8 @@ STATUSES = tuple(status.value for status in Status)
 
 FILTER_SQL = {
     "status": "b.status = ANY(%(status)s)",
+    # one status: an equality, so the (tenant, status, rank) index yields rows in list order
+    "one_status": "b.status = %(status)s",
     "agent": "b.agent_id = %(agent)s",
     "team": "b.team_id = %(team)s",
     "type": "b.type = %(type)s",
@@ -94,7 +96,9 @@ class ExecutionFilter:
             clauses.append(FILTER_SQL[name])
             params[param or name] = value
 
-        if self.status:
+        if len(self.status) == 1:
+            add("one_status", self.status[0], "status")
+        elif self.status:
             add("status", list(self.status))
         for name in ("agent", "team", "type", "queue"):
             if getattr(self, name) is not None:
