@@ -21,17 +21,19 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import psutil
 import psycopg
 
 from bench.write_path import _raw_executemany, _stored_state_size
+from domain import commands as c
 from domain.values import Actor, ActorKind
 from infra.bootstrap import bootstrap
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.eventstore import ensure_schema
 from infra.nats import connect
-from infra.services import BackgroundServices, LocalWorker
+from infra.services import BackgroundServices, LocalProjections, LocalWorker
 from infra.settings import Settings
 
 WORKERS = 4
@@ -82,10 +84,12 @@ async def _stop(workers: list[LocalWorker]) -> None:
 
 
 async def _create(container: Any, parameters: dict[str, Any]) -> None:
-    await asyncio.to_thread(
-        container.service.create,
-        tenant="bench", agent_id="script", worker_queue="default",
-        prompt="bench", created_by=BENCH, parameters=parameters,
+    """As the API creates: through the group-commit writer."""
+    await container.writer.send(
+        c.CreateExecution(
+            uuid4(), tenant="bench", agent_id="script", worker_queue="default",
+            prompt="bench", created_by=BENCH, parameters=parameters,
+        )
     )  # fmt: skip
 
 
@@ -119,9 +123,13 @@ async def _lifecycles(
     container: Any, nats_url: str, database_url: str
 ) -> tuple[float, dict[str, float]]:
     workers = await _spawn_workers(nats_url, WORKERS, 64)
+    projections = LocalProjections(database_url)  # as `agentboard up` runs them
+    await projections.start()
     processes = [psutil.Process(os.getpid())] + [
         psutil.Process(w.process.pid) for w in workers if w.process
     ]
+    assert projections.process is not None
+    processes.append(psutil.Process(projections.process.pid))
     try:
         await asyncio.sleep(2.0)
         before = _completed(database_url)
@@ -132,13 +140,17 @@ async def _lifecycles(
         for chunk in range(0, len(pending), 200):
             await asyncio.gather(*pending[chunk : chunk + 200])
         await _wait_for_completed(database_url, before + LIFECYCLES)
+        head = container.service.recorder.max_notification_id() or 0
+        await asyncio.to_thread(container.views.wait_for, "board", head, 300)  # caught up
         elapsed = time.perf_counter() - started
         cpu = {
             "api (writer, relay, command service)": processes[0].cpu_percent(),
-            f"{WORKERS} workers together": sum(p.cpu_percent() for p in processes[1:]),
+            f"{WORKERS} workers together": sum(p.cpu_percent() for p in processes[1:-1]),
+            "projections": processes[-1].cpu_percent(),
         }
     finally:
         await _stop(workers)
+        await projections.stop()
     return LIFECYCLES / elapsed, cpu
 
 
@@ -195,7 +207,8 @@ def _report(
     print(f"  dispatch latency created -> picked up ({len(latencies)} samples, idle worker)")
     print(f"    p50 {_percentile(latencies, 50):7.1f} ms   target < 10 ms")
     print(f"    p99 {_percentile(latencies, 99):7.1f} ms   target < 50 ms")
-    print(f"  full lifecycles ({LIFECYCLES}, {WORKERS} worker processes, 7 events each)")
+    print(f"  full lifecycles ({LIFECYCLES}, {WORKERS} worker processes, 7 events each, "
+          "until completed and on the board)")  # fmt: skip
     print(f"    {rate:10,.0f} lifecycles/s  target >= 1,000  ({rate * 7:,.0f} events/s stored)")
     print(f"  raw JetStream publish (baseline)  {publish_rate:10,.0f} msgs/s")
     print(f"  raw PostgreSQL executemany        {insert_rate:10,.0f} rows/s")
