@@ -236,7 +236,7 @@ def test_artifacts_are_listed_on_the_execution_and_download_intact(
         running, keys["operator"], [{"artifact": {"name": "report ü.md", "text": "# done\n"}}]
     )
     path = f"/v1/executions/{execution['id']}/logs?follow=true"
-    SseReader(running.url, path, keys["viewer"]).until(lambda e: e.event == "end")
+    SseReader(running.url, path, keys["viewer"]).until(lambda e: e.event == "end", timeout=90)
     headers = {"Authorization": f"Bearer {keys['viewer']}"}
     body = httpx.get(
         f"{running.url}/v1/executions/{execution['id']}", headers=headers, timeout=10
