@@ -18,6 +18,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import Scope
 
 from api.artifacts import download_artifact
+from api.audit import AuditController
 from api.auth import KeyAuthentication
 from api.bulk import bulk
 from api.errors import is_refusal, problem_details_config
@@ -128,6 +129,7 @@ def create_app(
             board_stream,
             download_artifact,
             KeyController,
+            AuditController,
             page_router(),
         ],
         state=State({"container": container, "key_store": KeyStore(container.database_url)}),

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from api.cli_audit import audit_cli
 from api.cli_bulk import add_bulk_commands
 from api.cli_executions import exec_command, execution_cli
 from api.client import EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
@@ -166,6 +167,7 @@ def projections_skip(
 
 add_bulk_commands(execution_cli)
 cli.add_typer(execution_cli, name="execution")
+cli.add_typer(audit_cli, name="audit")
 cli.command("exec")(exec_command)
 
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)

@@ -11,6 +11,7 @@ BENCHMARKS = {
     "projections": "bench.projections",
     "workers": "bench.workers",
     "api": "bench.api",
+    "audit": "bench.audit",
 }
 
 

@@ -6,8 +6,10 @@ Starts its own embedded PostgreSQL in a temporary directory with fsync off (figu
 are for the read side, not for durable writes), and prints each figure beside a
 baseline measured in the same run:
 
-1. rebuild events/s over >= 200,000 stored events, beside the raw read rate of the
-   same rows through ``select_notifications`` (same page size);
+1. rebuild events/s over >= 200,000 stored events: each view alone, every view at once
+   (a process each, and all in one process), beside the raw read rate of the same rows
+   through ``select_notifications`` (same page size), medians of ``--rebuild-runs``
+   (``bench.rebuilds``);
 2. live lag p50/p99 (commit of an event -> its view's commit) while ~2,000 events/s
    arrive through group commits;
 3. board and filtered-list query p50/p99 with 1,000,000 cards in the board view
@@ -30,6 +32,7 @@ from uuid import UUID, uuid4
 
 import psycopg
 
+from bench.rebuilds import measure_rebuilds
 from domain import commands as c
 from domain.application import ExecutionService
 from domain.values import Actor, ActorKind, ToolOutcome
@@ -37,12 +40,10 @@ from infra.embedded import EmbeddedPostgres
 from infra.eventstore import ensure_schema, eventsourcing_env
 from infra.settings import Settings
 from projections.filters import ExecutionFilter
-from projections.rebuild import rebuild
 from projections.registry import ProjectionOptions, datastore_for
 from projections.supervisor import ProjectionSupervisor
 
 ALICE = Actor(ActorKind.USER, "alice")
-PAGE = 5000
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -88,29 +89,6 @@ def load_log(service: ExecutionService, executions: int) -> float:
             ]
             service.process([command for command in batch if command is not None])
     return time.perf_counter() - started
-
-
-def raw_read_rate(service: ExecutionService) -> tuple[int, float]:
-    started, position, events = time.perf_counter(), 0, 0
-    while page := service.recorder.select_notifications(position, PAGE, inclusive_of_start=False):
-        position, events = page[-1].id, events + len(page)
-    return events, events / (time.perf_counter() - started)
-
-
-def measure_rebuilds(service: ExecutionService, url: str) -> None:
-    events, raw = raw_read_rate(service)
-    datastore = datastore_for(url, pool_size=4)
-    ProjectionSupervisor(service, datastore, database_url=url).create_tables()
-    print(f"\n1. rebuild over {events:,} stored events (pages of {PAGE:,})")
-    print(f"   raw select_notifications: {raw:>9,.0f} events/s  (baseline)")
-    for name in ("board", "status_intervals", "tool_calls", None):
-        report = rebuild(service, datastore, name, page_size=PAGE)
-        label = name or "all three views"
-        print(
-            f"   rebuild {label:<17} {report.events_per_second:>9,.0f} events/s  "
-            f"({report.events_per_second / raw:.2f} x raw, {report.seconds:.1f}s)"
-        )
-    datastore.close()
 
 
 def measure_live_lag(service: ExecutionService, url: str, rate: int, seconds: float) -> None:
@@ -264,6 +242,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="live events per second")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--rebuild-runs", type=int, default=3)
+    parser.add_argument("--only-rebuilds", action="store_true")
     args = parser.parse_args()
     print("agentboard read-side benchmark: embedded PostgreSQL, fsync OFF (not a durability test)")
     with tempfile.TemporaryDirectory(prefix="agentboard-bench-") as directory:
@@ -281,9 +261,10 @@ def main() -> None:
             del writer
             gc.collect()
             service = ExecutionService(env)
-            measure_rebuilds(service, url)
-            measure_live_lag(service, url, args.rate, args.seconds)
-            measure_queries(service, url, args.cards, args.runs)
+            measure_rebuilds(service, url, args.rebuild_runs)
+            if not args.only_rebuilds:
+                measure_live_lag(service, url, args.rate, args.seconds)
+                measure_queries(service, url, args.cards, args.runs)
             service.close()
         finally:
             postgres.stop()

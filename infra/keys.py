@@ -4,6 +4,12 @@ A key reads ``ab_<key id>_<secret>``. Only ``sha256(secret)`` is stored; verifyi
 key up by its id and compares the hashes in constant time. Verified keys are remembered for
 a short while so a request does not cost a query; a revoked key stops working within that
 while (30 s).
+
+Making a key is an operator action the audit trail must show: in the same transaction as
+the key, a row goes into ``agentboard_key_events``, an append-only table (a trigger
+refuses UPDATE, DELETE and TRUNCATE) hash-chained per tenant, which the audit export
+carries (docs/audit.md). Keys are not events of the execution log: the log holds
+executions only, and every view and the relay read it as such.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -35,6 +43,31 @@ SELECT_KEY = (
     "WHERE key_id = %s AND revoked_at IS NULL"
 )
 REMEMBER_SECONDS = 30.0
+
+KEY_EVENTS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS agentboard_key_events ("
+    "key_seq bigint PRIMARY KEY, tenant text NOT NULL, key_id text NOT NULL, "
+    "role text NOT NULL, actor text NOT NULL, created_at timestamptz NOT NULL, "
+    "prev_hash bytea NOT NULL, hash bytea NOT NULL)",
+    "CREATE SEQUENCE IF NOT EXISTS agentboard_key_events_seq",
+    "CREATE OR REPLACE FUNCTION agentboard_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$",
+    "CREATE OR REPLACE TRIGGER agentboard_key_events_append_only BEFORE UPDATE OR DELETE "
+    "ON agentboard_key_events FOR EACH ROW EXECUTE FUNCTION agentboard_append_only()",
+    "CREATE OR REPLACE TRIGGER agentboard_key_events_no_truncate BEFORE TRUNCATE "
+    "ON agentboard_key_events FOR EACH STATEMENT EXECUTE FUNCTION agentboard_append_only()",
+)
+KEY_LOG_LOCK = 0x61626B6C  # one key event at a time: each links to the one before it
+LOCK = "SELECT pg_advisory_xact_lock(%s)"
+LAST_KEY_EVENT = (
+    "SELECT hash FROM agentboard_key_events WHERE tenant = %s ORDER BY key_seq DESC LIMIT 1"
+)
+NEXT_KEY_SEQ = "SELECT nextval('agentboard_key_events_seq')"
+INSERT_KEY_EVENT = (
+    "INSERT INTO agentboard_key_events "
+    "(key_seq, tenant, key_id, role, actor, created_at, prev_hash, hash) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
 
 
 class Role(StrEnum):
@@ -67,14 +100,25 @@ class KeyStore:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self._remembered: dict[str, tuple[float, Principal, bytes]] = {}
+        self._key_events_ready = False
 
     def create(self, tenant: str, role: Role, created_by: str) -> str:
-        """A new key; the returned text is the only time the secret is seen."""
+        """A new key; the returned text is the only time the secret is seen. ``created_by``
+        is ``key:<key id>`` (a person's key) or the name of the tool that made it."""
         check_name("tenant", tenant)
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         with psycopg.connect(self.database_url) as conn:
+            self._ensure_key_events(conn)
             conn.execute(INSERT_KEY, (key_id, tenant, role.value, _hash(secret), created_by))
+            _record_key_event(conn, tenant, key_id, role, created_by)
         return f"ab_{key_id}_{secret}"
+
+    def _ensure_key_events(self, conn: psycopg.Connection[Any]) -> None:
+        if not self._key_events_ready:
+            conn.execute(LOCK, (KEY_LOG_LOCK,))
+            for statement in KEY_EVENTS_SCHEMA:
+                conn.execute(statement)
+            self._key_events_ready = True
 
     def verify_remembered(self, token: str) -> Principal | bool | None:
         """Without I/O: the key's principal, None for a bad key, or False when only
@@ -99,6 +143,28 @@ class KeyStore:
         principal, digest = Principal(key_id, row[0], Role(row[1])), bytes(row[2])
         self._remembered[key_id] = (time.monotonic(), principal, digest)
         return principal if hmac.compare_digest(digest, _hash(secret)) else None
+
+
+def _record_key_event(
+    conn: psycopg.Connection[Any], tenant: str, key_id: str, role: Role, created_by: str
+) -> None:
+    """Append the key's creation to its tenant's chain of key events (under a lock, so
+    each links to the one before it)."""
+    from projections import audit_format  # noqa: PLC0415 - the CLI imports this module light
+
+    kind = "user" if created_by.startswith("key:") else "system"
+    actor = audit_format.json_text({"kind": kind, "id": created_by})
+    conn.execute(LOCK, (KEY_LOG_LOCK,))
+    row = conn.execute(LAST_KEY_EVENT, (tenant,)).fetchone()
+    prev = bytes(row[0]) if row else bytes(32)
+    seq_row = conn.execute(NEXT_KEY_SEQ).fetchone()
+    key_seq = int(seq_row[0]) if seq_row else 0
+    now = datetime.now(UTC)
+    record = audit_format.key_record(
+        key_seq, prev.hex(), tenant, key_id, role.value, actor, audit_format.utc_text(now)
+    )
+    digest = hashlib.sha256(record).digest()
+    conn.execute(INSERT_KEY_EVENT, (key_seq, tenant, key_id, role.value, actor, now, prev, digest))
 
 
 def _split(token: str) -> tuple[str, str]:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 WORK_STREAM = "AGENTBOARD_WORK"
 EVENTS_STREAM = "AGENTBOARD_EVENTS"
 LOGS_STREAM = "AGENTBOARD_LOGS"
+AUDIT_STREAM = "AGENTBOARD_AUDIT"  # the audit chain's heads, published as external anchors
 WORKERS_BUCKET = "agentboard_workers"
 ARTIFACTS_BUCKET = "agentboard_artifacts"
 
@@ -73,6 +74,10 @@ def control_subject(execution_id: str) -> str:
     return f"agentboard.control.{execution_id}"
 
 
+def anchor_subject(tenant: str) -> str:
+    return f"agentboard.audit.anchor.{tenant}"
+
+
 STREAMS = (
     StreamConfig(
         name=WORK_STREAM,
@@ -96,6 +101,14 @@ STREAMS = (
         storage=StorageType.FILE,
         max_age=7 * DAY,
         duplicate_window=120.0,
+    ),
+    StreamConfig(
+        name=AUDIT_STREAM,
+        subjects=["agentboard.audit.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=3650 * DAY,  # anchors are evidence: kept for years (a few KB a day a tenant)
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
     ),
 )
 

@@ -17,6 +17,7 @@ from uuid import UUID
 
 from nats.aio.client import Client
 
+from infra.audit_anchor import AnchorPublisher
 from infra.bootstrap import Container
 from infra.command_service import CommandService
 from infra.lease_monitor import CurrentLease, HeartbeatTimeout, HeldExecutions, LeaseMonitor
@@ -36,6 +37,7 @@ class BackgroundServices:
         self.relay: Relay | None = None
         self.monitor: LeaseMonitor | None = None
         self.commands: CommandService | None = None
+        self.anchors: AnchorPublisher | None = None
 
     async def start(self) -> None:
         container = self.container
@@ -56,6 +58,13 @@ class BackgroundServices:
                 self._supervised("lease monitor", lambda: monitor.run(self.stopping))
             ),
         ]
+        self.anchors = AnchorPublisher(js, container.database_url)
+        anchors = self.anchors
+        self.tasks.append(
+            asyncio.create_task(
+                self._supervised("audit anchor", lambda: anchors.run(self.stopping))
+            )
+        )
 
     async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run until stopped; after a failure (a NATS outage outlasting a publish timeout, a

@@ -147,20 +147,26 @@ class BoardView(ViewRecorder):
 class BoardProjection(PageProjection[BoardView]):
     name = "board"
     decoded: ClassVar[frozenset[str] | None] = None  # every event moves its card's clock
+    can_write_behind = True
     cache_size = 50_000
 
     def __init__(self, view: BoardView) -> None:
         super().__init__(view)
         self.cards: Lru[UUID, Card] = Lru(self.cache_size)
+        self.unsaved: dict[UUID, Card] = {}
+        """Write-behind: cards changed since the last save, each written once by it."""
+        self.unstored: set[UUID] = set()
+        """... of which these have no row yet."""
 
     def forget(self) -> None:
         self.cards.clear()
+        self.unsaved.clear()
+        self.unstored.clear()
 
     def apply(self, curs: Cursor[DictRow], events: list[LoggedEvent]) -> None:
         histories = by_execution(events)
         earlier = [i for i, history in histories.items() if not is_created(history[0])]
-        cards, missing = self.cards.find(earlier)
-        cards.update(self.view.load_cards(curs, missing))
+        cards = self._find(curs, earlier)
         created: list[Card] = []
         updated: list[Card] = []
         changes: Counter[tuple[str, str]] = Counter()
@@ -182,7 +188,29 @@ class BoardProjection(PageProjection[BoardView]):
             for entry in history:
                 card.apply(entry.event, entry.position)
             changes[(card.tenant, card.status)] += 1
-        self.view.insert_cards(curs, created)
-        self.view.update_cards(curs, updated)
         self.view.add_to_columns(curs, changes)
-        self.cards.remember({card.id: card for card in created + updated})
+        self.unsaved.update((card.id, card) for card in created + updated)
+        self.unstored.update(card.id for card in created)
+        if not self.write_behind or len(self.unsaved) >= self.hold_limit:
+            self._save(curs)
+
+    def _save(self, curs: Cursor[DictRow]) -> None:
+        """Write each card changed since the last save, once: live, that is every page;
+        in a rebuild's write-behind, however many pages changed it (the pages of a
+        replay rarely fold two events of one execution, so this turns an UPDATE per
+        event into one row per card)."""
+        unstored = self.unstored
+        self.view.insert_cards(curs, [c for i, c in self.unsaved.items() if i in unstored])
+        self.view.update_cards(curs, [c for i, c in self.unsaved.items() if i not in unstored])
+        self.cards.remember(self.unsaved)
+        self.unsaved = {}
+        self.unstored = set()
+
+    def _find(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, Card]:
+        """Cards as they stand: held back, remembered, or read from the view."""
+        held = self.unsaved
+        cards, missing = self.cards.find([i for i in ids if i not in held] if held else ids)
+        if held:
+            cards.update((i, card) for i in ids if (card := held.get(i)) is not None)
+        cards.update(self.view.load_cards(curs, missing))
+        return cards

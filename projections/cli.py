@@ -15,6 +15,7 @@ from domain.application import ExecutionService
 from projections.control import Control
 from projections.errors import ProjectionError, UnknownView
 from projections.rebuild import RebuildProgress, rebuild
+from projections.rebuild_processes import rebuild_in_processes
 from projections.registry import datastore_for, make_projection, view_names
 
 
@@ -61,8 +62,8 @@ def rebuild_command(
     name: str | None = None,
     console: Console | None = None,
 ) -> int:
-    """Replay the log into fresh tables for NAME (or every view) and swap them in, while
-    the live views keep serving."""
+    """Replay the log into fresh tables for NAME (or every view, each in a process of its
+    own) and swap them in, while the live views keep serving."""
     console = console or Console()
     datastore = datastore_for(database_url, pool_size=3)
     columns = (
@@ -81,7 +82,10 @@ def rebuild_command(
                     description=f"{progress.phase} {label}",
                 )  # fmt: skip
 
-            report = rebuild(service, datastore, name, progress=show)
+            if name is None:
+                report = rebuild_in_processes(service, datastore, progress=show)
+            else:
+                report = rebuild(service, datastore, name, progress=show)
         console.print(
             f"rebuilt {', '.join(report.views)}: {report.events:,} events in "
             f"{report.seconds:.1f}s ({report.events_per_second:,.0f} events/s), "

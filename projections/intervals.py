@@ -142,20 +142,26 @@ class StatusIntervalsProjection(PageProjection[StatusIntervalsView]):
         [topic_of(Execution.Created), *(topic_of(cls) for cls in STATUS_AFTER)]
     )
 
+    can_write_behind = True
     cache_size = 50_000
 
     def __init__(self, view: StatusIntervalsView) -> None:
         super().__init__(view)
         self.open: Lru[UUID, Interval] = Lru(self.cache_size)
+        self.unsaved: list[Interval] = []
+        """Intervals entered since the last save (closed in memory if they close before)."""
+        self.unsaved_open: dict[UUID, Interval] = {}
+        """... and each execution's open one among them."""
 
     def forget(self) -> None:
         self.open.clear()
+        self.unsaved.clear()
+        self.unsaved_open.clear()
 
     def apply(self, curs: Cursor[DictRow], events: list[LoggedEvent]) -> None:
         histories = by_execution(events)
         earlier = [i for i, history in histories.items() if not is_created(history[0])]
-        stored, missing = self.open.find(earlier)
-        stored.update(self.view.open_intervals(curs, missing))
+        stored = self._find(curs, earlier)
         new: list[Interval] = []
         current: dict[UUID, Interval] = {}
         for execution_id, history in histories.items():
@@ -181,6 +187,35 @@ class StatusIntervalsProjection(PageProjection[StatusIntervalsView]):
                     interval = interval.next(status, entry.event.timestamp, entry.position)
                     new.append(interval)
             current[execution_id] = interval
-        self.view.close(curs, [i for i in stored.values() if i.left_position is not None])
-        self.view.insert(curs, new)
+        held = self.unsaved_open
+        self.view.close(
+            curs,
+            [
+                interval
+                for execution_id, interval in stored.items()
+                if interval.left_position is not None and held.get(execution_id) is not interval
+            ],
+        )  # the intervals that closed and are stored; those held are written closed
+        self.unsaved += new
+        entered = {id(interval) for interval in new}
+        held.update((i, interval) for i, interval in current.items() if id(interval) in entered)
         self.open.remember(current)
+        if not self.write_behind or len(self.unsaved) >= self.hold_limit:
+            self._save(curs)
+
+    def _save(self, curs: Cursor[DictRow]) -> None:
+        """Write the intervals entered since the last save: live, that is every page; in a
+        rebuild's write-behind, an interval entered and left in different pages is
+        written once, closed, instead of inserted then updated."""
+        self.view.insert(curs, self.unsaved)
+        self.unsaved = []
+        self.unsaved_open = {}
+
+    def _find(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, Interval]:
+        """Each execution's open interval: held back, remembered, or read."""
+        held = self.unsaved_open
+        stored, missing = self.open.find([i for i in ids if i not in held] if held else ids)
+        if held:
+            stored.update((i, interval) for i in ids if (interval := held.get(i)) is not None)
+        stored.update(self.view.open_intervals(curs, missing))
+        return stored

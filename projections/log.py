@@ -12,96 +12,50 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import types
-import typing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 from uuid import UUID
 
-from eventsourcing.domain import CanMutateAggregate
-from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InterfaceError,
+    Mapper,
+    Notification,
+    OperationalError,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Composed, Identifier
 
-from domain.execution import Execution
+from projections.decoding import CREATED, KNOWN_EVENTS, EventDecoder, Stored, problem_with, topic_of
 from projections.errors import BadEvent
+
+# topic_of, KNOWN_EVENTS and problem_with live in projections.decoding; the views import
+# them from here.
+__all__ = [
+    "KNOWN_EVENTS",
+    "LogReader",
+    "LoggedEvent",
+    "Page",
+    "Undecodable",
+    "by_execution",
+    "is_created",
+    "problem_with",
+    "topic_of",
+]
 
 log = logging.getLogger(__name__)
 
-Check = Callable[[Any], bool]
-
-
-def topic_of(event_class: type[Any]) -> str:
-    topic: str = event_class.TOPIC
-    return topic
-
-
-def _event_classes() -> dict[str, type[Any]]:
-    return {
-        topic_of(cls): cls
-        for cls in vars(Execution).values()
-        if isinstance(cls, type)
-        and issubclass(cls, CanMutateAggregate)
-        and getattr(cls, "TOPIC", None)
-    }
-
-
-KNOWN_EVENTS: dict[str, type[Any]] = _event_classes()
-"""Every topic the domain has ever written, mapped to its event class."""
-
-
-def _accepts(annotation: Any) -> tuple[type, ...] | None:
-    """The Python types a decoded field may hold, or None when anything goes."""
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        accepted: list[type] = []
-        for member in typing.get_args(annotation):
-            member_types = _accepts(member)
-            if member_types is None:
-                return None
-            accepted.extend(member_types)
-        return tuple(accepted)
-    if annotation is type(None):
-        return (type(None),)
-    if annotation is float:
-        return (int, float)
-    if annotation in (str, int, bool, datetime, UUID):
-        return (annotation,)
-    if origin in (dict, list) or annotation in (dict, list):
-        return (origin or annotation,)
-    return None  # Any, TypeVars, anything richer: not checked here
-
-
-_SET_BY_THE_MAPPER = {"originator_id", "originator_version"}
-
-
-def _field_checks(event_class: type[Any]) -> dict[str, tuple[type, ...] | None]:
-    hints = typing.get_type_hints(event_class)
-    return {
-        name: _accepts(annotation)
-        for name, annotation in hints.items()
-        if name not in _SET_BY_THE_MAPPER and typing.get_origin(annotation) is not typing.ClassVar
-    }
-
-
-CREATED = topic_of(Execution.Created)
-FIELD_CHECKS = {topic: _field_checks(cls) for topic, cls in KNOWN_EVENTS.items()}
-_REQUIRED = {topic: frozenset(checks) for topic, checks in FIELD_CHECKS.items()}
-_TYPED = {
-    topic: tuple((name, accepted) for name, accepted in checks.items() if accepted is not None)
-    for topic, checks in FIELD_CHECKS.items()
-}
-
-
-def problem_with(topic: str, state: dict[str, Any]) -> str | None:
-    """Why a decoded event's fields do not fit its class, or None when they do."""
-    if not state.keys() >= _REQUIRED[topic]:
-        missing = sorted(_REQUIRED[topic] - state.keys())
-        return f"field {missing[0]!r} is missing"
-    for name, accepted in _TYPED[topic]:
-        if not isinstance(state[name], accepted):
-            return f"field {name!r} holds {type(state[name]).__name__}"
-    return None
+SELECT_PAGE = (
+    "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+    "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+)
+SELECT_PAGE_UNTIL = (
+    "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+    "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id LIMIT %s"
+)
 
 
 class LoggedEvent(NamedTuple):
@@ -170,10 +124,12 @@ class Page:
 
 
 class LogReader:
-    """Pages of the application's notification log, decoded with its mapper.
+    """Pages of the application's notification log, decoded as its mapper would.
 
     ``topics`` names the events worth decoding (None: all); an event of another known
     topic is passed over undecoded, which is what makes a narrow view cheap to rebuild.
+    From PostgreSQL it reads the rows itself, in binary, as plain tuples: a fifth of the
+    cost of ``select_notifications`` (which is still how it reads any other recorder).
     """
 
     def __init__(
@@ -185,17 +141,40 @@ class LogReader:
         self.recorder = recorder
         self.mapper = mapper
         self.topics = None if topics is None else frozenset(topics)
+        self.decoder = EventDecoder(mapper)
+        self._select: tuple[Composed, Composed] | None = None
+        if isinstance(recorder, PostgresApplicationRecorder):
+            table = SQL("{}.{}").format(
+                Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)
+            )
+            self._select = (SQL(SELECT_PAGE).format(table), SQL(SELECT_PAGE_UNTIL).format(table))
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0
 
     def read(self, after: int, limit: int, stop: int | None = None) -> Page:
-        notifications = self.recorder.select_notifications(
-            after, limit, stop=stop, inclusive_of_start=False
-        )
-        if not notifications:
+        rows = self._rows(after, limit, stop)
+        if not rows:
             return Page(after, after, (), 0)
-        return Page(after, notifications[-1].id, self.decode(notifications), len(notifications))
+        return Page(after, rows[-1][0], self._decode_rows(rows), len(rows))
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _rows(self, after: int, limit: int, stop: int | None) -> Sequence[Stored]:
+        if self._select is None or not isinstance(self.recorder, PostgresApplicationRecorder):
+            notifications = self.recorder.select_notifications(
+                after, limit, stop=stop, inclusive_of_start=False
+            )
+            return [_stored(notification) for notification in notifications]
+        statement, params = (
+            (self._select[0], (after, limit))
+            if stop is None
+            else (self._select[1], (after, stop, limit))
+        )
+        with (
+            self.recorder.datastore.get_connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            return curs.execute(statement, params, prepare=True).fetchall()
 
     def pages(self, after: int, limit: int, ahead: int = 2) -> Iterator[Page]:
         """Pages from ``after`` to the end of the log as it stands now, read and decoded
@@ -240,24 +219,52 @@ class LogReader:
     def decode(
         self, notifications: Sequence[Notification]
     ) -> tuple[LoggedEvent | Undecodable, ...]:
-        entries: list[LoggedEvent | Undecodable] = []
-        for notification in notifications:
-            topic = notification.topic
-            if topic not in KNOWN_EVENTS:
-                entries.append(Undecodable(notification.id, topic, "unknown topic"))
-                continue
-            if self.topics is not None and topic not in self.topics:
-                continue
-            entries.append(self.decode_one(notification))
-        return tuple(entries)
+        return self._decode_rows([_stored(notification) for notification in notifications])
 
     def decode_one(self, notification: Notification) -> LoggedEvent | Undecodable:
-        topic = notification.topic
+        return self._decode_one(_stored(notification))
+
+    def _decode_rows(self, rows: Sequence[Stored]) -> tuple[LoggedEvent | Undecodable, ...]:
+        """``_decode_one`` of each row a view needs, inlined: a rebuild runs this loop for
+        every stored event, and each call it saves is a few percent of its time."""
+        entries: list[LoggedEvent | Undecodable] = []
+        append, decode, topics = entries.append, self.decoder.decode, self.topics
+        for row in rows:
+            position, topic = row[0], row[3]
+            if topic not in KNOWN_EVENTS:
+                append(Undecodable(position, topic, "unknown topic"))
+                continue
+            if topics is not None and topic not in topics:
+                continue
+            try:
+                event = decode(row)
+            except Exception as error:  # any failure to decode is reported, not raised here
+                append(Undecodable(position, topic, f"state does not decode: {error}"))
+                continue
+            problem = problem_with(topic, event.__dict__)
+            if problem is None:
+                append(LoggedEvent(position, topic, event))
+            else:
+                append(Undecodable(position, topic, problem))
+        return tuple(entries)
+
+    def _decode_one(self, row: Stored) -> LoggedEvent | Undecodable:
+        position, topic = row[0], row[3]
         try:
-            event = self.mapper.to_domain_event(notification)
+            event = self.decoder.decode(row)
         except Exception as error:  # any failure to decode is reported, not raised here
-            return Undecodable(notification.id, topic, f"state does not decode: {error}")
+            return Undecodable(position, topic, f"state does not decode: {error}")
         problem = problem_with(topic, vars(event))
         if problem is not None:
-            return Undecodable(notification.id, topic, problem)
-        return LoggedEvent(notification.id, topic, event)
+            return Undecodable(position, topic, problem)
+        return LoggedEvent(position, topic, event)
+
+
+def _stored(notification: Notification) -> Stored:
+    return (
+        notification.id,
+        notification.originator_id,  # type: ignore[return-value]
+        notification.originator_version,
+        notification.topic,
+        bytes(notification.state),
+    )

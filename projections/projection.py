@@ -28,6 +28,14 @@ TView = TypeVar("TView", bound=ViewRecorder)
 class PageProjection(Projection[TView], ABC, Generic[TView]):
     decoded: ClassVar[frozenset[str] | None] = None
     """The topics this projection reads (None: every topic)."""
+    can_write_behind: ClassVar[bool] = False
+    """Whether ``apply`` can hold rows back across pages while ``write_behind`` is on."""
+    hold_limit: ClassVar[int] = 50_000
+    """Most rows a write-behind holds (a bound on memory); at that it writes them."""
+    write_behind = False
+    """Set by a rebuild on the projections of its fresh tables, which nobody reads until
+    they are swapped in: while it is on, the projection may keep rows in memory across
+    pages; the first page applied with it off writes them all."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A subclass of a view's projection (a test double, say) keeps the view's name;

@@ -9,6 +9,8 @@ from typing import Any
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
+from projections.audit_chain import AuditChainProjection
+from projections.audit_chain_view import AuditChainView
 from projections.board import BoardProjection, BoardView
 from projections.errors import UnknownView
 from projections.intervals import StatusIntervalsProjection, StatusIntervalsView
@@ -23,6 +25,7 @@ VIEWS: dict[str, tuple[type[AnyProjection], type[ViewRecorder]]] = {
     "board": (BoardProjection, BoardView),
     "status_intervals": (StatusIntervalsProjection, StatusIntervalsView),
     "tool_calls": (ToolCallsProjection, ToolCallsView),
+    "audit_chain": (AuditChainProjection, AuditChainView),
 }
 
 

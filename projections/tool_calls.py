@@ -177,22 +177,27 @@ class ToolCallsProjection(PageProjection[ToolCallsView]):
         )
     )  # fmt: skip
 
+    can_write_behind = True
     cache_size = 100_000
 
     def __init__(self, view: ToolCallsView) -> None:
         super().__init__(view)
         self.known: Lru[UUID, tuple[str, int]] = Lru(self.cache_size)
+        self.calls: dict[Key, ToolCall] = {}
+        """Calls made since the last save, finished in memory if they finish before it."""
+        self.changed: dict[UUID, tuple[str, int]] = {}
+        """Executions whose tenant and attempt changed since the last save."""
 
     def forget(self) -> None:
         self.known.clear()
+        self.calls.clear()
+        self.changed.clear()
 
     def apply(self, curs: Cursor[DictRow], events: list[LoggedEvent]) -> None:
         histories = by_execution(events)
         earlier = [i for i, history in histories.items() if not is_created(history[0])]
-        executions, missing = self.known.find(earlier)
-        executions.update(self.view.executions(curs, missing))
-        changed: dict[UUID, tuple[str, int]] = {}
-        new: dict[Key, ToolCall] = {}
+        executions = self._find(curs, earlier)
+        changed, new = self.changed, self.calls
         finished_earlier: dict[Key, LoggedEvent] = {}
         for execution_id, history in histories.items():
             first = history[0]
@@ -223,8 +228,6 @@ class ToolCallsProjection(PageProjection[ToolCallsView]):
                 else:
                     finished_earlier[(execution_id, attempt, event.call_id)] = entry
             executions[execution_id] = (tenant, attempt)
-        self.view.save_executions(curs, changed)
-        self.view.insert_calls(curs, list(new.values()))
         found = self.view.finish_calls(curs, finished_earlier)
         for key, entry in finished_earlier.items():
             if key not in found:
@@ -235,6 +238,26 @@ class ToolCallsProjection(PageProjection[ToolCallsView]):
                     f"tool call {key[2]!r} of execution {key[0]} (attempt {key[1]}) was never made",
                 )
         self.known.remember({i: executions[i] for i in histories})
+        if not self.write_behind or len(new) + len(changed) >= self.hold_limit:
+            self._save(curs)
+
+    def _save(self, curs: Cursor[DictRow]) -> None:
+        """Write the executions changed and the calls made since the last save: live,
+        that is every page; in a rebuild's write-behind, a call made and finished in
+        different pages is written once, finished, instead of inserted then updated."""
+        self.view.save_executions(curs, self.changed)
+        self.view.insert_calls(curs, list(self.calls.values()))
+        self.changed = {}
+        self.calls = {}
+
+    def _find(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, tuple[str, int]]:
+        """Each execution's tenant and attempt: held back, remembered, or read."""
+        held = self.changed
+        executions, missing = self.known.find([i for i in ids if i not in held] if held else ids)
+        if held:
+            executions.update((i, state) for i in ids if (state := held.get(i)) is not None)
+        executions.update(self.view.executions(curs, missing))
+        return executions
 
 
 SELECT_CALLS = """

@@ -21,7 +21,7 @@ from infra.bootstrap import Container
 from projections.cli import rebuild_command
 from projections.errors import RebuildInProgress
 from projections.rebuild import REBUILD_NAMESPACE, RebuildProgress, rebuild
-from projections.registry import VIEWS, ProjectionOptions
+from projections.registry import VIEWS, ProjectionOptions, view_names
 from projections.supervisor import ProjectionSupervisor
 from projections.view import lock_key
 from tests.integration.test_projection_support import (
@@ -213,7 +213,7 @@ def test_the_rebuild_command_reports_and_refuses_unknown_views(
     console = Console(record=True, width=200)
 
     assert rebuild_command(service, database_url, None, console) == 0
-    assert "rebuilt board, status_intervals, tool_calls: 5 events" in console.export_text()
+    assert f"rebuilt {', '.join(view_names())}: 5 events" in console.export_text()
     assert rebuild_command(service, database_url, "kanban", console) == 2
     assert "no view named 'kanban'" in console.export_text()
 
@@ -228,6 +228,9 @@ def test_one_rebuild_of_a_view_at_a_time(
         )
         with pytest.raises(RebuildInProgress):
             rebuild(container.service, datastore, "tool_calls")
+        other.execute(  # now, not when the server gets round to the closed connection
+            "SELECT pg_advisory_unlock(%s, %s)", (REBUILD_NAMESPACE, lock_key("tool_calls"))
+        )
     progress: list[RebuildProgress] = []
     rebuild(container.service, datastore, "tool_calls", progress=progress.append)
     assert progress[-1].phase == "done"

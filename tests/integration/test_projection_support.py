@@ -33,6 +33,10 @@ PRIMARY_KEYS = {
     "tool_calls": "execution_id, attempt, call_id",
     "tool_call_executions": "execution_id",
     "tool_calls_tracking": "application_name",
+    "audit_chain": "position",
+    "audit_executions": "execution_id",
+    "audit_tenants": "tenant",
+    "audit_chain_tracking": "application_name",
 }
 
 
