@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from api.cli_follow import follow
 from api.client import EXIT_REFUSED, EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
@@ -76,6 +76,9 @@ def list_executions(
     overdue: Annotated[bool, typer.Option(help="past their deadline, not ended")] = False,
     older_than: Annotated[str | None, typer.Option(help="e.g. 30m, 12h, 7d")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    cursor: Annotated[
+        str | None, typer.Option(help="the next page: the cursor a previous page printed")
+    ] = None,
     output: OutputOption = Output.TABLE,
     url: UrlOption = None,
     api_key: KeyOption = None,
@@ -90,18 +93,23 @@ def list_executions(
     params.update({name: value for name, value in filters.items() if value is not None})
     if status:
         params["status"] = status
+    if cursor:
+        params["cursor"] = cursor
     page = api_for(url, api_key).call("GET", "/v1/executions", params=params)
     if output is Output.JSON:
         typer.echo(json.dumps(page, indent=2))
         return
-    table = Table("id", "status", "agent", "queue", "prio", "attempt", "created", "prompt")
+    table = Table(Column("id", no_wrap=True), "status", "agent", "queue", "prio", "attempt",
+                  "created", Column("prompt", overflow="ellipsis", no_wrap=True))  # fmt: skip
     for item in page["items"]:
         table.add_row(
-            item["id"][:8], status_text(item["status"]), item["agent_id"], item["worker_queue"],
+            item["id"], status_text(item["status"]), item["agent_id"], item["worker_queue"],
             str(item["priority"]), str(item["attempt"]), ago(item["created_at"]),
             item["prompt"].splitlines()[0][:60] if item["prompt"] else "",
         )  # fmt: skip
     Console().print(table)
+    if page.get("next_cursor"):
+        typer.echo(f"more: the same command with --cursor {page['next_cursor']}", err=True)
 
 
 @execution_cli.command("get")
@@ -134,6 +142,12 @@ def get_execution(
         )  # fmt: skip
     if execution.get("tool_calls"):
         console.print(calls)
+    if execution.get("artifacts"):
+        files = Table("artifact", "type", "bytes", "download", title="artifacts")
+        for artifact in execution["artifacts"]:
+            files.add_row(artifact["name"], artifact["media_type"], str(artifact["size"]),
+                          artifact["url"])  # fmt: skip
+        console.print(files)
 
 
 @execution_cli.command("logs")

@@ -63,3 +63,19 @@ def test_an_unreachable_server_is_one_clear_line(stack: RunningStack) -> None:
     assert result.returncode == 2
     assert "cannot reach" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_list_pages_with_cursors_and_shows_full_ids(stack: RunningStack) -> None:
+    made = [run_cli(stack, "exec", f"page {n}", "--queue", "unserved").stdout.strip()
+            for n in range(3)]  # fmt: skip
+    first = run_cli(stack, "execution", "list", "--queue", "unserved", "--limit", "2")
+    assert first.returncode == 0, first.stderr
+    assert "--cursor" in first.stderr
+    cursor = first.stderr.split("--cursor ")[1].split()[0]
+    second = run_cli(stack, "execution", "list", "--queue", "unserved", "--limit", "2",
+                     "--cursor", cursor, "--output", "json")  # fmt: skip
+    page = json.loads(second.stdout)
+    seen = [line for line in first.stdout.splitlines() if any(i in line for i in made)]
+    assert len(seen) == 2  # full ids in the table, usable with `get`
+    assert [item["id"] for item in page["items"]] == [i for i in made if i not in first.stdout]
+    assert page["next_cursor"] is None
