@@ -19,7 +19,7 @@ KEY = bytes(range(32))
 
 
 def lifecycle(execution_id: UUID, n: int, tenant: str = "default") -> list[c.Command]:
-    """Seven events: created, picked up, a tool call, output, completed with notes."""
+    """Six events: created, picked up, a tool call and its end, output, completed with notes."""
     return [
         c.CreateExecution(
             execution_id, tenant=tenant, agent_id=f"agent-{n % 3}", worker_queue="default",
