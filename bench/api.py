@@ -94,7 +94,7 @@ async def _run(port: int, database_url: str, nats_url: str) -> None:
     started = time.perf_counter()
     await asyncio.to_thread(_seed, database_url)
     await _caught_up(port)
-    print(f"seeded {EXECUTIONS:,} executions ({RUNNING:,} running) and the views caught up "
+    print(f"seeded {EXECUTIONS:,} executions ({RUNNING:,} running); views and relay caught up "
           f"in {time.perf_counter() - started:.1f}s")  # fmt: skip
 
     print("\n-- reads, one caller at a time (target p99 < 20 ms) --")
@@ -165,7 +165,12 @@ async def _caught_up(port: int) -> None:
         while True:
             ready = (await client.get(f"http://127.0.0.1:{port}/readyz")).json()
             lags = ready["checks"].get("projections", {}).get("lag", {})
-            if lags and max(lags.values()) == 0:
+            metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            relay = [
+                line for line in metrics.splitlines() if line.startswith("agentboard_relay_lag")
+            ]
+            published = bool(relay) and float(relay[0].split()[-1]) == 0
+            if lags and max(lags.values()) == 0 and published:
                 return
             await asyncio.sleep(0.5)
 
