@@ -52,8 +52,7 @@ class Container:
         self._closed = True
         if self.projections is not None:
             self.projections.stop()  # first: its runners read through the service
-        else:
-            assert isinstance(self.views, ViewPositions)
+        elif isinstance(self.views, ViewPositions):
             self.views.stop()
             self.read_models.datastore.close()
         self.writer.stop()
