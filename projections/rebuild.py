@@ -209,7 +209,9 @@ class _Rebuild:
                     self._replay("swapping")  # the live runners wait meanwhile
                     curs.execute(SWAP_LOCK_TIMEOUT)
                     live = self._live_tables_in_lock_order()
-                    lock_existing(curs, live)
+                    # every table the swap renames, taken at once: it never waits for a
+                    # lock while it holds one, so it cannot be part of a deadlock
+                    lock_existing(curs, live + [table + NEXT for table in live])
                     for table in live:
                         swap_in(curs, table)
                 return

@@ -33,7 +33,7 @@ def keys(stack: RunningStack) -> dict[str, str]:
 
 def client(stack: RunningStack, key: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.Client(base_url=stack.url, headers=headers, timeout=10)
+    return httpx.Client(base_url=stack.url, headers=headers, timeout=30)
 
 
 def wait_for(api: httpx.Client, execution_id: str, status: str) -> dict[str, Any]:
