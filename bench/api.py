@@ -235,3 +235,7 @@ async def _sse_clients(port: int, key: str, count: int, seconds: float, out: Any
     for conn in conns:
         conn.close()
     return latencies
+
+
+if __name__ == "__main__":
+    main()

@@ -55,6 +55,7 @@ from workers.context import RunContext
 log = logging.getLogger(__name__)
 
 PRESENCE_EVERY_SECONDS = 2.0
+PRESENCE_COALESCE_SECONDS = 0.01  # gather the claims and ends of this moment in one put
 FETCH_SECONDS = 5.0
 PRIORITY_GRACE_SECONDS = 0.002
 DRAIN_SECONDS = 10.0
@@ -90,6 +91,7 @@ class Worker:
         self._arrivals = 0
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._presence_changed = asyncio.Event()
 
     async def run(self) -> None:
         """Work until ``stop()``; then drain the executions in hand."""
@@ -240,7 +242,7 @@ class Worker:
 
         subscription = await self.nc.subscribe(control_subject(card["id"]), cb=on_control)
         self._running[info.id] = context
-        await self._announce()  # the lease monitor must know at once what this worker holds
+        self._presence_changed.set()  # announced within milliseconds, not awaited here
         flusher = asyncio.create_task(context.flush_periodically())
         try:
             await self._supervise(context, card.get("timeout_seconds"))
@@ -255,7 +257,7 @@ class Worker:
             await asyncio.gather(flusher, return_exceptions=True)
             await subscription.unsubscribe()
             self._running.pop(info.id, None)
-            await self._announce()
+            self._presence_changed.set()
 
     async def _supervise(self, context: RunContext, timeout: float | None) -> None:
         agent = self.agents.get(context.execution.agent_id)
@@ -309,9 +311,18 @@ class Worker:
     # -- presence --------------------------------------------------------------------------------
 
     async def _presence_loop(self) -> None:
+        """Announce what this worker holds every few seconds, and soon after it changes.
+
+        Claims and ends are coalesced: one put at a time, carrying every change made while
+        the previous one travelled, instead of a round-trip (and the whole map as JSON) per
+        execution started or ended. A worker that dies inside that window leaves a claim
+        nobody announced; the lease monitor's board scan finds it (``ORPHAN_AFTER``)."""
         while True:
+            self._presence_changed.clear()
             await self._announce()
-            await asyncio.sleep(PRESENCE_EVERY_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._presence_changed.wait(), PRESENCE_EVERY_SECONDS)
+            await asyncio.sleep(PRESENCE_COALESCE_SECONDS)
 
     async def _announce(self) -> None:
         value = {
