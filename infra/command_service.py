@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 from uuid import UUID
 
 from nats.aio.client import Client
@@ -18,7 +19,16 @@ from nats.micro.service import Service
 
 from domain.application import ExecutionService
 from domain.exceptions import DomainError
-from domain.wire import WORKER_COMMANDS, decode_command, encode_error, encode_result
+from domain.wire import (
+    BATCH,
+    WORKER_COMMANDS,
+    decode_batch,
+    decode_command,
+    encode_error,
+    encode_result,
+    error_reply,
+    result_reply,
+)
 from infra.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -45,6 +55,7 @@ class CommandService:
         group = self._micro.add_group(name=SUBJECT_PREFIX, queue_group=QUEUE_GROUP)
         for name in WORKER_COMMANDS:
             await group.add_endpoint(name=name, handler=self._handler(name))
+        await group.add_endpoint(name=BATCH, handler=self._in_a_task(self._batch))
         await group.add_endpoint(name="state", handler=self._state)
 
     async def stop(self) -> None:
@@ -54,7 +65,9 @@ class CommandService:
             await self._micro.stop()
             self._micro = None
 
-    def _handler(self, name: str) -> Callable[[Request], Awaitable[None]]:
+    def _in_a_task(
+        self, handle: Callable[[Request], Coroutine[Any, Any, None]]
+    ) -> Callable[[Request], Awaitable[None]]:
         # nats-py awaits a subscription's callback before it hands over the next message;
         # answering in a task of its own lets concurrent reports share one group commit.
         async def dispatch(request: Request) -> None:
@@ -62,6 +75,29 @@ class CommandService:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
+        return dispatch
+
+    async def _batch(self, request: Request) -> None:
+        """Several reports of one run, applied in their order: they are handed to the writer
+        together, so they share a group commit; each gets its own reply."""
+        try:
+            commands = decode_batch(request.data)
+        except DomainError as refusal:
+            await request.respond(encode_error(refusal))
+            return
+        outcomes = await self.writer.send_all(commands)
+        replies = []
+        for command, outcome in zip(commands, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, DomainError):
+                    log.error("worker command %s failed", type(command).__name__,
+                              exc_info=outcome)  # fmt: skip
+                replies.append(error_reply(outcome))
+            else:
+                replies.append(result_reply(outcome))
+        await request.respond(json.dumps({"ok": True, "replies": replies}).encode())
+
+    def _handler(self, name: str) -> Callable[[Request], Awaitable[None]]:
         async def handle(request: Request) -> None:
             try:
                 command = decode_command(name, request.data)
@@ -75,7 +111,7 @@ class CommandService:
                 return
             await request.respond(encode_result(result, card=name == "pick_up"))
 
-        return dispatch
+        return self._in_a_task(handle)
 
     async def _state(self, request: Request) -> None:
         try:

@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -80,6 +81,18 @@ class GroupCommitWriter:
         future: asyncio.Future[CommandResult] = loop.create_future()
         self._queue.put((command, _AsyncReply(loop, future)))
         return await future
+
+    async def send_all(self, commands: Sequence[Command]) -> list[CommandResult | BaseException]:
+        """Several commands, queued at once in their order, so they are applied in that order
+        and usually share one commit; each outcome in its place (a refusal as its error)."""
+        if self._stopped:
+            raise WriterStopped("the command writer has stopped")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[CommandResult]] = []
+        for command in commands:
+            futures.append(loop.create_future())
+            self._queue.put((command, _AsyncReply(loop, futures[-1])))
+        return await asyncio.gather(*futures, return_exceptions=True)
 
     def _run(self) -> None:
         stopping = False

@@ -18,7 +18,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from domain.commands import Command
-from domain.wire import encode_command
+from domain.wire import BATCH, encode_batch, encode_command
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,20 @@ class CommandClient:
         if not reply.get("ok"):
             raise CommandRefused(str(reply.get("error")), str(reply.get("detail")))
         return reply
+
+    async def send_all(self, commands: list[Command]) -> dict[str, Any]:
+        """Several reports of one run in one request, applied in order; the reply to the
+        last. A refusal of any of them raises (the first one)."""
+        if len(commands) == 1:
+            return await self.send(commands[0])
+        reply = await self._request(f"agentboard.cmd.{BATCH}", encode_batch(commands))
+        if not reply.get("ok"):
+            raise CommandRefused(str(reply.get("error")), str(reply.get("detail")))
+        replies: list[dict[str, Any]] = reply["replies"]
+        for each in replies:
+            if not each.get("ok"):
+                raise CommandRefused(str(each.get("error")), str(each.get("detail")))
+        return replies[-1]
 
     async def state(self, execution_id: UUID) -> dict[str, Any]:
         reply = await self._request("agentboard.cmd.state", str(execution_id).encode())

@@ -2,6 +2,10 @@
 
 Output is streamed live to ``AGENTBOARD_LOGS`` as it comes and stored coalesced:
 chunks are gathered and recorded as one OutputAppended per half second (or 16 KiB).
+
+A run sends one request at a time, in order. A tool call's start is written ahead (on
+record before the tool acts); its result is deferred and travels with the run's next
+report (``agentboard.cmd.batch``): two request/replies per tool call became one.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,12 +26,15 @@ from domain import commands as c
 from domain.values import InputKind, ToolOutcome
 from infra.nats import log_subject
 from workers.agent import ExecutionInfo
-from workers.client import CommandClient
+from workers.client import CommandClient, CommandRefused
 
+DEFER_SECONDS = 0.02  # a tool call's result waits this long for a report to travel with
 FLUSH_EVERY_SECONDS = 0.5
 FLUSH_AT_CHARS = 16 * 1024
 POLL_WHILE_WAITING_SECONDS = 2.0
 CHECK_STATE_EVERY_TICKS = 10  # every 5 s
+log = logging.getLogger(__name__)
+
 TERMINAL_OR_PENDING = ("completed", "failed", "cancelled", "pending")
 
 
@@ -75,6 +83,9 @@ class RunContext:
         self._buffered_chars = 0
         self._sequence = 0
         self._flush_lock = asyncio.Lock()
+        self._deferred: list[c.Command] = []
+        self._sending = asyncio.Lock()  # one request of this run at a time, in order
+        self._deferred_sender: asyncio.Task[None] | None = None
         self.last_heartbeat = time.time()
 
     @property
@@ -110,6 +121,7 @@ class RunContext:
     async def tool(self, name: str, arguments: dict[str, Any]) -> AsyncIterator[RunToolCall]:
         self._tool_calls += 1
         call_id = f"l{self.lease}-c{self._tool_calls}"
+        # written ahead: the call is on record before the tool acts, even if the worker dies
         await self.report(c.RecordToolCall(self._info.id, self.lease, call_id, name, arguments))
         call = RunToolCall(self)
         started = time.monotonic()
@@ -123,7 +135,7 @@ class RunContext:
             raise
         finally:
             await self.flush()
-            await self.report(
+            self.defer(
                 c.FinishToolCall(
                     self._info.id, self.lease, call_id, outcome,
                     call.summary[:1000], time.monotonic() - started,
@@ -183,8 +195,39 @@ class RunContext:
     # -- plumbing ------------------------------------------------------------------------
 
     async def report(self, command: c.Command) -> dict[str, Any]:
+        """Send ``command`` after every report deferred before it, in one request, and wait
+        for it to be stored; a refusal of any of them raises ``CommandRefused``."""
         self.last_heartbeat = time.time()
-        return await self.client.send(command)
+        async with self._sending:
+            commands, self._deferred = [*self._deferred, command], []
+            return await self.client.send_all(commands)
+
+    def defer(self, command: c.Command) -> None:
+        """Report ``command`` without waiting for it: with the run's next report, or on its
+        own within ``DEFER_SECONDS``. The agent goes on at once, and a tool call's result
+        travels and commits with what follows it (the next call, the completion). A worker
+        that dies in that window leaves the call on record without its result."""
+        self.last_heartbeat = time.time()
+        self._deferred.append(command)
+        if self._deferred_sender is None or self._deferred_sender.done():
+            self._deferred_sender = asyncio.create_task(self._send_deferred_soon())
+
+    async def _send_deferred_soon(self) -> None:
+        await asyncio.sleep(DEFER_SECONDS)
+        async with self._sending:
+            commands, self._deferred = self._deferred, []
+            if not commands:
+                return
+            try:
+                await self.client.send_all(commands)
+            except (CommandRefused, ConnectionError) as error:
+                log.warning("execution %s: %s; stopping this run", self._info.id, error)
+                self.lost.set()  # nobody awaits these reports: stop the run here
+
+    def close(self) -> None:
+        """The run is over: a deferred report left unsent belongs to a run that was stopped."""
+        if self._deferred_sender is not None:
+            self._deferred_sender.cancel()
 
     async def flush(self) -> None:
         async with self._flush_lock:

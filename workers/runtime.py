@@ -55,7 +55,6 @@ from workers.context import RunContext
 log = logging.getLogger(__name__)
 
 PRESENCE_EVERY_SECONDS = 2.0
-PRESENCE_COALESCE_SECONDS = 0.01  # gather the claims and ends of this moment in one put
 FETCH_SECONDS = 5.0
 PRIORITY_GRACE_SECONDS = 0.002
 DRAIN_SECONDS = 10.0
@@ -254,6 +253,7 @@ class Worker:
                 await self._fail(context, f"worker error: {error!r}", FailureReason.AGENT_ERROR)
         finally:
             flusher.cancel()
+            context.close()
             await asyncio.gather(flusher, return_exceptions=True)
             await subscription.unsubscribe()
             self._running.pop(info.id, None)
@@ -311,18 +311,20 @@ class Worker:
     # -- presence --------------------------------------------------------------------------------
 
     async def _presence_loop(self) -> None:
-        """Announce what this worker holds every few seconds, and soon after it changes.
+        """Announce what this worker holds every few seconds, and at once when it changes.
 
         Claims and ends are coalesced: one put at a time, carrying every change made while
-        the previous one travelled, instead of a round-trip (and the whole map as JSON) per
-        execution started or ended. A worker that dies inside that window leaves a claim
-        nobody announced; the lease monitor's board scan finds it (``ORPHAN_AFTER``)."""
+        the previous one travelled, instead of a round-trip (and the whole map as JSON) that
+        each run awaited at its start and end. A worker that dies before its claim is
+        announced leaves it to the lease monitor's board scan (``ORPHAN_AFTER``)."""
         while True:
             self._presence_changed.clear()
             await self._announce()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that meets
+            # the event being set (a run ending as the worker stops), and the loop never ends
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._presence_changed.wait(), PRESENCE_EVERY_SECONDS)
-            await asyncio.sleep(PRESENCE_COALESCE_SECONDS)
+                async with asyncio.timeout(PRESENCE_EVERY_SECONDS):
+                    await self._presence_changed.wait()
 
     async def _announce(self) -> None:
         value = {

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 
 import pytest
 
+from domain import commands as c
+from domain.values import ToolOutcome
 from infra.bootstrap import Container
 from tests.integration.workers_harness import (
     ALICE,
@@ -16,6 +19,7 @@ from tests.integration.workers_harness import (
     running_stack,
     wait_for_status,
 )
+from workers.client import CommandClient, CommandRefused
 
 pytestmark = pytest.mark.anyio
 
@@ -43,6 +47,11 @@ async def test_tools_and_output_run_to_completion(container: Container) -> None:
     assert outcomes == ["success", "success"]
     output = "".join(e.text for e in timeline if type(e).__name__ == "OutputAppended")  # type: ignore[attr-defined]
     assert "looking around" in output
+    lifecycle = [name for name in event_types(container, execution_id) if name != "OutputAppended"]
+    assert lifecycle == [
+        "Created", "PickedUp", "ToolCalled", "ToolCallFinished", "ToolCalled",
+        "ToolCallFinished", "Completed",
+    ]  # a result sent with the report after it still lands before it  # fmt: skip
 
 
 async def test_a_failing_tool_fails_the_execution(container: Container) -> None:
@@ -138,3 +147,35 @@ async def test_higher_priority_runs_first(container: Container) -> None:
         for execution_id in (low, normal, high)
     }
     assert picked[high] < picked[normal] < picked[low]
+
+
+async def test_a_batch_of_reports_is_applied_in_order_and_answered_one_by_one(
+    container: Container,
+) -> None:
+    """What a worker sends for a tool call's result and the report after it."""
+    async with running_stack(container, workers=0) as (services, _):
+        assert services.nc is not None
+        execution_id = await create(container, parameters={"steps": []})
+        client = CommandClient(services.nc)
+        lease = (await client.send(c.PickUp(execution_id, "w-test", "delivery-1")))["lease"]
+        await client.send(c.RecordToolCall(execution_id, lease, "call-1", "search", {"q": "x"}))
+
+        finished = c.FinishToolCall(
+            execution_id, lease, "call-1", ToolOutcome.SUCCESS, "found it", 0.01
+        )
+        last = await client.send_all([finished, c.Complete(execution_id, lease, {"done": 1})])
+
+        assert last["status"] == "completed"
+        assert event_types(container, execution_id)[-3:] == [
+            "ToolCalled", "ToolCallFinished", "Completed",
+        ]  # fmt: skip
+        with pytest.raises(CommandRefused) as refused:  # the run is over: refused, not stored
+            await client.send_all([finished, c.Complete(execution_id, lease, {"done": 2})])
+        assert refused.value.error in ("InvalidTransition", "LeaseLost")
+        assert event_types(container, execution_id).count("Completed") == 1
+
+        for payload in (b"[]", b"not json", b'[{"command": "launch_missiles", "data": {}}]'):
+            reply = json.loads((await services.nc.request("agentboard.cmd.batch", payload)).data)
+            assert reply["ok"] is False
+            assert reply["error"] == "InvalidCommand"
+            assert reply["detail"]
