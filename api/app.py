@@ -83,17 +83,21 @@ async def log_unexpected(error: Exception, scope: Scope) -> None:
 
 def create_app(
     container: Container, *, background: bool = True, worker_queue: str | None = None,
-    projections_process: bool = False,
+    worker_key: str | None = None, projections_process: bool = False,
 ) -> Litestar:  # fmt: skip
     """The HTTP app; with ``background`` it also runs the relay, the lease monitor and the
     command service for workers for as long as it serves, with ``worker_queue`` a worker
-    process on that queue, and with ``projections_process`` the projections in a process
-    of their own."""
+    process on that queue (reporting with ``worker_key``), and with ``projections_process``
+    the projections in a process of their own."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = BackgroundServices(container)
-        worker = LocalWorker(container.nats_url, worker_queue) if worker_queue else None
+        worker = (
+            LocalWorker(container.nats_url, worker_key or "", worker_queue)
+            if worker_queue
+            else None
+        )
         projections = LocalProjections(container.database_url) if projections_process else None
         hub = live_hub(container)
         if projections is not None:

@@ -17,6 +17,7 @@ from uuid import UUID
 import anyio
 from litestar import Request, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 from litestar.plugins.problem_details import ProblemDetailsException
 from pydantic import BaseModel, Field
 
@@ -208,7 +209,7 @@ async def act(container: Container, commands: list[c.Command]) -> list[Any]:
 @post("/v1/executions/bulk", operation_id="bulkExecutions", guards=[operators], status_code=200,
       tags=["executions"])  # fmt: skip
 async def bulk(
-    request: Request[Principal, Any, State], data: BulkRequest,
+    request: Request[Principal, Any, State], data: JSONBody[BulkRequest],
     idempotency_key: IdempotencyKey = None,
 ) -> BulkResult:  # fmt: skip
     """Cancel, complete or retry every execution the filter matches (`filter.status` or

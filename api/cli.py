@@ -10,6 +10,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,7 +19,7 @@ from api.cli_audit import audit_cli
 from api.cli_bulk import add_bulk_commands
 from api.cli_executions import exec_command, execution_cli
 from api.client import EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
-from infra.keys import Role
+from infra.keys import WORKER_KEY_FILE, Role
 from infra.logs import configure_logging
 from infra.settings import STACK_FILE, Settings
 
@@ -54,16 +55,29 @@ QueueOption = Annotated[
 def worker(
     queue: QueueOption = None,
     concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 4,
+    api_key: KeyOption = None,
 ) -> None:
-    """Run a worker with the built-in agents (shell, script). SIGTERM drains it."""
+    """Run a worker with the built-in agents (shell, script). SIGTERM drains it.
+
+    It reports with a key of role worker: --api-key, else AGENTBOARD_API_KEY, else the
+    local stack's <data dir>/worker.key. A key of tenant default serves every tenant; a
+    key of another tenant only that tenant's executions."""
     from workers.agents import BUILTIN_AGENTS  # noqa: PLC0415
+    from workers.client import CommandRefused  # noqa: PLC0415
     from workers.runtime import Worker  # noqa: PLC0415
 
     _logging()
     settings = Settings()
     nats_url = settings.nats_url or _stack_nats_url(settings)
+    key = api_key or settings.api_key or _read(settings.data_dir / WORKER_KEY_FILE)
+    if not key:
+        fail(
+            "a worker needs a key of role worker: --api-key or AGENTBOARD_API_KEY "
+            "(agentboard keys create --tenant default --role worker)",
+            EXIT_USAGE,
+        )
     queues = tuple(queue or ["default"])
-    runner = Worker(nats_url, queues, dict(BUILTIN_AGENTS), concurrency=concurrency)
+    runner = Worker(nats_url, queues, dict(BUILTIN_AGENTS), concurrency=concurrency, api_key=key)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -71,7 +85,17 @@ def worker(
             loop.add_signal_handler(sig, runner.stop)
         await runner.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except CommandRefused as refusal:
+        fail(f"the command service refused this worker: {refusal.detail}", EXIT_USAGE)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _stack_nats_url(settings: Settings) -> str:

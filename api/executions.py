@@ -9,7 +9,7 @@ import anyio
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.enums import MediaType
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, JSONBody, Parameter
 from litestar.response import Response
 
 from api.artifacts import artifacts_of
@@ -32,8 +32,8 @@ OutputAppended = ExecutionAggregate.OutputAppended
 
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(header="Idempotency-Key", required=False, max_length=255,
-              description="repeat a request safely: the same key returns the first outcome"),
+    HeaderParameter(name="Idempotency-Key", required=False, max_length=255,
+                    description="repeat a request safely: the same key returns the first outcome"),
 ]  # fmt: skip
 
 
@@ -73,7 +73,7 @@ class ExecutionController(Controller):
 
     @post("/", operation_id="createExecution", guards=[operators], status_code=201)
     async def create(
-        self, request: Request[Principal, Any, State], data: ExecutionCreate,
+        self, request: Request[Principal, Any, State], data: JSONBody[ExecutionCreate],
         idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Create an execution; it waits in `pending` until a worker of its queue takes it."""
@@ -178,7 +178,7 @@ class ExecutionController(Controller):
           status_code=200)  # fmt: skip
     async def cancel(
         self, request: Request[Principal, Any, State], execution_id: UUID,
-        data: Reason | None = None, idempotency_key: IdempotencyKey = None,
+        data: JSONBody[Reason | None] = None, idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Cancel: pending work at once; running work is asked to stop."""
         reason = reason_or(data, "cancelled")
@@ -198,7 +198,8 @@ class ExecutionController(Controller):
     @post("/{execution_id:uuid}/input", operation_id="answerExecution", guards=[operators],
           status_code=200)  # fmt: skip
     async def answer(
-        self, request: Request[Principal, Any, State], execution_id: UUID, data: InputAnswer,
+        self, request: Request[Principal, Any, State], execution_id: UUID,
+        data: JSONBody[InputAnswer],
         idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Answer the question of an execution that requires input."""
@@ -209,7 +210,7 @@ class ExecutionController(Controller):
           status_code=200)  # fmt: skip
     async def block(
         self, request: Request[Principal, Any, State], execution_id: UUID,
-        data: Reason | None = None, idempotency_key: IdempotencyKey = None,
+        data: JSONBody[Reason | None] = None, idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Mark running work blocked (waiting on something outside it)."""
         reason = reason_or(data, "blocked")
@@ -220,7 +221,7 @@ class ExecutionController(Controller):
           status_code=200)  # fmt: skip
     async def unblock(
         self, request: Request[Principal, Any, State], execution_id: UUID,
-        data: Reason | None = None, idempotency_key: IdempotencyKey = None,
+        data: JSONBody[Reason | None] = None, idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Let blocked work run again."""
         reason = reason_or(data, "unblocked")

@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 from litestar import Controller, Request, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import admins
@@ -35,7 +36,9 @@ class KeyController(Controller):
     tags = ["keys"]
 
     @post("/", operation_id="createKey", guards=[admins], status_code=201)
-    async def create(self, request: Request[Principal, Any, State], data: KeyCreate) -> KeyCreated:
+    async def create(
+        self, request: Request[Principal, Any, State], data: JSONBody[KeyCreate]
+    ) -> KeyCreated:
         """Make a key for a tenant and a role."""
         principal = request.user
         if principal.tenant not in (data.tenant, DEPLOYMENT_TENANT):

@@ -14,7 +14,7 @@ import uvicorn
 
 from api.app import create_app
 from infra.bootstrap import open_stack, write_stack_file
-from infra.keys import KeyStore, ensure_admin_key
+from infra.keys import KeyStore, ensure_admin_key, ensure_worker_key
 from infra.settings import Settings
 
 
@@ -49,8 +49,11 @@ def serve_stack(settings: Settings) -> None:
         # thread (≈200 ms with a warm writer cache): keep them out of its way.
         gc.collect()
         gc.freeze()
+        worker_key = ensure_worker_key(settings.data_dir, KeyStore(container.database_url))
         config = uvicorn.Config(
-            create_app(container, worker_queue="default", projections_process=True),
+            create_app(
+                container, worker_queue="default", worker_key=worker_key, projections_process=True
+            ),
             host=settings.http_host,
             port=settings.http_port,
             log_level="info",

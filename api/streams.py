@@ -16,7 +16,7 @@ from uuid import UUID
 import anyio
 from litestar import Request, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 from litestar.response import Stream
 
 from api.consistency import caught_up
@@ -36,8 +36,8 @@ ENDINGS = {"Completed", "Failed", "Cancelled"}
 
 LastEventId = Annotated[
     int | None,
-    Parameter(
-        header="Last-Event-ID", required=False, ge=0,
+    HeaderParameter(
+        name="Last-Event-ID", required=False, ge=0,
         description="the id of the last message received: resume after it",
     ),
 ]  # fmt: skip

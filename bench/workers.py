@@ -32,6 +32,7 @@ from domain.values import Actor, ActorKind
 from infra.bootstrap import bootstrap
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.eventstore import ensure_schema
+from infra.keys import KeyStore, Role
 from infra.nats import connect
 from infra.services import BackgroundServices, LocalProjections, LocalWorker
 from infra.settings import Settings
@@ -72,8 +73,9 @@ async def _run(database_url: str, nats_url: str) -> None:
     _report(latencies, rate, cpu, publish_rate, insert_rate)
 
 
-async def _spawn_workers(nats_url: str, count: int, concurrency: int) -> list[LocalWorker]:
-    workers = [LocalWorker(nats_url, "default", concurrency) for _ in range(count)]
+async def _spawn_workers(container: Any, count: int, concurrency: int) -> list[LocalWorker]:
+    key = KeyStore(container.database_url).create("default", Role.WORKER, "bench")
+    workers = [LocalWorker(container.nats_url, key, "default", concurrency) for _ in range(count)]
     for worker in workers:
         await worker.start()
     return workers
@@ -94,7 +96,7 @@ async def _create(container: Any, parameters: dict[str, Any]) -> None:
 
 
 async def _dispatch_latency(container: Any, nats_url: str) -> list[float]:
-    workers = await _spawn_workers(nats_url, 1, 4)
+    workers = await _spawn_workers(container, 1, 4)
     try:
         await asyncio.sleep(2.0)  # the worker connects and long-polls
         for _ in range(DISPATCH_SAMPLES):
@@ -122,7 +124,7 @@ def _pickup_latencies(database_url: str) -> list[float]:
 async def _lifecycles(
     container: Any, nats_url: str, database_url: str
 ) -> tuple[float, dict[str, float]]:
-    workers = await _spawn_workers(nats_url, WORKERS, 64)
+    workers = await _spawn_workers(container, WORKERS, 64)
     projections = LocalProjections(database_url)  # as `agentboard up` runs them
     await projections.start()
     processes = [psutil.Process(os.getpid())] + [

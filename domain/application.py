@@ -126,6 +126,10 @@ class ExecutionService(Application[UUID]):
         if isinstance(command, c.CreateExecution):
             return self._create(command, touched)
         execution = touched.get(command.execution_id) or self._load(command.execution_id)
+        if isinstance(command, c.InTenant):
+            if execution.tenant != command.tenant:
+                raise ExecutionNotFound(command.execution_id)
+            command = command.command
         touched[execution.id] = execution  # from here on it may change: evict it on failure
         already_pending = len(execution.pending_events)
         version = execution.version

@@ -193,3 +193,16 @@ def _retry_policy(data: dict[str, Any]) -> RetryPolicy:
             allowed = ", ".join(reason.value for reason in FailureReason)
             raise InvalidCommand(f"retry.retry_on takes reasons among {allowed}") from None
     return RetryPolicy(**fields)
+
+
+@dataclass(frozen=True, slots=True)
+class InTenant(Command):
+    """``command``, allowed only on an execution of ``tenant``: another tenant's execution
+    is refused as not existing, so the refusal reveals nothing."""
+
+    tenant: str
+    command: Command
+
+    @classmethod
+    def of(cls, command: Command, tenant: str) -> InTenant:
+        return cls(command.execution_id, tenant, command)

@@ -18,7 +18,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from domain.application import ExecutionService
-from domain.exceptions import DomainError
+from domain.exceptions import DomainError, ExecutionNotFound
 from domain.wire import (
     BATCH,
     WORKER_COMMANDS,
@@ -29,6 +29,7 @@ from domain.wire import (
     error_reply,
     result_reply,
 )
+from infra.worker_auth import ReportAuth, ReportRefused, scoped, sees_every_tenant
 from infra.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,13 @@ QUEUE_GROUP = "agentboard-commands"
 
 
 class CommandService:
-    def __init__(self, nc: Client, service: ExecutionService, writer: GroupCommitWriter) -> None:
+    def __init__(
+        self, nc: Client, service: ExecutionService, writer: GroupCommitWriter, auth: ReportAuth
+    ) -> None:
         self.nc = nc
         self.service = service
         self.writer = writer
+        self.auth = auth
         self._micro: Service | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -56,7 +60,8 @@ class CommandService:
         for name in WORKER_COMMANDS:
             await group.add_endpoint(name=name, handler=self._handler(name))
         await group.add_endpoint(name=BATCH, handler=self._in_a_task(self._batch))
-        await group.add_endpoint(name="state", handler=self._state)
+        await group.add_endpoint(name="state", handler=self._in_a_task(self._state))
+        await group.add_endpoint(name="whoami", handler=self._in_a_task(self._whoami))
 
     async def stop(self) -> None:
         if self._in_flight:
@@ -81,8 +86,9 @@ class CommandService:
         """Several reports of one run, applied in their order: they are handed to the writer
         together, so they share a group commit; each gets its own reply."""
         try:
-            commands = decode_batch(request.data)
-        except DomainError as refusal:
+            principal = await self.auth.principal(request.headers)
+            commands = [scoped(principal, command) for command in decode_batch(request.data)]
+        except (DomainError, ReportRefused) as refusal:
             await request.respond(encode_error(refusal))
             return
         outcomes = await self.writer.send_all(commands)
@@ -100,9 +106,10 @@ class CommandService:
     def _handler(self, name: str) -> Callable[[Request], Awaitable[None]]:
         async def handle(request: Request) -> None:
             try:
-                command = decode_command(name, request.data)
+                principal = await self.auth.principal(request.headers)
+                command = scoped(principal, decode_command(name, request.data))
                 result = await self.writer.send(command)
-            except DomainError as refusal:
+            except (DomainError, ReportRefused) as refusal:
                 await request.respond(encode_error(refusal))
                 return
             except Exception as error:
@@ -115,9 +122,12 @@ class CommandService:
 
     async def _state(self, request: Request) -> None:
         try:
+            principal = await self.auth.principal(request.headers)
             execution_id = UUID(request.data.decode())
             state = await asyncio.to_thread(self.service.state, execution_id)
-        except (ValueError, DomainError) as error:
+            if not sees_every_tenant(principal) and state.tenant != principal.tenant:
+                raise ExecutionNotFound(execution_id)
+        except (ValueError, DomainError, ReportRefused) as error:
             await request.respond(encode_error(error))
             return
         await request.respond(
@@ -132,3 +142,18 @@ class CommandService:
                 }
             ).encode()
         )
+
+    async def _whoami(self, request: Request) -> None:
+        """The key's tenant and role: a worker asks once as it starts."""
+        try:
+            principal = await self.auth.principal(request.headers)
+        except ReportRefused as refusal:
+            await request.respond(encode_error(refusal))
+            return
+        every = sees_every_tenant(principal)
+        await request.respond(
+            json.dumps(
+                {"ok": True, "tenant": principal.tenant, "role": principal.role.value,
+                 "every_tenant": every}
+            ).encode()
+        )  # fmt: skip

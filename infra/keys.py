@@ -180,17 +180,28 @@ def _hash(secret: str) -> bytes:
 
 
 ADMIN_KEY_FILE = "admin.key"
+WORKER_KEY_FILE = "worker.key"
 
 
 def ensure_admin_key(data_dir: Path, store: KeyStore, tenant: str = "default") -> str:
     """The admin key of the local stack: made once, kept in ``<data dir>/admin.key``
     (readable by its owner only), which the CLI uses when no key is set."""
-    path = data_dir / ADMIN_KEY_FILE
+    return _ensure_key(data_dir / ADMIN_KEY_FILE, store, tenant, Role.ADMIN)
+
+
+def ensure_worker_key(data_dir: Path, store: KeyStore, tenant: str = "default") -> str:
+    """The key the local stack's workers report with: made once, kept in
+    ``<data dir>/worker.key``, which ``agentboard worker`` uses when no key is set."""
+    return _ensure_key(data_dir / WORKER_KEY_FILE, store, tenant, Role.WORKER)
+
+
+def _ensure_key(path: Path, store: KeyStore, tenant: str, role: Role) -> str:
     if path.exists():
         key = path.read_text().strip()
-        if store.verify(key) is not None:
+        found = store.verify(key)
+        if found is not None and found.role is role:
             return key
-    key = store.create(tenant, Role.ADMIN, created_by="agentboard up")
+    key = store.create(tenant, role, created_by="agentboard up")
     path.touch(mode=0o600)
     path.write_text(key + "\n")
     return key

@@ -20,10 +20,12 @@ from nats.aio.client import Client
 from infra.audit_anchor import AnchorPublisher
 from infra.bootstrap import Container
 from infra.command_service import CommandService
+from infra.keys import KeyStore
 from infra.lease_monitor import CurrentLease, HeartbeatTimeout, HeldExecutions, LeaseMonitor
 from infra.nats import connect, ensure_topology, workers_bucket
 from infra.processes import die_with_parent
 from infra.relay import Relay
+from infra.worker_auth import ReportAuth
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ class BackgroundServices:
         self.nc = await connect(container.nats_url, "agentboard api")
         js = self.nc.jetstream()
         await ensure_topology(js)
-        self.commands = CommandService(self.nc, container.service, container.writer)
+        auth = ReportAuth(KeyStore(container.database_url))
+        self.commands = CommandService(self.nc, container.service, container.writer, auth)
         await self.commands.start()
         self.relay = Relay(container.service, self.nc, container.database_url)
         self.monitor = LeaseMonitor(
@@ -149,9 +152,11 @@ class LocalWorker(LocalProcess):
     """A worker process beside the API (``agentboard up`` runs one on ``default``). It is
     stopped before the services it reports to, so it can finish what it holds."""
 
-    def __init__(self, nats_url: str, queue: str = "default", concurrency: int = 4) -> None:
+    def __init__(
+        self, nats_url: str, api_key: str, queue: str = "default", concurrency: int = 4
+    ) -> None:
         args = ["worker", "--queue", queue, "--concurrency", str(concurrency)]
-        super().__init__(args, {"AGENTBOARD_NATS_URL": nats_url})
+        super().__init__(args, {"AGENTBOARD_NATS_URL": nats_url, "AGENTBOARD_API_KEY": api_key})
 
 
 class LocalProjections(LocalProcess):

@@ -39,9 +39,11 @@ class CommandRefused(Exception):
 
 
 class CommandClient:
-    def __init__(self, nc: Client, *, retries: int = 30) -> None:
+    def __init__(self, nc: Client, api_key: str | None, *, retries: int = 30) -> None:
         self.nc = nc
         self.retries = retries
+        # the command service checks it on every report (infra/worker_auth.py)
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
 
     async def send(self, command: Command) -> dict[str, Any]:
         name, payload = encode_command(command)
@@ -70,11 +72,20 @@ class CommandClient:
             raise CommandRefused(str(reply.get("error")), str(reply.get("detail")))
         return reply
 
+    async def whoami(self) -> dict[str, Any]:
+        """The tenant and role of this worker's key, as the command service sees them."""
+        reply = await self._request("agentboard.cmd.whoami", b"")
+        if not reply.get("ok"):
+            raise CommandRefused(str(reply.get("error")), str(reply.get("detail")))
+        return reply
+
     async def _request(self, subject: str, payload: bytes) -> dict[str, Any]:
         delay = 0.05
         for attempt in range(self.retries):
             try:
-                message = await self.nc.request(subject, payload, timeout=REQUEST_TIMEOUT)
+                message = await self.nc.request(
+                    subject, payload, timeout=REQUEST_TIMEOUT, headers=self.headers
+                )
             except (TimeoutError, NoRespondersError, NatsTimeout) as error:
                 log.warning("%s: %r (attempt %d), retrying", subject, error, attempt + 1)
                 await asyncio.sleep(delay)

@@ -58,6 +58,7 @@ PRESENCE_EVERY_SECONDS = 2.0
 FETCH_SECONDS = 5.0
 PRIORITY_GRACE_SECONDS = 0.002
 DRAIN_SECONDS = 10.0
+OTHER_TENANT_DELAY_SECONDS = 5.0
 
 
 class MalformedWork(ValueError):
@@ -79,6 +80,8 @@ class Worker:
     queues: tuple[str, ...]
     agents: dict[str, Agent]
     concurrency: int = 4
+    api_key: str | None = None
+    """A key of role worker; one of the deployment's tenant (``default``) serves every tenant."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid4().hex[:8]}")
     stats: WorkerStats = field(default_factory=WorkerStats)
 
@@ -91,13 +94,20 @@ class Worker:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._presence_changed = asyncio.Event()
+        self._presence_done = False
 
     async def run(self) -> None:
         """Work until ``stop()``; then drain the executions in hand."""
         self.nc: Client = await connect(self.nats_url, f"worker {self.worker_id}")
         self.js: JetStreamContext = self.nc.jetstream()
         await ensure_streams(self.js)
-        self.client = CommandClient(self.nc)
+        self.client = CommandClient(self.nc, self.api_key)
+        try:
+            identity = await self.client.whoami()
+        except CommandRefused:
+            await self.nc.close()
+            raise
+        self.tenant: str | None = None if identity["every_tenant"] else identity["tenant"]
         self.presence = await workers_bucket(self.js)
         self.artifacts = await artifacts_store(self.js)
         fetchers = []
@@ -121,8 +131,13 @@ class Worker:
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
-        beat.cancel()
-        await asyncio.gather(beat, return_exceptions=True)
+        # not beat.cancel() alone: a cancel that meets a reply inside nats-py's wait_for is
+        # lost on 3.11, and the loop would go on announcing for ever
+        self._presence_done = True
+        self._presence_changed.set()
+        _, still = await asyncio.wait({beat}, timeout=PRESENCE_EVERY_SECONDS + 5)
+        for task in still:
+            task.cancel()
         with contextlib.suppress(Exception):
             await self.presence.delete(self.worker_id)
         # not drain(): a pull subscription may hold a late delivery nobody will take (it is
@@ -200,6 +215,10 @@ class Worker:
         except MalformedWork as error:
             log.error("terminating malformed work message %r: %s", message.data[:200], error)
             await message.term()
+            return
+        if self.tenant is not None and work["tenant"] != self.tenant:
+            # queues are the deployment's; another tenant's worker should take this one
+            await message.nak(delay=OTHER_TENANT_DELAY_SECONDS)
             return
         delay = (
             (work["not_before"] - datetime.now(UTC)).total_seconds() if work["not_before"] else 0
@@ -317,11 +336,9 @@ class Worker:
         the previous one travelled, instead of a round-trip (and the whole map as JSON) that
         each run awaited at its start and end. A worker that dies before its claim is
         announced leaves it to the lease monitor's board scan (``ORPHAN_AFTER``)."""
-        while True:
+        while not self._presence_done:
             self._presence_changed.clear()
             await self._announce()
-            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that meets
-            # the event being set (a run ending as the worker stops), and the loop never ends
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(PRESENCE_EVERY_SECONDS):
                     await self._presence_changed.wait()
@@ -367,6 +384,7 @@ def _parse_work(data: bytes) -> dict[str, Any]:
         not_before = work.get("not_before")
         return {
             "execution_id": UUID(str(work["execution_id"])),
+            "tenant": str(work.get("tenant") or ""),
             "not_before": datetime.fromisoformat(not_before) if not_before else None,
         }
     except (ValueError, KeyError, TypeError, AttributeError) as error:

@@ -79,3 +79,16 @@ def test_list_pages_with_cursors_and_shows_full_ids(stack: RunningStack) -> None
     assert len(seen) == 2  # full ids in the table, usable with `get`
     assert [item["id"] for item in page["items"]] == [i for i in made if i not in first.stdout]
     assert page["next_cursor"] is None
+
+
+def test_a_worker_starts_only_with_a_key_that_may_report_work(stack: RunningStack) -> None:
+    viewer = run_cli(stack, "keys", "create", "--tenant", "default", "--role", "viewer")
+    refused = run_cli(stack, "worker", key=viewer.stdout.strip())
+    assert refused.returncode == 2
+    assert "role worker" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    mistyped = run_cli(stack, "worker", key="ab_wrong_key")
+    assert mistyped.returncode == 2
+    assert "not valid" in mistyped.stderr
+    assert (stack.data_dir / "worker.key").exists()  # what `up`'s own worker reports with

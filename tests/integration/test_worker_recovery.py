@@ -25,7 +25,13 @@ from infra.nats import (
 )
 from infra.processes import free_port
 from infra.settings import Settings
-from tests.integration.workers_harness import create, event_types, running_stack, wait_for_status
+from tests.integration.workers_harness import (
+    create,
+    event_types,
+    running_stack,
+    wait_for_status,
+    worker_key,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -35,8 +41,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def spawn_worker(nats_url: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "AGENTBOARD_NATS_URL": nats_url}
+def spawn_worker(container: Container, concurrency: int = 4) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "AGENTBOARD_NATS_URL": container.nats_url,
+           "AGENTBOARD_API_KEY": worker_key(container)}  # fmt: skip
     agentboard = Path(sys.executable).parent / "agentboard"
     return subprocess.Popen(
         [str(agentboard), "worker", "--queue", "default", "--concurrency", str(concurrency)],
@@ -49,7 +56,7 @@ async def test_a_killed_worker_s_executions_are_requeued_or_fail_as_worker_lost(
 ) -> None:
     steps = {"steps": [{"say": "working\n"}, {"sleep": 2}]}
     async with running_stack(container, workers=0):
-        doomed = spawn_worker(container.nats_url)
+        doomed = spawn_worker(container)
         try:
             retried = await create(container, parameters=steps, retry={"max_attempts": 2})
             last_try = await create(container, parameters=steps, retry={"max_attempts": 1})
@@ -174,7 +181,7 @@ async def test_an_orphan_is_found_by_a_monitor_that_never_saw_its_worker(
     )
     try:
         async with running_stack(container, workers=0):
-            doomed = spawn_worker(container.nats_url)
+            doomed = spawn_worker(container)
             execution_id = await create(
                 container, parameters={"steps": [{"sleep": 1}]}, retry={"max_attempts": 2}
             )

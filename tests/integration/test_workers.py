@@ -12,12 +12,14 @@ import pytest
 from domain import commands as c
 from domain.values import ToolOutcome
 from infra.bootstrap import Container
+from infra.keys import Role
 from tests.integration.workers_harness import (
     ALICE,
     create,
     event_types,
     running_stack,
     wait_for_status,
+    worker_key,
 )
 from workers.client import CommandClient, CommandRefused
 
@@ -156,7 +158,8 @@ async def test_a_batch_of_reports_is_applied_in_order_and_answered_one_by_one(
     async with running_stack(container, workers=0) as (services, _):
         assert services.nc is not None
         execution_id = await create(container, parameters={"steps": []})
-        client = CommandClient(services.nc)
+        client = CommandClient(services.nc, worker_key(container))
+        headers = client.headers
         lease = (await client.send(c.PickUp(execution_id, "w-test", "delivery-1")))["lease"]
         await client.send(c.RecordToolCall(execution_id, lease, "call-1", "search", {"q": "x"}))
 
@@ -175,7 +178,35 @@ async def test_a_batch_of_reports_is_applied_in_order_and_answered_one_by_one(
         assert event_types(container, execution_id).count("Completed") == 1
 
         for payload in (b"[]", b"not json", b'[{"command": "launch_missiles", "data": {}}]'):
-            reply = json.loads((await services.nc.request("agentboard.cmd.batch", payload)).data)
+            answer = await services.nc.request("agentboard.cmd.batch", payload, headers=headers)
+            reply = json.loads(answer.data)
             assert reply["ok"] is False
             assert reply["error"] == "InvalidCommand"
             assert reply["detail"]
+
+
+async def test_reports_need_a_worker_key_of_the_execution_s_tenant(container: Container) -> None:
+    async with running_stack(container, workers=0) as (services, _):
+        assert services.nc is not None
+        execution_id = await create(container, parameters={"steps": []})  # tenant default
+        claim = c.PickUp(execution_id, "w-test", "delivery-1")
+        refusals = {
+            None: "Unauthenticated",
+            "ab_nope_nope": "Unauthenticated",
+            worker_key(container, role=Role.VIEWER): "Forbidden",
+            worker_key(container, tenant="acme"): "ExecutionNotFound",  # reveals nothing
+        }
+        for key, error in refusals.items():
+            client = CommandClient(services.nc, key)
+            with pytest.raises(CommandRefused) as refused:
+                await client.send(claim)
+            assert refused.value.error == error, key
+            assert refused.value.detail
+            with pytest.raises(CommandRefused):
+                await client.state(execution_id)
+        assert event_types(container, execution_id) == ["Created"]  # nothing recorded
+
+        acme = CommandClient(services.nc, worker_key(container, tenant="acme"))
+        assert (await acme.whoami())["tenant"] == "acme"
+        theirs = await create(container, tenant="acme", parameters={"steps": []})
+        assert (await acme.send(c.PickUp(theirs, "w-acme", "delivery-2")))["status"] == "running"

@@ -12,6 +12,7 @@ from uuid import UUID
 from domain.state import ExecutionState
 from domain.values import Actor, ActorKind
 from infra.bootstrap import Container
+from infra.keys import KeyStore, Role
 from infra.services import BackgroundServices
 from workers.agents import BUILTIN_AGENTS
 from workers.runtime import Worker
@@ -25,8 +26,9 @@ async def running_stack(
 ) -> AsyncIterator[tuple[BackgroundServices, list[Worker]]]:
     services = BackgroundServices(container)
     await services.start()
+    key = worker_key(container)
     started = [
-        Worker(container.nats_url, ("default",), dict(BUILTIN_AGENTS), concurrency=concurrency)
+        Worker(container.nats_url, ("default",), dict(BUILTIN_AGENTS), concurrency, key)
         for _ in range(workers)
     ]
     tasks = [asyncio.create_task(worker.run()) for worker in started]
@@ -39,11 +41,17 @@ async def running_stack(
         await services.stop()
 
 
+def worker_key(container: Container, tenant: str = "default", role: Role = Role.WORKER) -> str:
+    """A key to report work with (one of tenant default serves every tenant)."""
+    return KeyStore(container.database_url).create(tenant, role, "test")
+
+
 async def create(container: Container, agent: str = "script", **options: Any) -> UUID:
     options.setdefault("prompt", "a test run")
+    options.setdefault("tenant", "default")
     result = await asyncio.to_thread(
         container.service.create,
-        tenant="default", agent_id=agent, worker_queue="default", created_by=ALICE, **options,
+        agent_id=agent, worker_queue="default", created_by=ALICE, **options,
     )  # fmt: skip
     return result.execution.id
 

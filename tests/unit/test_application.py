@@ -368,3 +368,16 @@ def test_a_batch_retries_on_top_of_what_another_writer_recorded_meanwhile(
     assert picked_up.execution.status == "running"
     assert timeline(service, contested) == ["Created", "PickedUp", "CancelRequested", "Completed"]
     assert timeline(service, bystander) == ["Created", "PickedUp"]
+
+
+def test_a_command_in_another_tenant_is_refused_as_not_existing(service: ExecutionService) -> None:
+    execution_id = new_execution(service)  # of tenant acme
+    claim = c.PickUp(execution_id, "w1", "claim-1")
+
+    [refused] = service.process([c.InTenant.of(claim, "globex")])
+    assert isinstance(refused, ExecutionNotFound)
+    assert timeline(service, execution_id) == ["Created"]
+
+    [accepted] = results(service.process([c.InTenant.of(claim, "acme")]))
+    assert accepted.execution.status == "running"
+    assert timeline(service, execution_id) == ["Created", "PickedUp"]

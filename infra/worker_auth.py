@@ -1,0 +1,65 @@
+"""Who may report work: every request to the command service carries an API key.
+
+Workers send ``Authorization: Bearer <key>`` as a NATS header on each report. The key must
+be of role ``worker`` (or ``admin``). A key of the deployment's own tenant (``default``,
+whose admin also administers the deployment) reports for executions of every tenant, as
+the worker that ``agentboard up`` runs does; a key of any other tenant only for its own
+tenant's executions: another tenant's is refused as not existing (``InTenant``), and
+nothing is recorded. Keys are checked as the HTTP API checks them (remembered for 30 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from domain import commands as c
+from infra.keys import KeyStore, Principal, Role
+
+AUTHORIZATION = "Authorization"
+REPORTERS = frozenset({Role.WORKER, Role.ADMIN})
+DEPLOYMENT_TENANT = "default"
+
+
+class ReportRefused(Exception):
+    """A report refused before the domain sees it; its class name travels in the reply."""
+
+
+class Unauthenticated(ReportRefused):
+    pass
+
+
+class Forbidden(ReportRefused):
+    pass
+
+
+class ReportAuth:
+    def __init__(self, keys: KeyStore) -> None:
+        self.keys = keys
+
+    async def principal(self, headers: Mapping[str, str] | None) -> Principal:
+        scheme, _, token = (headers or {}).get(AUTHORIZATION, "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated(
+                "a worker report needs an API key of role worker in the header "
+                "'Authorization: Bearer <key>' (agentboard keys create --role worker)"
+            )
+        found = self.keys.verify_remembered(token)
+        principal = await asyncio.to_thread(self.keys.verify, token) if found is False else found
+        if not isinstance(principal, Principal):
+            raise Unauthenticated("the API key is not valid: mistyped, or revoked")
+        if principal.role not in REPORTERS:
+            raise Forbidden(
+                f"a key of role {principal.role} cannot report work: use a key of role worker"
+            )
+        return principal
+
+
+def sees_every_tenant(principal: Principal) -> bool:
+    return principal.tenant == DEPLOYMENT_TENANT
+
+
+def scoped(principal: Principal, command: c.Command) -> c.Command:
+    """``command`` as this principal may send it."""
+    return command if sees_every_tenant(principal) else c.InTenant.of(command, principal.tenant)
