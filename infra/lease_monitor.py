@@ -86,22 +86,23 @@ class LeaseMonitor:
             await self._expire_orphans(alive)
         for worker_id in set(self.held) - set(alive):
             for execution_id, entry in self.held.pop(worker_id).items():
-                await self._tell(c.ExpireLease(UUID(execution_id), int(entry["lease"])))
-                self.expired += 1
-                log.warning("worker %s lost: expired lease of %s", worker_id, execution_id)
+                # a run that ended since the worker last announced refuses this: not counted
+                if await self._tell(c.ExpireLease(UUID(execution_id), int(entry["lease"]))):
+                    self.expired += 1
+                    log.warning("worker %s lost: expired lease of %s", worker_id, execution_id)
         now = time.time()
         for worker_id, executions in alive.items():
             self.held[worker_id] = executions
             for execution_id, entry in executions.items():
                 limit = await self.heartbeat_timeout(UUID(execution_id))
                 if limit is not None and now - float(entry["heartbeat_at"]) > limit:
-                    await self._tell(
+                    timed_out = await self._tell(
                         c.Fail(
                             UUID(execution_id), int(entry["lease"]),
                             f"no heartbeat for {limit:g}s", FailureReason.TIMEOUT,
                         )
                     )  # fmt: skip
-                    self.timed_out += 1
+                    self.timed_out += timed_out
 
     async def _expire_orphans(self, alive: dict[str, dict[str, dict[str, Any]]]) -> None:
         if self.held_elsewhere is None or self.current_lease is None:
@@ -111,11 +112,12 @@ class LeaseMonitor:
             if worker_id in alive or worker_id in self.held or now - changed_at < ORPHAN_AFTER:
                 continue
             lease = await self.current_lease(execution_id)
-            await self._tell(c.ExpireLease(execution_id, lease))
-            self.expired += 1
-            log.warning(
-                "execution %s held by vanished worker %s: lease expired", execution_id, worker_id
-            )
+            if await self._tell(c.ExpireLease(execution_id, lease)):
+                self.expired += 1
+                log.warning(
+                    "execution %s held by vanished worker %s: lease expired",
+                    execution_id, worker_id,
+                )  # fmt: skip
 
     async def _alive(self) -> dict[str, dict[str, dict[str, Any]]]:
         try:
@@ -132,8 +134,11 @@ class LeaseMonitor:
                 alive[key] = json.loads(entry.value).get("executions", {})
         return alive
 
-    async def _tell(self, command: c.Command) -> None:
+    async def _tell(self, command: c.Command) -> bool:
+        """Whether ``command`` changed anything."""
         try:
-            await self.send(command)
+            result = await self.send(command)
         except DomainError as refusal:  # the execution moved on: nothing to do
             log.debug("lease monitor: %s", refusal)
+            return False
+        return result.recorded > 0
