@@ -169,8 +169,10 @@ class ExecutionController(Controller):
         self, request: Request[Principal, Any, State], execution_id: UUID, command: c.Command
     ) -> Execution:
         container: Container = request.app.state.container
-        await state_in_tenant(container, request.user.tenant, execution_id)
-        result: CommandResult = await container.writer.send(command)
+        # the writer checks the tenant on the execution it loads anyway: another tenant's
+        # is refused as not existing, without a read of its own here
+        scoped = c.InTenant.of(command, request.user.tenant)
+        result: CommandResult = await container.writer.send(scoped)
         note_written(request, result.position)
         return to_execution(result.execution, result.position)
 
