@@ -37,6 +37,11 @@ class CommandRefused(Exception):
     def lease_lost(self) -> bool:
         return self.error in ("LeaseLost", "InvalidTransition", "ExecutionNotFound")
 
+    @property
+    def key_refused(self) -> bool:
+        """The worker's key, not the report, was refused (infra/worker_auth.py)."""
+        return self.error in ("Unauthenticated", "Forbidden")
+
 
 class CommandClient:
     def __init__(self, nc: Client, api_key: str | None, *, retries: int = 30) -> None:

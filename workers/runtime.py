@@ -149,6 +149,13 @@ class Worker:
     def stop(self) -> None:
         self._stopping.set()
 
+    def _key_refused(self, refusal: CommandRefused) -> None:
+        """The key was revoked (or its role changed) while running: stop the whole worker, so
+        that what it holds goes back to the queue once its presence is gone."""
+        if not self._stopping.is_set():
+            log.error("worker %s: its key is refused (%s); stopping", self.worker_id, refusal)
+            self.stop()
+
     # -- pulling ---------------------------------------------------------------------------
 
     def _has_room(self) -> bool:
@@ -232,6 +239,10 @@ class Worker:
         try:
             claim = await self.client.send(c.PickUp(work["execution_id"], self.worker_id, token))
         except CommandRefused as refusal:
+            if refusal.key_refused:  # the work is fine; this worker may no longer take it
+                await message.nak(delay=2)
+                self._key_refused(refusal)
+                return
             self.stats.refused += 1
             log.info("claim of %s refused: %s", work["execution_id"], refusal)
             await message.ack()
@@ -266,6 +277,8 @@ class Worker:
             await self._supervise(context, card.get("timeout_seconds"))
         except CommandRefused as refusal:
             log.warning("execution %s: %s; stopping this run", info.id, refusal)
+            if refusal.key_refused:
+                self._key_refused(refusal)
         except Exception as error:
             log.exception("execution %s: the worker failed running it", info.id)
             with contextlib.suppress(Exception):
