@@ -30,7 +30,7 @@ from api.queries import QueryController
 from api.streams import board_stream, live_hub
 from infra.bootstrap import Container
 from infra.keys import KeyStore
-from infra.services import BackgroundServices, LocalProjections, LocalWorker
+from infra.services import BackgroundServices, LocalProjections, LocalRelay, LocalWorker
 from projections.control import Control
 
 log = logging.getLogger("agentboard.api")
@@ -83,16 +83,17 @@ async def log_unexpected(error: Exception, scope: Scope) -> None:
 
 def create_app(
     container: Container, *, background: bool = True, worker_queue: str | None = None,
-    worker_key: str | None = None, projections_process: bool = False,
+    worker_key: str | None = None, projections_process: bool = False, relay_process: bool = False,
 ) -> Litestar:  # fmt: skip
     """The HTTP app; with ``background`` it also runs the relay, the lease monitor and the
     command service for workers for as long as it serves, with ``worker_queue`` a worker
     process on that queue (reporting with ``worker_key``), and with ``projections_process``
-    the projections in a process of their own."""
+    and ``relay_process`` the projections and the relay in processes of their own."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        services = BackgroundServices(container)
+        services = BackgroundServices(container, relay=not relay_process)
+        relay = LocalRelay(container.database_url, container.nats_url) if relay_process else None
         worker = (
             LocalWorker(container.nats_url, worker_key or "", worker_queue)
             if worker_queue
@@ -104,6 +105,8 @@ def create_app(
             await projections.start()  # first: it catches up while the rest starts
         if background:
             await services.start()
+        if relay is not None:
+            await relay.start()
         if worker is not None:
             await worker.start()
         await hub.start()
@@ -115,6 +118,8 @@ def create_app(
             if worker is not None:
                 await worker.stop()  # first: it reports to the services below
             await services.stop()
+            if relay is not None:
+                await relay.stop()  # after the last writes; the rest go on its next start
             if projections is not None:
                 await projections.stop()
 

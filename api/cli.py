@@ -91,6 +91,27 @@ def worker(
         fail(f"the command service refused this worker: {refusal.detail}", EXIT_USAGE)
 
 
+@cli.command(hidden=True)
+def relay() -> None:
+    """Publish every stored event to NATS (what `agentboard up` runs beside the API); one
+    relay is active per database, others wait. SIGTERM stops it."""
+    from infra.services import run_relay  # noqa: PLC0415 - heavy imports
+
+    _logging()
+    settings = Settings()
+    nats_url = settings.nats_url or _stack_nats_url(settings)
+    with _store(settings) as (service, url):
+
+        async def main() -> None:
+            stopping = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stopping.set)
+            await run_relay(service, nats_url, url, stopping)
+
+        asyncio.run(main())
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text().strip() or None

@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from infra.bootstrap import Container
 from infra.logs import request_id
 from infra.nats import BANDS, WORK_STREAM, work_consumer
+from infra.relay import relay_position
 from infra.services import BackgroundServices
 
 log = logging.getLogger("agentboard.http")
@@ -124,17 +125,17 @@ async def metrics(request: Request[Any, Any, State]) -> Response[str]:
                [("", hub.clients)])  # fmt: skip
         metric("agentboard_sse_messages_total", "counter", "board messages sent to clients",
                [("", hub.delivered)])  # fmt: skip
-    if services is not None and services.relay is not None:
-        relay = services.relay
+    if services is not None:
+        relayed = await _relay_position(container, services)
         metric("agentboard_relay_position", "gauge", "last position published to NATS",
-               [("", relay.position)])  # fmt: skip
+               [("", relayed)])  # fmt: skip
         metric("agentboard_relay_lag", "gauge", "events stored but not yet published",
-               [("", max((stored or 0) - relay.position, 0) if relay.active else 0)])  # fmt: skip
+               [("", max((stored or 0) - relayed, 0))])  # fmt: skip
     if services is not None and services.monitor is not None:
         metric("agentboard_leases_expired_total", "counter", "leases expired for lost workers",
                [("", services.monitor.expired)])  # fmt: skip
     if services is not None and services.nc is not None:
-        depths = await _queue_depths(services, services.relay_queues())
+        depths = await _queue_depths(services, await services.work_queues())
         metric("agentboard_queue_depth", "gauge", "work waiting per queue and band", [
             (f'{{queue="{q}",band="{b}"}}', n) for (q, b), n in depths.items()
         ])  # fmt: skip
@@ -143,6 +144,14 @@ async def metrics(request: Request[Any, Any, State]) -> Response[str]:
 
 def view_positions(container: Container) -> dict[str, int]:
     return {name: container.views.position(name) for name in container.views.names}
+
+
+async def _relay_position(container: Container, services: BackgroundServices) -> int:
+    """Where the relay is: its own count when it runs here, else its tracking record."""
+    relay = services.relay
+    if relay is not None and relay.active:
+        return relay.position
+    return await anyio.to_thread.run_sync(relay_position, container.database_url)
 
 
 async def _queue_depths(

@@ -52,7 +52,11 @@ def serve_stack(settings: Settings) -> None:
         worker_key = ensure_worker_key(settings.data_dir, KeyStore(container.database_url))
         config = uvicorn.Config(
             create_app(
-                container, worker_queue="default", worker_key=worker_key, projections_process=True
+                container,
+                worker_queue="default",
+                worker_key=worker_key,
+                projections_process=True,
+                relay_process=True,
             ),
             host=settings.http_host,
             port=settings.http_port,

@@ -237,3 +237,10 @@ async def _wait_for_notify(conn: psycopg.AsyncConnection[Any], stopping: asyncio
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+
+
+def relay_position(database_url: str) -> int:
+    """The last position any relay of this database published (its tracking record)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(SELECT_POSITION).fetchone()
+    return int(row[0]) if row else 0

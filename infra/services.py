@@ -17,12 +17,13 @@ from uuid import UUID
 
 from nats.aio.client import Client
 
+from domain.application import ExecutionService
 from infra.audit_anchor import AnchorPublisher
 from infra.bootstrap import Container
 from infra.command_service import CommandService
 from infra.keys import KeyStore
 from infra.lease_monitor import CurrentLease, HeartbeatTimeout, HeldExecutions, LeaseMonitor
-from infra.nats import connect, ensure_topology, workers_bucket
+from infra.nats import WORK_STREAM, connect, ensure_topology, workers_bucket
 from infra.processes import die_with_parent
 from infra.relay import Relay
 from infra.worker_auth import ReportAuth
@@ -31,8 +32,12 @@ log = logging.getLogger(__name__)
 
 
 class BackgroundServices:
-    def __init__(self, container: Container) -> None:
+    """With ``relay`` the relay runs here too; ``agentboard up`` runs it in a process of its
+    own instead (``agentboard relay``), off the API's event loop."""
+
+    def __init__(self, container: Container, *, relay: bool = True) -> None:
         self.container = container
+        self.with_relay = relay
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.nc: Client | None = None
@@ -49,44 +54,43 @@ class BackgroundServices:
         auth = ReportAuth(KeyStore(container.database_url))
         self.commands = CommandService(self.nc, container.service, container.writer, auth)
         await self.commands.start()
-        self.relay = Relay(container.service, self.nc, container.database_url)
         self.monitor = LeaseMonitor(
             await workers_bucket(js), container.writer.send, self._heartbeat_timeout(),
             *self._board_scan(),
         )  # fmt: skip
-        relay, monitor = self.relay, self.monitor
+        monitor = self.monitor
         self.tasks = [
-            asyncio.create_task(self._supervised("relay", lambda: relay.run(self.stopping))),
             asyncio.create_task(
-                self._supervised("lease monitor", lambda: monitor.run(self.stopping))
+                supervised("lease monitor", lambda: monitor.run(self.stopping), self.stopping)
             ),
         ]
+        if self.with_relay:
+            relay = self.relay = Relay(container.service, self.nc, container.database_url)
+            self.tasks.append(
+                asyncio.create_task(
+                    supervised("relay", lambda: relay.run(self.stopping), self.stopping)
+                )
+            )
         self.anchors = AnchorPublisher(js, container.database_url)
         anchors = self.anchors
         self.tasks.append(
             asyncio.create_task(
-                self._supervised("audit anchor", lambda: anchors.run(self.stopping))
+                supervised("audit anchor", lambda: anchors.run(self.stopping), self.stopping)
             )
         )
 
-    async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
-        """Run until stopped; after a failure (a NATS outage outlasting a publish timeout, a
-        lost database connection) log it and start again from its tracked position."""
-        delay = 0.5
-        while not self.stopping.is_set():
-            try:
-                await run()
-                delay = 0.5
-            except Exception:
-                log.exception("%s failed; restarting in %.1fs", name, delay)
-                try:
-                    await asyncio.wait_for(self.stopping.wait(), delay)
-                except TimeoutError:
-                    delay = min(delay * 2, 10.0)
-
-    def relay_queues(self) -> set[str]:
-        """The queues work has been published to (the default one at least)."""
-        return {"default", *(self.relay._queues_ready if self.relay else ())}
+    async def work_queues(self) -> set[str]:
+        """The queues work has been published to (the default one at least): from the work
+        stream's consumers, which the relay makes for each new queue, wherever it runs."""
+        queues = {"default"}
+        if self.nc is None:
+            return queues
+        with contextlib.suppress(Exception):  # NATS may be reconnecting: report what we know
+            for info in await self.nc.jetstream().consumers_info(WORK_STREAM):
+                name = info.name or ""
+                if name.startswith("work-") and name.count("-") >= 2:
+                    queues.add(name.removeprefix("work-").rsplit("-", 1)[0])
+        return queues
 
     async def stop(self) -> None:
         self.stopping.set()
@@ -119,6 +123,38 @@ class BackgroundServices:
             return await asyncio.to_thread(lookup, execution_id)
 
         return heartbeat_timeout
+
+
+async def supervised(
+    name: str, run: Callable[[], Awaitable[None]], stopping: asyncio.Event
+) -> None:
+    """Run until stopped; after a failure (a NATS outage outlasting a publish timeout, a
+    lost database connection) log it and start again from its tracked position."""
+    delay = 0.5
+    while not stopping.is_set():
+        try:
+            await run()
+            delay = 0.5
+        except Exception:
+            log.exception("%s failed; restarting in %.1fs", name, delay)
+            try:
+                await asyncio.wait_for(stopping.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 2, 10.0)
+
+
+async def run_relay(
+    service: ExecutionService, nats_url: str, database_url: str, stopping: asyncio.Event
+) -> None:
+    """The relay alone (``agentboard relay``): one of them is active per database."""
+    nc = await connect(nats_url, "agentboard relay")
+    try:
+        await ensure_topology(nc.jetstream())
+        relay = Relay(service, nc, database_url)
+        await supervised("relay", lambda: relay.run(stopping), stopping)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
 
 
 class LocalProcess:
@@ -157,6 +193,15 @@ class LocalWorker(LocalProcess):
     ) -> None:
         args = ["worker", "--queue", queue, "--concurrency", str(concurrency)]
         super().__init__(args, {"AGENTBOARD_NATS_URL": nats_url, "AGENTBOARD_API_KEY": api_key})
+
+
+class LocalRelay(LocalProcess):
+    """The relay in its own process (``agentboard relay``): publishing every stored event
+    does not compete with the API's requests for one event loop."""
+
+    def __init__(self, database_url: str, nats_url: str) -> None:
+        env = {"AGENTBOARD_DATABASE_URL": database_url, "AGENTBOARD_NATS_URL": nats_url}
+        super().__init__(["relay"], env)
 
 
 class LocalProjections(LocalProcess):
