@@ -34,7 +34,7 @@ from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.eventstore import ensure_schema
 from infra.keys import KeyStore, Role
 from infra.nats import connect
-from infra.services import BackgroundServices, LocalProjections, LocalWorker
+from infra.services import BackgroundServices, LocalProjections, LocalRelay, LocalWorker
 from infra.settings import Settings
 
 WORKERS = 4
@@ -60,13 +60,16 @@ async def _run(database_url: str, nats_url: str) -> None:
     settings = Settings(database_url=database_url, nats_url=nats_url)
     ensure_schema(database_url, settings)
     container = bootstrap(settings, database_url=database_url, nats_url=nats_url)
-    services = BackgroundServices(container)
+    services = BackgroundServices(container, relay=False)
     await services.start()
+    relay = LocalRelay(database_url, nats_url)  # as `agentboard up` runs it
+    await relay.start()
     try:
         latencies = await _dispatch_latency(container, nats_url)
-        rate, cpu = await _lifecycles(container, nats_url, database_url)
+        rate, cpu = await _lifecycles(container, relay, database_url)
     finally:
         await services.stop()
+        await relay.stop()
         container.close()
     publish_rate = await _raw_jetstream_publish(nats_url)
     insert_rate = _raw_executemany(database_url, _stored_state_size(database_url))
@@ -122,7 +125,7 @@ def _pickup_latencies(database_url: str) -> list[float]:
 
 
 async def _lifecycles(
-    container: Any, nats_url: str, database_url: str
+    container: Any, relay: LocalRelay, database_url: str
 ) -> tuple[float, dict[str, float]]:
     workers = await _spawn_workers(container, WORKERS, 64)
     projections = LocalProjections(database_url)  # as `agentboard up` runs them
@@ -131,11 +134,13 @@ async def _lifecycles(
         psutil.Process(w.process.pid) for w in workers if w.process
     ]
     assert projections.process is not None
+    assert relay.process is not None
+    relayer = psutil.Process(relay.process.pid)
     processes.append(psutil.Process(projections.process.pid))
     try:
         await asyncio.sleep(2.0)
         before = _completed(database_url)
-        for process in processes:
+        for process in [*processes, relayer]:
             process.cpu_percent()
         started = time.perf_counter()
         pending = [_create(container, TWO_TOOLS) for _ in range(LIFECYCLES)]
@@ -146,7 +151,8 @@ async def _lifecycles(
         await asyncio.to_thread(container.views.wait_for, "board", head, 300)  # caught up
         elapsed = time.perf_counter() - started
         cpu = {
-            "api (writer, relay, command service)": processes[0].cpu_percent(),
+            "api (writer, command service, lease monitor)": processes[0].cpu_percent(),
+            "relay": relayer.cpu_percent(),
             f"{WORKERS} workers together": sum(p.cpu_percent() for p in processes[1:-1]),
             "projections": processes[-1].cpu_percent(),
         }
