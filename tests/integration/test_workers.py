@@ -21,7 +21,9 @@ from tests.integration.workers_harness import (
     wait_for_status,
     worker_key,
 )
+from workers.agents import BUILTIN_AGENTS
 from workers.client import CommandClient, CommandRefused
+from workers.runtime import Worker
 
 pytestmark = pytest.mark.anyio
 
@@ -210,3 +212,23 @@ async def test_reports_need_a_worker_key_of_the_execution_s_tenant(container: Co
         assert (await acme.whoami())["tenant"] == "acme"
         theirs = await create(container, tenant="acme", parameters={"steps": []})
         assert (await acme.send(c.PickUp(theirs, "w-acme", "delivery-2")))["status"] == "running"
+
+
+async def test_a_tenant_s_worker_runs_its_own_work_and_gives_the_rest_back(
+    container: Container,
+) -> None:
+    agents = dict(BUILTIN_AGENTS)
+    acme_worker = Worker(container.nats_url, ("default",), agents, 4, worker_key(container, "acme"))
+    async with running_stack(container, workers=0):
+        running = asyncio.create_task(acme_worker.run())
+        try:
+            ours = await create(container, parameters={"steps": []})  # tenant default
+            theirs = await create(container, tenant="acme", parameters={"steps": []})
+            await wait_for_status(container, theirs, "completed")
+            await asyncio.sleep(0.5)
+            assert (await asyncio.to_thread(container.service.state, ours)).status == "pending"
+        finally:
+            acme_worker.stop()
+            await running
+    async with running_stack(container, workers=1):  # a worker of the deployment's tenant
+        await wait_for_status(container, ours, "completed", timeout=30)  # the work was kept
