@@ -51,10 +51,10 @@ from infra.nats import (
 from workers.agent import Agent, AgentFailed, ExecutionInfo, ToolFailed
 from workers.client import CommandClient, CommandRefused
 from workers.context import RunContext
+from workers.presence import Presence
 
 log = logging.getLogger(__name__)
 
-PRESENCE_EVERY_SECONDS = 2.0
 FETCH_SECONDS = 5.0
 PRIORITY_GRACE_SECONDS = 0.002
 DRAIN_SECONDS = 10.0
@@ -93,8 +93,6 @@ class Worker:
         self._arrivals = 0
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._presence_changed = asyncio.Event()
-        self._presence_done = False
 
     async def run(self) -> None:
         """Work until ``stop()``; then drain the executions in hand."""
@@ -108,7 +106,7 @@ class Worker:
             await self.nc.close()
             raise
         self.tenant: str | None = None if identity["every_tenant"] else identity["tenant"]
-        self.presence = await workers_bucket(self.js)
+        self.presence = Presence(await workers_bucket(self.js), self.worker_id, self._holding)
         self.artifacts = await artifacts_store(self.js)
         fetchers = []
         for queue in self.queues:
@@ -116,7 +114,7 @@ class Worker:
             for rank, band in enumerate(BANDS):
                 sub = await self.js.pull_subscribe_bind(work_consumer(queue, band), WORK_STREAM)
                 fetchers.append(asyncio.create_task(self._fetch_loop(sub, rank)))
-        beat = asyncio.create_task(self._presence_loop())
+        self.presence.start()
         dispatch = asyncio.create_task(self._dispatch_loop())
         log.info("worker %s on %s, concurrency %d", self.worker_id, self.queues, self.concurrency)
         await self._stopping.wait()
@@ -131,15 +129,7 @@ class Worker:
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
-        # not beat.cancel() alone: a cancel that meets a reply inside nats-py's wait_for is
-        # lost on 3.11, and the loop would go on announcing for ever
-        self._presence_done = True
-        self._presence_changed.set()
-        _, still = await asyncio.wait({beat}, timeout=PRESENCE_EVERY_SECONDS + 5)
-        for task in still:
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await self.presence.delete(self.worker_id)
+        await self.presence.stop()
         # not drain(): a pull subscription may hold a late delivery nobody will take (it is
         # redelivered after ack_wait), and drain() would wait for it until its timeout
         with contextlib.suppress(Exception):
@@ -271,7 +261,7 @@ class Worker:
 
         subscription = await self.nc.subscribe(control_subject(card["id"]), cb=on_control)
         self._running[info.id] = context
-        self._presence_changed.set()  # announced within milliseconds, not awaited here
+        self.presence.changed()  # announced within milliseconds, not awaited here
         flusher = asyncio.create_task(context.flush_periodically())
         try:
             await self._supervise(context, card.get("timeout_seconds"))
@@ -289,7 +279,7 @@ class Worker:
             await asyncio.gather(flusher, return_exceptions=True)
             await subscription.unsubscribe()
             self._running.pop(info.id, None)
-            self._presence_changed.set()
+            self.presence.changed()
 
     async def _supervise(self, context: RunContext, timeout: float | None) -> None:
         agent = self.agents.get(context.execution.agent_id)
@@ -342,22 +332,9 @@ class Worker:
 
     # -- presence --------------------------------------------------------------------------------
 
-    async def _presence_loop(self) -> None:
-        """Announce what this worker holds every few seconds, and at once when it changes.
-
-        Claims and ends are coalesced: one put at a time, carrying every change made while
-        the previous one travelled, instead of a round-trip (and the whole map as JSON) that
-        each run awaited at its start and end. A worker that dies before its claim is
-        announced leaves it to the lease monitor's board scan (``ORPHAN_AFTER``)."""
-        while not self._presence_done:
-            self._presence_changed.clear()
-            await self._announce()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(PRESENCE_EVERY_SECONDS):
-                    await self._presence_changed.wait()
-
-    async def _announce(self) -> None:
-        value = {
+    def _holding(self) -> dict[str, Any]:
+        """What this worker announces: itself, and each execution it holds."""
+        return {
             "worker_id": self.worker_id,
             "queues": list(self.queues),
             "concurrency": self.concurrency,
@@ -368,10 +345,6 @@ class Worker:
                 for i, ctx in self._running.items()
             },
         }
-        try:
-            await self.presence.put(self.worker_id, json.dumps(value).encode())
-        except Exception as error:  # NATS may be reconnecting
-            log.warning("presence update failed: %r", error)
 
 
 async def _call(agent: Agent, context: RunContext) -> Any:
