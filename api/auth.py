@@ -5,7 +5,6 @@ Every route reads ``request.user`` (a Principal); guards say which roles may cal
 
 from __future__ import annotations
 
-import anyio
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -23,10 +22,8 @@ class KeyAuthentication(AbstractAuthenticationMiddleware):
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
         store: KeyStore = connection.app.state.key_store
-        principal = store.verify_remembered(token.strip())
-        if principal is False:
-            principal = await anyio.to_thread.run_sync(store.verify, token.strip())
-        if not isinstance(principal, Principal):
+        principal = await store.verify_async(token.strip())
+        if principal is None:
             raise Unauthorized("this API key is unknown or revoked")
         return AuthenticationResult(user=principal, auth=token)
 

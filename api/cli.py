@@ -10,7 +10,6 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +18,7 @@ from api.cli_audit import audit_cli
 from api.cli_bulk import add_bulk_commands
 from api.cli_executions import exec_command, execution_cli
 from api.client import EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
-from infra.keys import WORKER_KEY_FILE, Role
+from infra.keys import WORKER_KEY_FILE, Role, read_key_file
 from infra.logs import configure_logging
 from infra.settings import STACK_FILE, Settings
 
@@ -69,7 +68,7 @@ def worker(
     _logging()
     settings = Settings()
     nats_url = settings.nats_url or _stack_nats_url(settings)
-    key = api_key or settings.api_key or _read(settings.data_dir / WORKER_KEY_FILE)
+    key = api_key or settings.api_key or read_key_file(settings.data_dir / WORKER_KEY_FILE)
     if not key:
         fail(
             "a worker needs a key of role worker: --api-key or AGENTBOARD_API_KEY "
@@ -110,13 +109,6 @@ def relay() -> None:
             await run_relay(service, nats_url, url, stopping)
 
         asyncio.run(main())
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
 
 
 def _stack_nats_url(settings: Settings) -> str:

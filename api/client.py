@@ -7,7 +7,7 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 
-from infra.keys import ADMIN_KEY_FILE
+from infra.keys import ADMIN_KEY_FILE, read_key_file
 from infra.settings import Settings
 
 UrlOption = Annotated[str | None, typer.Option("--url", help="the API (AGENTBOARD_URL)")]
@@ -25,7 +25,7 @@ def fail(message: str, code: int) -> NoReturn:
 class ApiClient:
     def __init__(self, settings: Settings, url: str | None, api_key: str | None) -> None:
         self.url = (url or settings.url).rstrip("/")
-        key = api_key or settings.api_key or _admin_key(settings)
+        key = api_key or settings.api_key or read_key_file(settings.data_dir / ADMIN_KEY_FILE)
         if not key:
             fail(
                 "no API key: set AGENTBOARD_API_KEY, pass --api-key, or run `agentboard up` "
@@ -58,10 +58,3 @@ class ApiClient:
             code = EXIT_USAGE if response.status_code in (400, 401, 422) else EXIT_REFUSED
             fail(f"{detail} (HTTP {response.status_code})", code)
         return response
-
-
-def _admin_key(settings: Settings) -> str | None:
-    try:
-        return (settings.data_dir / ADMIN_KEY_FILE).read_text().strip() or None
-    except OSError:
-        return None

@@ -16,7 +16,6 @@ from api.schemas import NAME_PATTERN
 from infra.keys import KeyStore, Principal, Role
 
 # The admin of this tenant administers the deployment: it may make keys for any tenant.
-DEPLOYMENT_TENANT = "default"
 
 
 class KeyCreate(BaseModel):
@@ -41,7 +40,7 @@ class KeyController(Controller):
     ) -> KeyCreated:
         """Make a key for a tenant and a role."""
         principal = request.user
-        if principal.tenant not in (data.tenant, DEPLOYMENT_TENANT):
+        if principal.tenant != data.tenant and not principal.of_deployment:
             raise Forbidden(f"an admin of {principal.tenant!r} makes keys for that tenant only")
         store: KeyStore = request.app.state.key_store
         key = await anyio.to_thread.run_sync(

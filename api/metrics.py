@@ -151,7 +151,7 @@ async def _relay_position(container: Container, services: BackgroundServices) ->
     relay = services.relay
     if relay is not None and relay.active:
         return relay.position
-    return await anyio.to_thread.run_sync(relay_position, container.database_url)
+    return await anyio.to_thread.run_sync(relay_position, container.read_models.datastore)
 
 
 async def _queue_depths(

@@ -29,7 +29,7 @@ from domain.wire import (
     error_reply,
     result_reply,
 )
-from infra.worker_auth import ReportAuth, ReportRefused, scoped, sees_every_tenant
+from infra.worker_auth import ReportAuth, ReportRefused, scoped
 from infra.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class CommandService:
             principal = await self.auth.principal(request.headers)
             execution_id = UUID(request.data.decode())
             state = await asyncio.to_thread(self.service.state, execution_id)
-            if not sees_every_tenant(principal) and state.tenant != principal.tenant:
+            if not principal.of_deployment and state.tenant != principal.tenant:
                 raise ExecutionNotFound(execution_id)
         except (ValueError, DomainError, ReportRefused) as error:
             await request.respond(encode_error(error))
@@ -150,7 +150,7 @@ class CommandService:
         except ReportRefused as refusal:
             await request.respond(encode_error(refusal))
             return
-        every = sees_every_tenant(principal)
+        every = principal.of_deployment
         await request.respond(
             json.dumps(
                 {"ok": True, "tenant": principal.tenant, "role": principal.role.value,

@@ -14,6 +14,7 @@ executions only, and every view and the relay read it as such.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -79,6 +80,8 @@ class Role(StrEnum):
 
 # What each role may do, beyond reading (every role reads its own tenant).
 OPERATES = frozenset({Role.OPERATOR, Role.ADMIN})
+# The deployment's own tenant: its admin makes keys for every tenant, its workers serve all.
+DEPLOYMENT_TENANT = "default"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,11 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+    @property
+    def of_deployment(self) -> bool:
+        """A key of the deployment's own tenant: it acts for every tenant."""
+        return self.tenant == DEPLOYMENT_TENANT
 
 
 class KeyStore:
@@ -131,6 +139,13 @@ class KeyStore:
             return False
         _, principal, digest = remembered
         return principal if hmac.compare_digest(digest, _hash(secret)) else None
+
+    async def verify_async(self, token: str) -> Principal | None:
+        """``verify`` for an event loop: from memory when it can, else in a thread."""
+        found = self.verify_remembered(token)
+        if found is False:
+            return await asyncio.to_thread(self.verify, token)
+        return found if isinstance(found, Principal) else None
 
     def verify(self, token: str) -> Principal | None:
         key_id, secret = _split(token)
@@ -195,9 +210,17 @@ def ensure_worker_key(data_dir: Path, store: KeyStore, tenant: str = "default") 
     return _ensure_key(data_dir / WORKER_KEY_FILE, store, tenant, Role.WORKER)
 
 
+def read_key_file(path: Path) -> str | None:
+    """A key kept in a file of the data dir (``admin.key``, ``worker.key``), if there is one."""
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _ensure_key(path: Path, store: KeyStore, tenant: str, role: Role) -> str:
-    if path.exists():
-        key = path.read_text().strip()
+    key = read_key_file(path)
+    if key is not None:
         found = store.verify(key)
         if found is not None and found.role is role:
             return key

@@ -27,6 +27,7 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import Notification
+from eventsourcing.postgres import PostgresDatastore
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -239,8 +240,8 @@ async def _wait_for_notify(conn: psycopg.AsyncConnection[Any], stopping: asyncio
     await asyncio.gather(*pending, return_exceptions=True)
 
 
-def relay_position(database_url: str) -> int:
+def relay_position(datastore: PostgresDatastore) -> int:
     """The last position any relay of this database published (its tracking record)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with datastore.get_connection() as conn:
         row = conn.execute(SELECT_POSITION).fetchone()
-    return int(row[0]) if row else 0
+    return int(row["position"]) if row else 0

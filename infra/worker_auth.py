@@ -10,7 +10,6 @@ nothing is recorded. Keys are checked as the HTTP API checks them (remembered fo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 from domain import commands as c
@@ -18,7 +17,6 @@ from infra.keys import KeyStore, Principal, Role
 
 AUTHORIZATION = "Authorization"
 REPORTERS = frozenset({Role.WORKER, Role.ADMIN})
-DEPLOYMENT_TENANT = "default"
 
 
 class ReportRefused(Exception):
@@ -45,9 +43,8 @@ class ReportAuth:
                 "a worker report needs an API key of role worker in the header "
                 "'Authorization: Bearer <key>' (agentboard keys create --role worker)"
             )
-        found = self.keys.verify_remembered(token)
-        principal = await asyncio.to_thread(self.keys.verify, token) if found is False else found
-        if not isinstance(principal, Principal):
+        principal = await self.keys.verify_async(token)
+        if principal is None:
             raise Unauthenticated("the API key is not valid: mistyped, or revoked")
         if principal.role not in REPORTERS:
             raise Forbidden(
@@ -56,10 +53,6 @@ class ReportAuth:
         return principal
 
 
-def sees_every_tenant(principal: Principal) -> bool:
-    return principal.tenant == DEPLOYMENT_TENANT
-
-
 def scoped(principal: Principal, command: c.Command) -> c.Command:
     """``command`` as this principal may send it."""
-    return command if sees_every_tenant(principal) else c.InTenant.of(command, principal.tenant)
+    return command if principal.of_deployment else c.InTenant.of(command, principal.tenant)
