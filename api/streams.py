@@ -103,8 +103,8 @@ async def follow_execution(
     models, tenant = read_models(request), request.user.tenant
     client = hub_of(request).join(Client(tenant, execution_id=execution_id))
     try:  # joined first, then read: nothing falls between the replay and the live part
-        state = await anyio.to_thread.run_sync(container.service.state, execution_id)
         timeline = await anyio.to_thread.run_sync(models.timeline.timeline, tenant, execution_id)
+        state = await anyio.to_thread.run_sync(container.service.state, execution_id)
     except Exception:
         hub_of(request).leave(client)
         raise
@@ -115,7 +115,12 @@ async def follow_execution(
         if (item["position"] or 0) > after
     ]
     last = max([after, *(item["position"] or 0 for item in timeline)])
-    ended_already = _end(state.status, last) if Status(state.status) in TERMINAL else None
+    # The state is read after the timeline: if it ended with the timeline's last event, the
+    # replay is the whole story; if it moved on since, what followed arrives live (and ends it).
+    replayed_all = bool(timeline) and state.version == timeline[-1]["version"]
+    ended_already = (
+        _end(state.status, last) if replayed_all and Status(state.status) in TERMINAL else None
+    )
 
     async def ended(message: Message) -> Message | None:
         if message.event not in ENDINGS:
