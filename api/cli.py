@@ -215,13 +215,23 @@ cli.add_typer(keys_cli, name="keys")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="the tenant the key belongs to")],
     role: Annotated[Role, typer.Option(help="viewer, operator, worker or admin")],
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", help="a worker key only: a queue it serves (repeatable)"),
+    ] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Make an API key (needs an admin key). The key is printed once; keep it."""
+    """Make an API key (needs an admin key). The key is printed once; keep it.
+
+    Example: agentboard keys create --tenant acme --role worker --queue gpu --queue cpu"""
+    if queue and role is not Role.WORKER:
+        fail(f"--queue limits worker keys only, not a key of role {role.value}", EXIT_USAGE)
+    body: dict[str, Any] = {"tenant": tenant, "role": role.value}
+    if queue:
+        body["queues"] = queue
     api = ApiClient(Settings(), url, api_key)
-    created = api.call("POST", "/v1/keys", json={"tenant": tenant, "role": role.value})
-    typer.echo(created["key"])
+    typer.echo(api.call("POST", "/v1/keys", json=body)["key"])
 
 
 def main() -> None:

@@ -171,7 +171,7 @@ class ExecutionController(Controller):
         container: Container = request.app.state.container
         # the writer checks the tenant on the execution it loads anyway: another tenant's
         # is refused as not existing, without a read of its own here
-        scoped = c.InTenant.of(command, request.user.tenant)
+        scoped = c.Within.of(command, request.user.tenant)
         result: CommandResult = await container.writer.send(scoped)
         note_written(request, result.position)
         return to_execution(result.execution, result.position)

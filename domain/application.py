@@ -27,7 +27,12 @@ from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import Environment
 
 from domain import commands as c
-from domain.exceptions import DomainError, ExecutionNotFound, IdempotencyKeyReused
+from domain.exceptions import (
+    DomainError,
+    ExecutionNotFound,
+    IdempotencyKeyReused,
+    QueueNotAllowed,
+)
 from domain.execution import Execution
 from domain.handlers import HANDLERS
 from domain.state import CommandResult, ExecutionState, idempotent_execution_id, snapshot
@@ -126,9 +131,11 @@ class ExecutionService(Application[UUID]):
         if isinstance(command, c.CreateExecution):
             return self._create(command, touched)
         execution = touched.get(command.execution_id) or self._load(command.execution_id)
-        if isinstance(command, c.InTenant):
-            if execution.tenant != command.tenant:
+        if isinstance(command, c.Within):
+            if command.tenant is not None and execution.tenant != command.tenant:
                 raise ExecutionNotFound(command.execution_id)
+            if command.queues is not None and execution.worker_queue not in command.queues:
+                raise QueueNotAllowed(execution.id, execution.worker_queue, command.queues)
             command = command.command
         touched[execution.id] = execution  # from here on it may change: evict it on failure
         already_pending = len(execution.pending_events)

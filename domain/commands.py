@@ -196,13 +196,18 @@ def _retry_policy(data: dict[str, Any]) -> RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class InTenant(Command):
-    """``command``, allowed only on an execution of ``tenant``: another tenant's execution
-    is refused as not existing, so the refusal reveals nothing."""
+class Within(Command):
+    """``command``, allowed only on an execution of ``tenant`` (None: any tenant) and, when
+    ``queues`` is given, on one of those queues. Another tenant's execution is refused as
+    not existing, so the refusal reveals nothing; another queue's with ``QueueNotAllowed``.
+    """
 
-    tenant: str
+    tenant: str | None
     command: Command
+    queues: tuple[str, ...] | None = None
 
     @classmethod
-    def of(cls, command: Command, tenant: str) -> InTenant:
-        return cls(command.execution_id, tenant, command)
+    def of(
+        cls, command: Command, tenant: str | None, queues: tuple[str, ...] | None = None
+    ) -> Within:
+        return cls(command.execution_id, tenant, command, queues)

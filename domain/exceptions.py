@@ -34,6 +34,19 @@ class ExecutionNotFound(DomainError):
         super().__init__(f"execution {execution_id} does not exist")
 
 
+class QueueNotAllowed(DomainError):
+    """A command allowed on some queues only, for an execution on another."""
+
+    def __init__(self, execution_id: UUID, queue: str, allowed: tuple[str, ...]) -> None:
+        self.execution_id = execution_id
+        self.queue = queue
+        self.allowed = allowed
+        super().__init__(
+            f"execution {execution_id} is on queue {queue!r}; this key serves only "
+            f"{', '.join(map(repr, allowed))}"
+        )
+
+
 class IdempotencyKeyReused(DomainError):
     """The same idempotency key came back with a different request."""
 

@@ -29,7 +29,7 @@ from domain.wire import (
     error_reply,
     result_reply,
 )
-from infra.worker_auth import ReportAuth, ReportRefused, scoped
+from infra.worker_auth import ReportAuth, ReportRefused, scoped, serves
 from infra.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class CommandService:
             principal = await self.auth.principal(request.headers)
             execution_id = UUID(request.data.decode())
             state = await asyncio.to_thread(self.service.state, execution_id)
-            if not principal.of_deployment and state.tenant != principal.tenant:
+            if not serves(principal, state.tenant, state.worker_queue):
                 raise ExecutionNotFound(execution_id)
         except (ValueError, DomainError, ReportRefused) as error:
             await request.respond(encode_error(error))
@@ -144,7 +144,7 @@ class CommandService:
         )
 
     async def _whoami(self, request: Request) -> None:
-        """The key's tenant and role: a worker asks once as it starts."""
+        """The key's tenant, role and queues: a worker asks once as it starts."""
         try:
             principal = await self.auth.principal(request.headers)
         except ReportRefused as refusal:
@@ -154,6 +154,6 @@ class CommandService:
         await request.respond(
             json.dumps(
                 {"ok": True, "tenant": principal.tenant, "role": principal.role.value,
-                 "every_tenant": every}
+                 "every_tenant": every, "queues": principal.queues}
             ).encode()
         )  # fmt: skip

@@ -1,4 +1,5 @@
-"""API keys: stored hashed, shown once, scoped to one tenant and one role.
+"""API keys: stored hashed, shown once, scoped to one tenant and one role (and a worker
+key, when made so, to some queues: it reports only for executions on those).
 
 A key reads ``ab_<key id>_<secret>``. Only ``sha256(secret)`` is stored; verifying looks the
 key up by its id and compares the hashes in constant time. Verified keys are remembered for
@@ -33,14 +34,19 @@ KEYS_TABLE = (
     "CREATE TABLE IF NOT EXISTS agentboard_api_keys ("
     "key_id text PRIMARY KEY, tenant text NOT NULL, role text NOT NULL, "
     "secret_sha256 bytea NOT NULL, created_by text NOT NULL, "
-    "created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)"
+    "created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz, queues text[])"
+)
+# Stores made before worker keys could be limited to queues get the column on start.
+KEYS_QUEUES = (
+    "ALTER TABLE agentboard_api_keys ADD COLUMN IF NOT EXISTS queues text[]",
+    "ALTER TABLE IF EXISTS agentboard_key_events ADD COLUMN IF NOT EXISTS queues text[]",
 )
 INSERT_KEY = (
-    "INSERT INTO agentboard_api_keys (key_id, tenant, role, secret_sha256, created_by) "
-    "VALUES (%s, %s, %s, %s, %s)"
+    "INSERT INTO agentboard_api_keys (key_id, tenant, role, secret_sha256, created_by, queues) "
+    "VALUES (%s, %s, %s, %s, %s, %s)"
 )
 SELECT_KEY = (
-    "SELECT tenant, role, secret_sha256 FROM agentboard_api_keys "
+    "SELECT tenant, role, secret_sha256, queues FROM agentboard_api_keys "
     "WHERE key_id = %s AND revoked_at IS NULL"
 )
 REMEMBER_SECONDS = 30.0
@@ -50,6 +56,7 @@ KEY_EVENTS_SCHEMA = (
     "key_seq bigint PRIMARY KEY, tenant text NOT NULL, key_id text NOT NULL, "
     "role text NOT NULL, actor text NOT NULL, created_at timestamptz NOT NULL, "
     "prev_hash bytea NOT NULL, hash bytea NOT NULL)",
+    "ALTER TABLE agentboard_key_events ADD COLUMN IF NOT EXISTS queues text[]",
     "CREATE SEQUENCE IF NOT EXISTS agentboard_key_events_seq",
     "CREATE OR REPLACE FUNCTION agentboard_append_only() RETURNS trigger LANGUAGE plpgsql AS "
     "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$",
@@ -66,8 +73,8 @@ LAST_KEY_EVENT = (
 NEXT_KEY_SEQ = "SELECT nextval('agentboard_key_events_seq')"
 INSERT_KEY_EVENT = (
     "INSERT INTO agentboard_key_events "
-    "(key_seq, tenant, key_id, role, actor, created_at, prev_hash, hash) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    "(key_seq, tenant, key_id, role, actor, created_at, prev_hash, hash, queues) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 
@@ -84,11 +91,16 @@ OPERATES = frozenset({Role.OPERATOR, Role.ADMIN})
 DEPLOYMENT_TENANT = "default"
 
 
+class KeyNotPossible(Exception):
+    """A key asked for with options that do not go together."""
+
+
 @dataclass(frozen=True)
 class Principal:
     key_id: str
     tenant: str
     role: Role
+    queues: tuple[str, ...] | None = None  # a worker key's queues; None: every queue
 
     @property
     def can_operate(self) -> bool:
@@ -110,15 +122,27 @@ class KeyStore:
         self._remembered: dict[str, tuple[float, Principal, bytes]] = {}
         self._key_events_ready = False
 
-    def create(self, tenant: str, role: Role, created_by: str) -> str:
+    def create(
+        self, tenant: str, role: Role, created_by: str, queues: tuple[str, ...] | None = None
+    ) -> str:
         """A new key; the returned text is the only time the secret is seen. ``created_by``
-        is ``key:<key id>`` (a person's key) or the name of the tool that made it."""
+        is ``key:<key id>`` (a person's key) or the name of the tool that made it. A worker
+        key may be limited to ``queues``."""
         check_name("tenant", tenant)
+        if queues is not None:
+            if role is not Role.WORKER:
+                raise KeyNotPossible(f"queues limit worker keys only, not a key of role {role}")
+            if not queues:
+                raise KeyNotPossible("a key limited to queues needs at least one queue")
+            for queue in queues:
+                check_name("queue", queue)
+            queues = tuple(sorted(set(queues)))
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         with psycopg.connect(self.database_url) as conn:
             self._ensure_key_events(conn)
-            conn.execute(INSERT_KEY, (key_id, tenant, role.value, _hash(secret), created_by))
-            _record_key_event(conn, tenant, key_id, role, created_by)
+            row = (key_id, tenant, role.value, _hash(secret), created_by, _array(queues))
+            conn.execute(INSERT_KEY, row)
+            _record_key_event(conn, tenant, key_id, role, created_by, queues)
         return f"ab_{key_id}_{secret}"
 
     def _ensure_key_events(self, conn: psycopg.Connection[Any]) -> None:
@@ -155,13 +179,19 @@ class KeyStore:
             row = conn.execute(SELECT_KEY, (key_id,)).fetchone()
         if row is None:
             return None
-        principal, digest = Principal(key_id, row[0], Role(row[1])), bytes(row[2])
+        queues = tuple(row[3]) if row[3] is not None else None
+        principal, digest = Principal(key_id, row[0], Role(row[1]), queues), bytes(row[2])
         self._remembered[key_id] = (time.monotonic(), principal, digest)
         return principal if hmac.compare_digest(digest, _hash(secret)) else None
 
 
 def _record_key_event(
-    conn: psycopg.Connection[Any], tenant: str, key_id: str, role: Role, created_by: str
+    conn: psycopg.Connection[Any],
+    tenant: str,
+    key_id: str,
+    role: Role,
+    created_by: str,
+    queues: tuple[str, ...] | None,
 ) -> None:
     """Append the key's creation to its tenant's chain of key events (under a lock, so
     each links to the one before it)."""
@@ -176,10 +206,18 @@ def _record_key_event(
     key_seq = int(seq_row[0]) if seq_row else 0
     now = datetime.now(UTC)
     record = audit_format.key_record(
-        key_seq, prev.hex(), tenant, key_id, role.value, actor, audit_format.utc_text(now)
-    )
+        key_seq, prev.hex(), tenant, key_id, role.value, actor, audit_format.utc_text(now),
+        queues,
+    )  # fmt: skip
     digest = hashlib.sha256(record).digest()
-    conn.execute(INSERT_KEY_EVENT, (key_seq, tenant, key_id, role.value, actor, now, prev, digest))
+    conn.execute(
+        INSERT_KEY_EVENT,
+        (key_seq, tenant, key_id, role.value, actor, now, prev, digest, _array(queues)),
+    )
+
+
+def _array(queues: tuple[str, ...] | None) -> list[str] | None:
+    return list(queues) if queues is not None else None
 
 
 def _split(token: str) -> tuple[str, str]:

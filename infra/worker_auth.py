@@ -4,8 +4,10 @@ Workers send ``Authorization: Bearer <key>`` as a NATS header on each report. Th
 be of role ``worker`` (or ``admin``). A key of the deployment's own tenant (``default``,
 whose admin also administers the deployment) reports for executions of every tenant, as
 the worker that ``agentboard up`` runs does; a key of any other tenant only for its own
-tenant's executions: another tenant's is refused as not existing (``InTenant``), and
-nothing is recorded. Keys are checked as the HTTP API checks them (remembered for 30 s).
+tenant's executions: another tenant's is refused as not existing (``Within``), and
+nothing is recorded. A key made for some queues (``keys create --queue``) reports only for
+executions on those queues (``QueueNotAllowed``). Keys are checked as the HTTP API checks
+them (remembered for 30 s).
 """
 
 from __future__ import annotations
@@ -55,4 +57,14 @@ class ReportAuth:
 
 def scoped(principal: Principal, command: c.Command) -> c.Command:
     """``command`` as this principal may send it."""
-    return command if principal.of_deployment else c.InTenant.of(command, principal.tenant)
+    tenant = None if principal.of_deployment else principal.tenant
+    if tenant is None and principal.queues is None:
+        return command
+    return c.Within.of(command, tenant, principal.queues)
+
+
+def serves(principal: Principal, tenant: str, queue: str) -> bool:
+    """Whether this principal reports for an execution of ``tenant`` on ``queue``."""
+    return (principal.of_deployment or principal.tenant == tenant) and (
+        principal.queues is None or queue in principal.queues
+    )

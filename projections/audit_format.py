@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -127,12 +128,15 @@ def key_record(
     role: str,
     actor: str,
     timestamp: str,
+    queues: Sequence[str] | None = None,
 ) -> bytes:
-    """The hashed part of a key line: an API key made for ``tenant``, by ``actor``."""
+    """The hashed part of a key line: an API key made for ``tenant``, by ``actor``; a worker
+    key limited to some queues lists them (a key for every queue has no such field)."""
+    limited = "" if queues is None else f',"queues":{json_text(list(queues))}'
     return (
         f'{{"key_seq":{key_seq},"prev_hash":"{prev_hash}","tenant":{json_text(tenant)},'
         f'"key_id":{json_text(key_id)},"role":{json_text(role)},"actor":{actor},'
-        f'"timestamp":"{timestamp}"'
+        f'"timestamp":"{timestamp}"{limited}'
     ).encode()
 
 

@@ -44,7 +44,7 @@ SELECT_CSV = (
 KEY_TABLE_EXISTS = f"SELECT to_regclass('{KEY_EVENTS}') IS NOT NULL"
 SELECT_KEYS = (
     f"SELECT key_seq, prev_hash, tenant, key_id, role, actor, "
-    f"{fmt.SQL_TIMESTAMP.format('created_at')}, hash FROM {KEY_EVENTS} "
+    f"{fmt.SQL_TIMESTAMP.format('created_at')}, hash, queues FROM {KEY_EVENTS} "
     "WHERE tenant = %s AND created_at >= %s AND created_at <= %s ORDER BY key_seq"
 )
 
@@ -106,8 +106,10 @@ class Csv:
 
 
 def key_line(row: TupleRow, seq: int) -> bytes:
-    key_seq, prev_hash, tenant, key_id, role, actor, timestamp, hash_ = row
-    record = fmt.key_record(key_seq, prev_hash.hex(), tenant, key_id, role, actor, timestamp)
+    key_seq, prev_hash, tenant, key_id, role, actor, timestamp, hash_, queues = row
+    record = fmt.key_record(
+        key_seq, prev_hash.hex(), tenant, key_id, role, actor, timestamp, queues
+    )
     return record + fmt.key_suffix(hash_.hex(), seq)
 
 

@@ -40,7 +40,7 @@ class CommandRefused(Exception):
     @property
     def key_refused(self) -> bool:
         """The worker's key, not the report, was refused (infra/worker_auth.py)."""
-        return self.error in ("Unauthenticated", "Forbidden")
+        return self.error in ("Unauthenticated", "Forbidden", "QueueNotAllowed")
 
 
 class CommandClient:

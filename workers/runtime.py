@@ -102,6 +102,7 @@ class Worker:
         self.client = CommandClient(self.nc, self.api_key)
         try:
             identity = await self.client.whoami()
+            _check_queues(self.queues, identity.get("queues"))
         except CommandRefused:
             await self.nc.close()
             raise
@@ -375,3 +376,14 @@ def _parse_work(data: bytes) -> dict[str, Any]:
         }
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise MalformedWork(str(error)) from None
+
+
+def _check_queues(queues: tuple[str, ...], allowed: list[str] | None) -> None:
+    """A key limited to some queues cannot start a worker on others."""
+    outside = [queue for queue in queues if allowed is not None and queue not in allowed]
+    if outside:
+        raise CommandRefused(
+            "QueueNotAllowed",
+            f"this key serves only queues {', '.join(allowed or ())}, not "
+            f"{', '.join(outside)}: start the worker on those, or use another key",
+        )

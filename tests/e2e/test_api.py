@@ -189,6 +189,19 @@ def test_keys_create_from_the_cli(stack: RunningStack, keys: dict[str, str]) -> 
 
     bad = run_cli(stack, "keys", "create", "--tenant", "x", "--role", "boss")
     assert bad.returncode == 2
+    mixed = run_cli(stack, "keys", "create", "--tenant", "x", "--role", "viewer", "--queue", "q")
+    assert mixed.returncode == 2
+    assert "worker keys only" in mixed.stderr
+
+    admin = client(stack, keys["admin"])
+    made_http = admin.post("/v1/keys", json={"tenant": "acme", "role": "worker",
+                                             "queues": ["gpu", "gpu", "cpu"]})  # fmt: skip
+    assert made_http.status_code == 201, made_http.text
+    assert made_http.json()["queues"] == ["cpu", "gpu"]
+    refused_http = admin.post("/v1/keys", json={"tenant": "acme", "role": "operator",
+                                                "queues": ["gpu"]})  # fmt: skip
+    assert refused_http.status_code == 400
+    assert "worker keys only" in refused_http.json()["detail"]
 
 
 def test_metrics_show_requests_commands_and_queue_depth(

@@ -60,6 +60,9 @@ def history(stack: RunningStack) -> dict[str, Any]:
     waiting = create([{"tool": "x", "args": {}}], worker_queue="nobody")
     cancelled = create([{"tool": "x", "args": {}}], worker_queue="nobody")
     assert api.post(f"/v1/executions/{cancelled}/cancel").status_code == 200
+    gpu = run_cli(stack, "keys", "create", "--tenant", "default", "--role", "worker",
+                  "--queue", "gpu")  # fmt: skip
+    assert gpu.returncode == 0, gpu.stderr
     made = run_cli(stack, "keys", "create", "--tenant", "default", "--role", "viewer")
     assert made.returncode == 0, made.stderr
     for execution_id, status in ((done, "completed"), (asked, "completed"), (failed, "failed"),
@@ -118,7 +121,10 @@ def test_every_operator_action_is_in_the_export_with_its_actor(
              and ln["execution_id"] == ids["held"]]  # fmt: skip
     assert notes == ["closed by hand"]
     keys = [line for line in lines if "key_seq" in line]
-    assert [(k["role"], k["actor"]) for k in keys][-1] == ("viewer", admin)
+    assert [(k["role"], k["actor"], k.get("queues")) for k in keys][-2:] == [
+        ("worker", admin, ["gpu"]),
+        ("viewer", admin, None),
+    ]
 
 
 def test_export_verify_and_tampering_from_the_command_line(
@@ -141,6 +147,15 @@ def test_export_verify_and_tampering_from_the_command_line(
     assert f"line {i + 1}, position {position}: edited" in refused.stdout
     assert "does not verify" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+    lines = path.read_bytes().splitlines(keepends=True)
+    i = next(i for i, line in enumerate(lines) if b'"queues":["gpu"]' in line)
+    lines[i] = lines[i].replace(b'"queues":["gpu"]', b'"queues":["cpu","gpu"]')
+    edited.write_bytes(b"".join(lines))
+    widened = cli(stack, "audit", "verify", str(edited))
+    assert widened.returncode == 1
+    assert f"line {i + 1}" in widened.stdout
+    assert "key record" in widened.stdout
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

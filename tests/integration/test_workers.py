@@ -214,6 +214,40 @@ async def test_reports_need_a_worker_key_of_the_execution_s_tenant(container: Co
         assert (await acme.send(c.PickUp(theirs, "w-acme", "delivery-2")))["status"] == "running"
 
 
+async def test_a_key_made_for_some_queues_reports_only_for_those(container: Container) -> None:
+    gpu_key = worker_key(container, tenant="acme", queues=("gpu",))
+    async with running_stack(container, workers=0) as (services, _):
+        assert services.nc is not None
+        gpu = CommandClient(services.nc, gpu_key)
+        assert (await gpu.whoami())["queues"] == ["gpu"]
+        elsewhere = await create(container, tenant="acme", parameters={"steps": []})
+        with pytest.raises(CommandRefused) as refused:
+            await gpu.send(c.PickUp(elsewhere, "w-gpu", "delivery-1"))
+        assert refused.value.error == "QueueNotAllowed"
+        assert "'default'" in refused.value.detail
+        assert "'gpu'" in refused.value.detail
+        assert event_types(container, elsewhere) == ["Created"]  # nothing recorded
+
+        # a worker started on a queue its key does not serve says so and does not start
+        agents = dict(BUILTIN_AGENTS)
+        wrong = Worker(container.nats_url, ("gpu", "default"), agents, 1, gpu_key)
+        with pytest.raises(CommandRefused) as refused:
+            await asyncio.wait_for(wrong.run(), 30)
+        assert "serves only queues gpu, not default" in refused.value.detail
+
+        right = Worker(container.nats_url, ("gpu",), agents, 1, gpu_key)
+        running = asyncio.create_task(right.run())
+        try:
+            ours = await create(
+                container, tenant="acme", worker_queue="gpu", parameters={"steps": []}
+            )
+            await wait_for_status(container, ours, "completed")
+        finally:
+            right.stop()
+            await running
+        assert (await asyncio.to_thread(container.service.state, elsewhere)).status == "pending"
+
+
 async def test_a_tenant_s_worker_runs_its_own_work_and_gives_the_rest_back(
     container: Container,
 ) -> None:

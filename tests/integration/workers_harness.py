@@ -41,17 +41,23 @@ async def running_stack(
         await services.stop()
 
 
-def worker_key(container: Container, tenant: str = "default", role: Role = Role.WORKER) -> str:
+def worker_key(
+    container: Container,
+    tenant: str = "default",
+    role: Role = Role.WORKER,
+    queues: tuple[str, ...] | None = None,
+) -> str:
     """A key to report work with (one of tenant default serves every tenant)."""
-    return KeyStore(container.database_url).create(tenant, role, "test")
+    return KeyStore(container.database_url).create(tenant, role, "test", queues)
 
 
 async def create(container: Container, agent: str = "script", **options: Any) -> UUID:
     options.setdefault("prompt", "a test run")
     options.setdefault("tenant", "default")
+    options.setdefault("worker_queue", "default")
     result = await asyncio.to_thread(
         container.service.create,
-        agent_id=agent, worker_queue="default", created_by=ALICE, **options,
+        agent_id=agent, created_by=ALICE, **options,
     )  # fmt: skip
     return result.execution.id
 

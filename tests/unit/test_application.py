@@ -18,6 +18,7 @@ from domain.exceptions import (
     IdempotencyKeyReused,
     InvalidTransition,
     LeaseLost,
+    QueueNotAllowed,
 )
 from domain.state import CommandResult, idempotent_execution_id
 from domain.values import Actor, ActorKind, ToolOutcome
@@ -374,10 +375,25 @@ def test_a_command_in_another_tenant_is_refused_as_not_existing(service: Executi
     execution_id = new_execution(service)  # of tenant acme
     claim = c.PickUp(execution_id, "w1", "claim-1")
 
-    [refused] = service.process([c.InTenant.of(claim, "globex")])
+    [refused] = service.process([c.Within.of(claim, "globex")])
     assert isinstance(refused, ExecutionNotFound)
     assert timeline(service, execution_id) == ["Created"]
 
-    [accepted] = results(service.process([c.InTenant.of(claim, "acme")]))
+    [accepted] = results(service.process([c.Within.of(claim, "acme")]))
     assert accepted.execution.status == "running"
     assert timeline(service, execution_id) == ["Created", "PickedUp"]
+
+
+def test_a_command_limited_to_queues_is_refused_on_another_queue(
+    service: ExecutionService,
+) -> None:
+    execution_id = new_execution(service)  # on queue default
+    claim = c.PickUp(execution_id, "w1", "claim-1")
+
+    [refused] = service.process([c.Within.of(claim, None, ("gpu", "cpu"))])
+    assert isinstance(refused, QueueNotAllowed)
+    assert "is on queue 'default'" in str(refused)
+    assert timeline(service, execution_id) == ["Created"]
+
+    [accepted] = results(service.process([c.Within.of(claim, None, ("default",))]))
+    assert accepted.execution.status == "running"
