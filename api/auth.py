@@ -1,6 +1,8 @@
 """Who is calling: ``Authorization: Bearer <key>`` names a principal (tenant and role).
 
-Every route reads ``request.user`` (a Principal); guards say which roles may call it.
+Every route reads ``request.user`` (a Principal); guards say which roles may call it. The
+guards are coroutines: Litestar runs a plain function guard in a worker thread, a hop that
+cost more than the whole check.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ class KeyAuthentication(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=token)
 
 
-def operators(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+async def operators(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
     principal: Principal = connection.user
     if not principal.can_operate:
         raise Forbidden(f"this needs the operator role; the key has the {principal.role} role")
 
 
-def admins(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+async def admins(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
     principal: Principal = connection.user
     if not principal.is_admin:
         raise Forbidden(f"this needs the admin role; the key has the {principal.role} role")

@@ -1,10 +1,11 @@
 """Live events for SSE clients: one JetStream consumer per API process, fanned out in memory.
 
 The relay publishes every stored event to ``agentboard.events.<tenant>.<id>.<Event>``. One
-ordered consumer reads them; each client has a bounded queue, and a client whose queue is
-full is dropped (its stream ends; it resumes from its ``Last-Event-ID``) so that one slow
-client never slows the others. Board clients get the execution's card as the board view
-shows it once it has applied the event; log clients get the event itself.
+ordered consumer reads them; events nobody watches are dropped unparsed. Each client has a
+bounded backlog, and a client that falls ``CLIENT_QUEUE`` messages behind is dropped (its
+stream ends; it resumes from its ``Last-Event-ID``) so that one slow client never slows
+the others. Board clients get the execution's card as the board view shows it once it has
+applied the event; log clients get the event itself.
 """
 
 from __future__ import annotations
@@ -64,21 +65,39 @@ def _json_default(value: Any) -> Any:
 
 @dataclass(eq=False)
 class Client:
-    """One connected stream: the board of a tenant (filtered), or one execution's events."""
+    """One connected stream: the board of a tenant (filtered), or one execution's events.
+
+    Messages wait in a list that the stream takes whole: a batch of events costs a client
+    one wake-up and one write, however many messages it holds."""
 
     tenant: str
     execution_id: UUID | None = None
     where: ExecutionFilter | None = None
-    queue: asyncio.Queue[Message] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=CLIENT_QUEUE)
-    )
     dropped: bool = False
+    _pending: list[Message] = field(default_factory=list)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def offer(self, message: Message) -> None:
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.dropped = True  # it resumes from the last id it received
+    def offer(self, messages: list[Message]) -> None:
+        if self.dropped or not messages:
+            return
+        if len(self._pending) + len(messages) > CLIENT_QUEUE:
+            self.close()  # it resumes from the last id it received
+            return
+        self._pending.extend(messages)
+        self._ready.set()
+
+    async def take(self, timeout: float) -> list[Message]:
+        """Every message waiting (at least one unless dropped); TimeoutError if none comes
+        within ``timeout``."""
+        if not self._pending and not self.dropped:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        self._ready.clear()
+        taken, self._pending = self._pending, []
+        return taken
+
+    def close(self) -> None:
+        self.dropped = True
+        self._ready.set()
 
 
 class LiveHub:
@@ -86,7 +105,7 @@ class LiveHub:
         self.nats_url = nats_url
         self.cards_at = cards_at
         self._boards: dict[str, set[Client]] = {}
-        self._followers: dict[UUID, set[Client]] = {}
+        self._followers: dict[str, set[Client]] = {}  # by execution id, as in subjects
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._nc: NATS | None = None
@@ -120,27 +139,37 @@ class LiveHub:
         if client.execution_id is None:
             self._boards.setdefault(client.tenant, set()).add(client)
         else:
-            self._followers.setdefault(client.execution_id, set()).add(client)
+            self._followers.setdefault(str(client.execution_id), set()).add(client)
         return client
 
     def close_all(self) -> None:
         """The server is stopping: end every stream now (clients resume elsewhere or later)."""
         for group in [*self._boards.values(), *self._followers.values()]:
             for client in group:
-                client.dropped = True
-                with contextlib.suppress(asyncio.QueueFull):
-                    client.queue.put_nowait(Message("closing", 0, {}))
+                client.close()
 
     def leave(self, client: Client) -> None:
-        group = (
-            self._boards.get(client.tenant)
+        groups, key = (
+            (self._boards, client.tenant)
             if client.execution_id is None
-            else self._followers.get(client.execution_id)
+            else (self._followers, str(client.execution_id))
         )
+        group = groups.get(key)
         if group is not None:
             group.discard(client)
+            if not group:
+                del groups[key]
+
+    def _watched(self, subject: str) -> bool:
+        """Whether a client waits for an event on ``subject``
+        (``agentboard.events.<tenant>.<execution id>.<Event>``): most events go to nobody,
+        and are dropped before they are parsed."""
+        parts = subject.split(".")
+        return len(parts) != 5 or parts[2] in self._boards or parts[3] in self._followers
 
     async def _received(self, msg: Msg) -> None:
+        if not self._watched(msg.subject):
+            return
         try:
             self._inbox.put_nowait(json.loads(msg.data))
         except ValueError:
@@ -149,6 +178,8 @@ class LiveHub:
     async def _pump(self) -> None:
         while True:
             batch = [await self._inbox.get()]
+            # What arrived while the last batch went out goes out together: one card read
+            # and one write per client for the lot.
             while not self._inbox.empty() and len(batch) < BATCH:
                 batch.append(self._inbox.get_nowait())
             try:
@@ -157,15 +188,22 @@ class LiveHub:
                 log.exception("live: could not fan out %d events", len(batch))
 
     async def _dispatch(self, batch: list[dict[str, Any]]) -> None:
+        followed: dict[str, list[Message]] = {}
         for event in batch:
-            for client in list(self._followers.get(UUID(event["execution_id"]), ())):
-                client.offer(Message.of(event["type"], event["position"], event))
-        watched = [e for e in batch if self._boards.get(e["tenant"])]
+            if event["execution_id"] in self._followers:
+                followed.setdefault(event["execution_id"], []).append(
+                    Message.of(event["type"], event["position"], event)
+                )
+        for execution_id, messages in followed.items():
+            for client in list(self._followers.get(execution_id, ())):
+                client.offer(messages)
+        watched = [e for e in batch if e["tenant"] in self._boards]
         if not watched:
             return
         ids = list({UUID(e["execution_id"]) for e in watched})
         cards = await self.cards_at(max(e["position"] for e in watched), ids)
         now = datetime.now(UTC)
+        by_tenant: dict[str, list[tuple[Card, Message]]] = {}
         for event in watched:
             card = cards.get(UUID(event["execution_id"]))
             if card is None:  # the board view is far behind (its process just started?)
@@ -179,10 +217,18 @@ class LiveHub:
                 event["position"],
                 {"position": event["position"], "event": event["type"], "execution": card},
             )
-            for client in list(self._boards.get(card.tenant, ())):
-                if client.where is None or client.where.matches(card, now):
-                    client.offer(message)
-                    self.delivered += 1
+            by_tenant.setdefault(card.tenant, []).append((card, message))
+        for tenant, changes in by_tenant.items():
+            everything = [message for _, message in changes]
+            for client in list(self._boards.get(tenant, ())):
+                where = client.where
+                mine = (
+                    everything
+                    if where is None
+                    else [message for card, message in changes if where.matches(card, now)]
+                )
+                client.offer(mine)
+                self.delivered += len(mine)
 
 
 def stream_filter(where: ExecutionFilter) -> ExecutionFilter:

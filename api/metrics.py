@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from typing import Any
-from uuid import uuid4
 
 import anyio
 from litestar import Request, get
@@ -31,6 +32,8 @@ DURATIONS: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len
 """Per route: a count per bucket (not cumulative), then +Inf, then the sum of seconds."""
 STREAMS = ("/v1/board/stream",)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# A request id made here: random per process, then a serial (unique, and cheaper than uuid4).
+_PROCESS, _SERIAL = secrets.token_hex(12), itertools.count()
 
 
 def count_requests(app: ASGIApp) -> ASGIApp:
@@ -45,7 +48,7 @@ def count_requests(app: ASGIApp) -> ASGIApp:
         started = time.perf_counter()
         status = 500
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _REQUEST_ID.match(given) else uuid4().hex
+        rid = given if _REQUEST_ID.match(given) else f"{_PROCESS}{next(_SERIAL):08x}"
         token = request_id.set(rid)
 
         async def sending(message: Message) -> None:

@@ -8,7 +8,6 @@ A comment every 15 s keeps idle connections (and proxies) open.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID
@@ -155,12 +154,10 @@ async def _messages(
             return
         while not client.dropped:
             try:
-                waiting = [await asyncio.wait_for(client.queue.get(), HEARTBEAT_SECONDS)]
+                waiting = await client.take(HEARTBEAT_SECONDS)  # all of it: one write
             except TimeoutError:
                 yield b": keepalive\n\n"
                 continue
-            while not client.queue.empty():  # what else is waiting goes in the same write
-                waiting.append(client.queue.get_nowait())
             if client.dropped:
                 return
             frames = []

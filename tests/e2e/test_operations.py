@@ -67,6 +67,7 @@ def test_every_response_carries_a_request_id_that_the_json_logs_show(
     assert answered.headers["x-request-id"] == "trace-me-42"
     fresh = httpx.get(f"{running.url}/healthz", timeout=10).headers["x-request-id"]
     assert len(fresh) == 32
+    assert httpx.get(f"{running.url}/healthz", timeout=10).headers["x-request-id"] != fresh
     bad = httpx.get(f"{running.url}/healthz", headers={"X-Request-ID": "no spaces!"}, timeout=10)
     assert bad.headers["x-request-id"] != "no spaces!"
 

@@ -59,6 +59,28 @@ def test_a_full_lifecycle_is_stored_and_replays(container: Container) -> None:
     ]  # fmt: skip
 
 
+def test_pooled_connections_the_server_dropped_are_replaced_without_an_error(
+    container: Container, database_url: str
+) -> None:
+    """As after a PostgreSQL restart: the pool is not pinged before each use; a dead
+    connection fails once, is thrown away, and the command is retried on a fresh one."""
+    service = container.service
+    before = [create(service) for _ in range(3)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        dropped = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"
+        ).fetchone()
+    assert dropped is not None
+    assert dropped[0] > 0
+
+    after = [create(service) for _ in range(3)]
+    assert [service.state(execution_id).status for execution_id in before + after] == [
+        "pending"
+    ] * 6
+    assert all(len(stored_versions(database_url)[e]) == 1 for e in before + after)
+
+
 def test_many_threads_on_many_executions_lose_nothing(
     container: Container, database_url: str
 ) -> None:
