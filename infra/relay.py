@@ -7,9 +7,13 @@
   decided elsewhere, so the worker holding the execution hears at once (workers also
   poll, so a control message lost on a reconnect delays, never loses, any of them).
 
-Publishes of a page are pipelined; the tracking position advances only after JetStream
-acknowledged all of them. A restart republishes at most the last unacknowledged page,
-and JetStream drops those duplicates by their message id. Exactly one relay is active:
+Publishes are pipelined within a page and across pages: the next page is read while
+JetStream acknowledges the last ones (at most ``IN_FLIGHT`` pages), so an event waits for
+one read, not for the acknowledgements and the tracking write of the page before it. The
+tracking position advances only over acknowledged pages, in order, written at most every
+``TRACK_EVERY`` seconds under load and always before the relay idles; it never moves back.
+A restart republishes what was published but not yet tracked, and JetStream drops those
+duplicates by their message id. Exactly one relay is active:
 it holds a PostgreSQL advisory lock on its own connection; when it dies the lock goes
 with its connection and another relay takes over.
 """
@@ -19,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -49,10 +54,12 @@ log = logging.getLogger(__name__)
 RELAY_LOCK = 0x61_62_72_6C  # advisory lock id: one active relay per database
 CHANNEL = "agentboard_events"  # eventsourcing NOTIFYs on the events table's name
 SELECT_POSITION = "SELECT position FROM agentboard_relay_tracking WHERE id = 1"
-UPSERT_POSITION = (
-    "INSERT INTO agentboard_relay_tracking (id, position) VALUES (1, %s) "
-    "ON CONFLICT (id) DO UPDATE SET position = EXCLUDED.position"
+UPSERT_POSITION = (  # a fact ("published up to here"): whoever writes it, it never goes back
+    "INSERT INTO agentboard_relay_tracking AS t (id, position) VALUES (1, %s) "
+    "ON CONFLICT (id) DO UPDATE SET position = GREATEST(t.position, EXCLUDED.position)"
 )
+IN_FLIGHT = 4  # pages published and not yet acknowledged
+TRACK_EVERY = 0.1  # seconds between tracking writes while pages keep coming
 WAKE_UP_AT_LEAST_EVERY = 1.0  # seconds: LISTEN can go silent; polling is the fallback
 NEEDS_A_WORKER = ("Created", "RetryScheduled")
 # What the worker holding an execution must hear about at once: a cancel, an answer, or
@@ -81,7 +88,10 @@ class Relay:
         self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=10_000)
         self.database_url = database_url
         self.page_size = page_size
-        self.position = 0
+        self.position = 0  # tracked: published, acknowledged and written down
+        self.published = 0  # published, perhaps not yet acknowledged
+        self._unsettled: deque[tuple[int, asyncio.Future[Any]]] = deque()
+        self._tracked_at = 0.0
         self.store_id = ""
         self.active = False
         self._cards: OrderedDict[UUID, tuple[str, str, int]] = OrderedDict()
@@ -105,30 +115,54 @@ class Relay:
             log.info("relay active")
             try:
                 await conn.execute("LISTEN " + CHANNEL)
-                self.position = await self._load_position(conn)
+                self.position = self.published = await self._load_position(conn)
                 row = await (await conn.execute(SELECT_STORE_ID)).fetchone()
                 self.store_id = str(row[0]) if row else "store"
                 while not stopping.is_set():
                     relayed = await self.relay_once(conn)
                     if relayed == 0:
                         await _wait_for_notify(conn, stopping)
+                await self._settle(conn, everything=True)  # track what went out before stopping
             finally:
                 self.active = False
 
     async def relay_once(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Publish the next page; 0 when there is none, and then everything published is
+        acknowledged and tracked."""
         notifications = await asyncio.to_thread(
             self.service.recorder.select_notifications,
-            self.position + 1,
+            self.published + 1,
             self.page_size,
         )
         if not notifications:
+            await self._settle(conn, everything=True)
             return 0
-        await self._publish(notifications)
-        self.position = notifications[-1].id
-        await conn.execute(UPSERT_POSITION, (self.position,))
+        acks = await self._publish(notifications)
+        self.published = notifications[-1].id
+        self._unsettled.append((self.published, acks))
+        await self._settle(conn, everything=False)
         return len(notifications)
 
-    async def _publish(self, notifications: Sequence[Notification]) -> None:
+    async def _settle(self, conn: psycopg.AsyncConnection[Any], *, everything: bool) -> None:
+        """Track the pages JetStream acknowledged, oldest first: all of them (waiting for
+        their acknowledgements), or those already acknowledged, waiting only when more
+        than ``IN_FLIGHT`` are out. A failed acknowledgement raises: the relay restarts
+        from its tracked position."""
+        acknowledged = self.position
+        while self._unsettled:
+            last, acks = self._unsettled[0]
+            if not (everything or acks.done() or len(self._unsettled) > IN_FLIGHT):
+                break
+            await asyncio.wait_for(acks, PUBLISH_TIMEOUT_SECONDS)
+            self._unsettled.popleft()
+            acknowledged = last
+        now = time.monotonic()
+        if acknowledged > self.position and (everything or now - self._tracked_at >= TRACK_EVERY):
+            await conn.execute(UPSERT_POSITION, (acknowledged,))
+            self.position, self._tracked_at = acknowledged, now
+
+    async def _publish(self, notifications: Sequence[Notification]) -> asyncio.Future[Any]:
+        """Publish a page in order; the future of all its acknowledgements."""
         events = [self.service.mapper.to_domain_event(n) for n in notifications]
         await self._learn_cards(events)
         acks = []
@@ -154,7 +188,7 @@ class Relay:
                 )
             elif name in CONTROL_EVENTS:
                 await self.nc.publish(control_subject(str(event.originator_id)), payload)
-        await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT_SECONDS)
+        return asyncio.gather(*acks)
 
     async def _learn_cards(self, events: Sequence[Any]) -> None:
         """Tenant, queue and priority of each execution, for subjects: from Created
