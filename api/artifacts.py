@@ -11,6 +11,7 @@ from uuid import UUID
 import anyio
 from litestar import Request, get
 from litestar.datastructures import State
+from litestar.params import FromPath
 from litestar.response import Response
 from nats.js.errors import ObjectNotFoundError
 
@@ -39,7 +40,7 @@ def artifacts_of(container: Container, execution_id: UUID) -> list[dict[str, Any
 @get("/v1/executions/{execution_id:uuid}/artifacts/{name:str}", operation_id="getArtifact",
      tags=["executions"], media_type="application/octet-stream")  # fmt: skip
 async def download_artifact(
-    request: Request[Principal, Any, State], execution_id: UUID, name: str
+    request: Request[Principal, Any, State], execution_id: FromPath[UUID], name: FromPath[str]
 ) -> Response[bytes]:
     """One artifact's bytes, as stored by the agent (checked against its recorded hash)."""
     container: Container = request.app.state.container

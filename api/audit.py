@@ -12,7 +12,7 @@ from uuid import UUID
 import anyio
 from litestar import Controller, Request, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from api.errors import Forbidden
@@ -35,22 +35,22 @@ class AuditController(Controller):
         request: Request[Principal, Any, State],
         start: Annotated[
             datetime | None,
-            Parameter(query="from", required=False,
+            QueryParameter(name="from", required=False,
                       description="first event stamped at or after (ISO 8601; no zone: UTC)"),
         ] = None,
         end: Annotated[
             datetime | None,
-            Parameter(query="to", required=False,
+            QueryParameter(name="to", required=False,
                       description="last event stamped at or before (ISO 8601; no zone: UTC)"),
         ] = None,
-        execution: Annotated[UUID | None, Parameter(required=False)] = None,
+        execution: Annotated[UUID | None, QueryParameter(required=False)] = None,
         agent: Text = None,
         tenant: Annotated[
             str | None,
-            Parameter(required=False, max_length=64, description="the key's own tenant"),
+            QueryParameter(required=False, max_length=64, description="the key's own tenant"),
         ] = None,
         format_: Annotated[
-            Literal["ndjson", "csv"], Parameter(query="format", required=False)
+            Literal["ndjson", "csv"], QueryParameter(name="format", required=False)
         ] = "ndjson",
     ) -> Stream:  # fmt: skip
         """Stream the audit trail: one event a line with its chain fields, then a signed

@@ -8,8 +8,9 @@ from uuid import UUID, uuid4
 import anyio
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.enums import MediaType
-from litestar.params import HeaderParameter, JSONBody, Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import Response
 
 from api.artifacts import artifacts_of
@@ -104,8 +105,8 @@ class ExecutionController(Controller):
 
     @get("/", operation_id="listExecutions", dependencies=FILTERS)
     async def list_executions(
-        self, request: Request[Principal, Any, State], where: ExecutionFilter,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50, cursor: Text = None,
+        self, request: Request[Principal, Any, State], where: NamedDependency[ExecutionFilter],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50, cursor: Text = None,
     ) -> dict[str, Any]:  # fmt: skip
         """Executions, newest priority first then oldest, filtered; page with `cursor`."""
         models = read_models(request)
@@ -117,7 +118,7 @@ class ExecutionController(Controller):
 
     @get("/{execution_id:uuid}", operation_id="getExecution")
     async def get_one(
-        self, request: Request[Principal, Any, State], execution_id: UUID
+        self, request: Request[Principal, Any, State], execution_id: FromPath[UUID]
     ) -> Execution:
         """One execution, as stored now."""
         container: Container = request.app.state.container
@@ -136,7 +137,7 @@ class ExecutionController(Controller):
 
     @get("/{execution_id:uuid}/events", operation_id="getExecutionEvents")
     async def events(
-        self, request: Request[Principal, Any, State], execution_id: UUID
+        self, request: Request[Principal, Any, State], execution_id: FromPath[UUID]
     ) -> list[dict[str, Any]]:
         """Its full event timeline, in order, with who did what."""
         container: Container = request.app.state.container
@@ -148,8 +149,8 @@ class ExecutionController(Controller):
 
     @get("/{execution_id:uuid}/logs", operation_id="getExecutionLogs")
     async def logs(
-        self, request: Request[Principal, Any, State], execution_id: UUID,
-        follow: Annotated[bool, Parameter(
+        self, request: Request[Principal, Any, State], execution_id: FromPath[UUID],
+        follow: Annotated[bool, QueryParameter(
             description="stream its events as SSE (text/event-stream) until it ends")] = False,
         last_event_id: LastEventId = None,
     ) -> Response[Any]:  # fmt: skip
@@ -179,7 +180,7 @@ class ExecutionController(Controller):
     @post("/{execution_id:uuid}/cancel", operation_id="cancelExecution", guards=[operators],
           status_code=200)  # fmt: skip
     async def cancel(
-        self, request: Request[Principal, Any, State], execution_id: UUID,
+        self, request: Request[Principal, Any, State], execution_id: FromPath[UUID],
         data: JSONBody[Reason | None] = None, idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Cancel: pending work at once; running work is asked to stop."""
@@ -190,7 +191,7 @@ class ExecutionController(Controller):
     @post("/{execution_id:uuid}/retry", operation_id="retryExecution", guards=[operators],
           status_code=200)  # fmt: skip
     async def retry(
-        self, request: Request[Principal, Any, State], execution_id: UUID,
+        self, request: Request[Principal, Any, State], execution_id: FromPath[UUID],
         idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Retry a failed execution as a new attempt."""
@@ -200,7 +201,7 @@ class ExecutionController(Controller):
     @post("/{execution_id:uuid}/input", operation_id="answerExecution", guards=[operators],
           status_code=200)  # fmt: skip
     async def answer(
-        self, request: Request[Principal, Any, State], execution_id: UUID,
+        self, request: Request[Principal, Any, State], execution_id: FromPath[UUID],
         data: JSONBody[InputAnswer],
         idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
@@ -211,7 +212,7 @@ class ExecutionController(Controller):
     @post("/{execution_id:uuid}/block", operation_id="blockExecution", guards=[operators],
           status_code=200)  # fmt: skip
     async def block(
-        self, request: Request[Principal, Any, State], execution_id: UUID,
+        self, request: Request[Principal, Any, State], execution_id: FromPath[UUID],
         data: JSONBody[Reason | None] = None, idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Mark running work blocked (waiting on something outside it)."""
@@ -222,7 +223,7 @@ class ExecutionController(Controller):
     @post("/{execution_id:uuid}/unblock", operation_id="unblockExecution", guards=[operators],
           status_code=200)  # fmt: skip
     async def unblock(
-        self, request: Request[Principal, Any, State], execution_id: UUID,
+        self, request: Request[Principal, Any, State], execution_id: FromPath[UUID],
         data: JSONBody[Reason | None] = None, idempotency_key: IdempotencyKey = None,
     ) -> Execution:  # fmt: skip
         """Let blocked work run again."""

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import anyio
 from litestar import Controller, Request, get
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromQuery, QueryParameter
 
 from api.consistency import caught_up
 from infra.bootstrap import Container
@@ -23,10 +23,12 @@ from projections.card import Card
 from projections.errors import InvalidQuery
 
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL compares no text with a NUL character in it
-Text = Annotated[str | None, Parameter(required=False, max_length=256, pattern=NO_NUL)]
+Text = Annotated[str | None, QueryParameter(required=False, max_length=256, pattern=NO_NUL)]
 Statuses = Annotated[
     list[str] | None,
-    Parameter(required=False, description="one or more of the seven statuses (repeat or comma)"),
+    QueryParameter(
+        required=False, description="one or more of the seven statuses (repeat or comma)"
+    ),
 ]
 
 
@@ -46,16 +48,16 @@ def card_json(card: Card) -> dict[str, Any]:
 
 def execution_filter(
     status: Statuses = None, agent: Text = None, team: Text = None,
-    type_: Annotated[str | None, Parameter(query="type", required=False)] = None,
+    type_: Annotated[str | None, QueryParameter(name="type", required=False)] = None,
     queue: Text = None,
-    label: Annotated[str | None, Parameter(
+    label: Annotated[str | None, QueryParameter(
         required=False, max_length=256, description="key=value, or key (has the label)")] = None,
-    created_by: Annotated[str | None, Parameter(
+    created_by: Annotated[str | None, QueryParameter(
         required=False, max_length=256, description="kind:id, or id")] = None,
-    overdue: bool = False,
-    older_than: Annotated[str | None, Parameter(
+    overdue: FromQuery[bool] = False,
+    older_than: Annotated[str | None, QueryParameter(
         required=False, max_length=32, description="an age: 30m, 12h, 7d, 2w")] = None,
-    q: Annotated[str | None, Parameter(
+    q: Annotated[str | None, QueryParameter(
         required=False, max_length=256, description="text in the prompt")] = None,
 ) -> ExecutionFilter:  # fmt: skip
     """The list filters from the query string (a dependency shared by every filtered read)."""
@@ -78,9 +80,9 @@ class QueryController(Controller):
 
     @get("/v1/board", operation_id="getBoard", dependencies=FILTERS)
     async def board(
-        self, request: Request[Principal, Any, State], where: ExecutionFilter,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 20,
-        as_of: Annotated[str | None, Parameter(
+        self, request: Request[Principal, Any, State], where: NamedDependency[ExecutionFilter],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 20,
+        as_of: Annotated[str | None, QueryParameter(
             required=False, description="a log position, or a time with its zone")] = None,
     ) -> dict[str, Any]:  # fmt: skip
         """The board: a column per status with its count and its first cards; `as_of` shows it
@@ -115,7 +117,9 @@ class QueryController(Controller):
     @get("/v1/stats/status-durations", operation_id="getStatusDurations")
     async def status_durations(
         self, request: Request[Principal, Any, State],
-        group_by: Annotated[str, Parameter(description="tenant, agent, team or queue")] = "tenant",
+        group_by: Annotated[
+            str, QueryParameter(description="tenant, agent, team or queue")
+        ] = "tenant",
     ) -> list[dict[str, Any]]:  # fmt: skip
         """p50/p95/p99 seconds spent in each status, grouped."""
         models = read_models(request)

@@ -15,6 +15,7 @@ from uuid import UUID
 import anyio
 from litestar import Request, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import HeaderParameter
 from litestar.response import Stream
 
@@ -65,7 +66,7 @@ def live_hub(container: Container) -> LiveHub:
 
 @get("/v1/board/stream", operation_id="streamBoard", dependencies=FILTERS, tags=["queries"])
 async def board_stream(
-    request: Request[Principal, Any, State], where: ExecutionFilter,
+    request: Request[Principal, Any, State], where: NamedDependency[ExecutionFilter],
     last_event_id: LastEventId = None,
 ) -> Stream:  # fmt: skip
     """Live board changes as SSE: `event: execution`, `id:` its log position, `data:`
