@@ -29,7 +29,6 @@ from api.page import PUBLIC_PATTERNS, page_router
 from api.queries import QueryController
 from api.streams import board_stream, live_hub
 from infra.bootstrap import Container
-from infra.keys import KeyStore
 from infra.services import BackgroundServices, LocalProjections, LocalRelay, LocalWorker
 from projections.control import Control
 
@@ -141,7 +140,7 @@ def create_app(
             AuditController,
             page_router(),
         ],
-        state=State({"container": container, "key_store": KeyStore(container.database_url)}),
+        state=State({"container": container, "key_store": container.keys}),
         lifespan=[lifespan],
         logging_config=None,  # ours (infra/logs.py): JSON lines with request ids
         after_exception=[log_unexpected],

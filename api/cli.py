@@ -17,8 +17,9 @@ import typer
 from api.cli_audit import audit_cli
 from api.cli_bulk import add_bulk_commands
 from api.cli_executions import exec_command, execution_cli
-from api.client import EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
-from infra.keys import WORKER_KEY_FILE, Role, read_key_file
+from api.cli_keys import keys_cli
+from api.client import EXIT_USAGE, KeyOption, fail
+from infra.keys import WORKER_KEY_FILE, read_key_file
 from infra.logs import configure_logging
 from infra.settings import STACK_FILE, Settings
 
@@ -206,32 +207,7 @@ add_bulk_commands(execution_cli)
 cli.add_typer(execution_cli, name="execution")
 cli.add_typer(audit_cli, name="audit")
 cli.command("exec")(exec_command)
-
-keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
-
-
-@keys_cli.command("create")
-def keys_create(
-    tenant: Annotated[str, typer.Option(help="the tenant the key belongs to")],
-    role: Annotated[Role, typer.Option(help="viewer, operator, worker or admin")],
-    queue: Annotated[
-        list[str] | None,
-        typer.Option("--queue", help="a worker key only: a queue it serves (repeatable)"),
-    ] = None,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-) -> None:
-    """Make an API key (needs an admin key). The key is printed once; keep it.
-
-    Example: agentboard keys create --tenant acme --role worker --queue gpu --queue cpu"""
-    if queue and role is not Role.WORKER:
-        fail(f"--queue limits worker keys only, not a key of role {role.value}", EXIT_USAGE)
-    body: dict[str, Any] = {"tenant": tenant, "role": role.value}
-    if queue:
-        body["queues"] = queue
-    api = ApiClient(Settings(), url, api_key)
-    typer.echo(api.call("POST", "/v1/keys", json=body)["key"])
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from domain.application import ExecutionService
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.eventstore import ensure_schema, eventsourcing_env
+from infra.keys import KeyStore
 from infra.settings import STACK_FILE, Settings
 from infra.writer import GroupCommitWriter
 from projections import (
@@ -44,7 +45,13 @@ class Container:
     """Where each view is (``position``, ``wait_for``): the supervisor itself when the
     projections run in this process, else what their process announces."""
     projections: ProjectionSupervisor | None = None
+    keys: KeyStore = field(init=False)
+    """API keys, one store per process: the HTTP API and the command service for workers
+    share what it remembers, so a key revoked here is refused by both at once."""
     _closed: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyStore(self.database_url)
 
     def close(self) -> None:
         if self._closed:

@@ -36,10 +36,13 @@ KEYS_TABLE = (
     "secret_sha256 bytea NOT NULL, created_by text NOT NULL, "
     "created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz, queues text[])"
 )
-# Stores made before worker keys could be limited to queues get the column on start.
+# Stores made before worker keys could be limited to queues, or keys revoked, get the
+# columns on start.
 KEYS_QUEUES = (
     "ALTER TABLE agentboard_api_keys ADD COLUMN IF NOT EXISTS queues text[]",
     "ALTER TABLE IF EXISTS agentboard_key_events ADD COLUMN IF NOT EXISTS queues text[]",
+    "ALTER TABLE IF EXISTS agentboard_key_events "
+    "ADD COLUMN IF NOT EXISTS revoked boolean NOT NULL DEFAULT false",
 )
 INSERT_KEY = (
     "INSERT INTO agentboard_api_keys (key_id, tenant, role, secret_sha256, created_by, queues) "
@@ -49,6 +52,15 @@ SELECT_KEY = (
     "SELECT tenant, role, secret_sha256, queues FROM agentboard_api_keys "
     "WHERE key_id = %s AND revoked_at IS NULL"
 )
+SELECT_KEYS = (
+    "SELECT key_id, tenant, role, queues, created_by, created_at, revoked_at "
+    "FROM agentboard_api_keys WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s) "
+    "ORDER BY created_at, key_id"
+)
+REVOKE_KEY = (
+    "UPDATE agentboard_api_keys SET revoked_at = now() "
+    "WHERE key_id = %s AND revoked_at IS NULL RETURNING tenant, role, queues"
+)
 REMEMBER_SECONDS = 30.0
 
 KEY_EVENTS_SCHEMA = (
@@ -57,6 +69,8 @@ KEY_EVENTS_SCHEMA = (
     "role text NOT NULL, actor text NOT NULL, created_at timestamptz NOT NULL, "
     "prev_hash bytea NOT NULL, hash bytea NOT NULL)",
     "ALTER TABLE agentboard_key_events ADD COLUMN IF NOT EXISTS queues text[]",
+    "ALTER TABLE agentboard_key_events "
+    "ADD COLUMN IF NOT EXISTS revoked boolean NOT NULL DEFAULT false",
     "CREATE SEQUENCE IF NOT EXISTS agentboard_key_events_seq",
     "CREATE OR REPLACE FUNCTION agentboard_append_only() RETURNS trigger LANGUAGE plpgsql AS "
     "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$",
@@ -73,8 +87,8 @@ LAST_KEY_EVENT = (
 NEXT_KEY_SEQ = "SELECT nextval('agentboard_key_events_seq')"
 INSERT_KEY_EVENT = (
     "INSERT INTO agentboard_key_events "
-    "(key_seq, tenant, key_id, role, actor, created_at, prev_hash, hash, queues) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "(key_seq, tenant, key_id, role, actor, created_at, prev_hash, hash, queues, revoked) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 
@@ -93,6 +107,23 @@ DEPLOYMENT_TENANT = "default"
 
 class KeyNotPossible(Exception):
     """A key asked for with options that do not go together."""
+
+
+class KeyNotFound(Exception):
+    """No such key (or none that the caller may see), or one already revoked."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What may be shown of a key: everything but its secret."""
+
+    key_id: str
+    tenant: str
+    role: str
+    queues: list[str] | None
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -145,6 +176,27 @@ class KeyStore:
             _record_key_event(conn, tenant, key_id, role, created_by, queues)
         return f"ab_{key_id}_{secret}"
 
+    def list_keys(self, tenant: str | None) -> list[KeyInfo]:
+        """The keys of ``tenant`` (None: of every tenant), oldest first, revoked ones too."""
+        with psycopg.connect(self.database_url) as conn:
+            rows = conn.execute(SELECT_KEYS, {"tenant": tenant}).fetchall()
+        return [KeyInfo(*row) for row in rows]
+
+    def revoke(self, key_id: str, tenant: str | None, revoked_by: str) -> KeyInfo:
+        """Revoke a key of ``tenant`` (None: of any tenant) and chain the revocation with
+        the tenant's key records. This process forgets the key at once; others within
+        ``REMEMBER_SECONDS``."""
+        with psycopg.connect(self.database_url) as conn:
+            self._ensure_key_events(conn)
+            row = conn.execute(REVOKE_KEY, (key_id,)).fetchone()
+            if row is None or (tenant is not None and row[0] != tenant):
+                conn.rollback()
+                raise KeyNotFound(f"no key {key_id!r} to revoke")
+            queues = tuple(row[2]) if row[2] is not None else None
+            _record_key_event(conn, row[0], key_id, Role(row[1]), revoked_by, queues, True)
+        self._remembered.pop(key_id, None)
+        return next(info for info in self.list_keys(row[0]) if info.key_id == key_id)
+
     def _ensure_key_events(self, conn: psycopg.Connection[Any]) -> None:
         if not self._key_events_ready:
             conn.execute(LOCK, (KEY_LOG_LOCK,))
@@ -192,9 +244,10 @@ def _record_key_event(
     role: Role,
     created_by: str,
     queues: tuple[str, ...] | None,
+    revoked: bool = False,
 ) -> None:
-    """Append the key's creation to its tenant's chain of key events (under a lock, so
-    each links to the one before it)."""
+    """Append the key's creation (or revocation) to its tenant's chain of key events
+    (under a lock, so each links to the one before it)."""
     from projections import audit_format  # noqa: PLC0415 - the CLI imports this module light
 
     kind = "user" if created_by.startswith("key:") else "system"
@@ -207,12 +260,12 @@ def _record_key_event(
     now = datetime.now(UTC)
     record = audit_format.key_record(
         key_seq, prev.hex(), tenant, key_id, role.value, actor, audit_format.utc_text(now),
-        queues,
+        queues, revoked,
     )  # fmt: skip
     digest = hashlib.sha256(record).digest()
     conn.execute(
         INSERT_KEY_EVENT,
-        (key_seq, tenant, key_id, role.value, actor, now, prev, digest, _array(queues)),
+        (key_seq, tenant, key_id, role.value, actor, now, prev, digest, _array(queues), revoked),
     )
 
 

@@ -21,7 +21,6 @@ from domain.application import ExecutionService
 from infra.audit_anchor import AnchorPublisher
 from infra.bootstrap import Container
 from infra.command_service import CommandService
-from infra.keys import KeyStore
 from infra.lease_monitor import CurrentLease, HeartbeatTimeout, HeldExecutions, LeaseMonitor
 from infra.nats import WORK_STREAM, connect, ensure_topology, workers_bucket
 from infra.processes import die_with_parent
@@ -51,7 +50,7 @@ class BackgroundServices:
         self.nc = await connect(container.nats_url, "agentboard api")
         js = self.nc.jetstream()
         await ensure_topology(js)
-        auth = ReportAuth(KeyStore(container.database_url))
+        auth = ReportAuth(container.keys)
         self.commands = CommandService(self.nc, container.service, container.writer, auth)
         await self.commands.start()
         self.monitor = LeaseMonitor(

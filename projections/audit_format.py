@@ -129,14 +129,17 @@ def key_record(
     actor: str,
     timestamp: str,
     queues: Sequence[str] | None = None,
+    revoked: bool = False,
 ) -> bytes:
-    """The hashed part of a key line: an API key made for ``tenant``, by ``actor``; a worker
-    key limited to some queues lists them (a key for every queue has no such field)."""
+    """The hashed part of a key line: an API key made for ``tenant``, by ``actor`` (or, with
+    ``"revoked":true``, revoked by ``actor``); a worker key limited to some queues lists
+    them. Fields absent by default, so records made before them hash as they did."""
     limited = "" if queues is None else f',"queues":{json_text(list(queues))}'
+    revocation = ',"revoked":true' if revoked else ""
     return (
         f'{{"key_seq":{key_seq},"prev_hash":"{prev_hash}","tenant":{json_text(tenant)},'
         f'"key_id":{json_text(key_id)},"role":{json_text(role)},"actor":{actor},'
-        f'"timestamp":"{timestamp}"{limited}'
+        f'"timestamp":"{timestamp}"{limited}{revocation}'
     ).encode()
 
 

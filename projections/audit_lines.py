@@ -44,7 +44,7 @@ SELECT_CSV = (
 KEY_TABLE_EXISTS = f"SELECT to_regclass('{KEY_EVENTS}') IS NOT NULL"
 SELECT_KEYS = (
     f"SELECT key_seq, prev_hash, tenant, key_id, role, actor, "
-    f"{fmt.SQL_TIMESTAMP.format('created_at')}, hash, queues FROM {KEY_EVENTS} "
+    f"{fmt.SQL_TIMESTAMP.format('created_at')}, hash, queues, revoked FROM {KEY_EVENTS} "
     "WHERE tenant = %s AND created_at >= %s AND created_at <= %s ORDER BY key_seq"
 )
 
@@ -106,9 +106,9 @@ class Csv:
 
 
 def key_line(row: TupleRow, seq: int) -> bytes:
-    key_seq, prev_hash, tenant, key_id, role, actor, timestamp, hash_, queues = row
+    key_seq, prev_hash, tenant, key_id, role, actor, timestamp, hash_, queues, revoked = row
     record = fmt.key_record(
-        key_seq, prev_hash.hex(), tenant, key_id, role, actor, timestamp, queues
+        key_seq, prev_hash.hex(), tenant, key_id, role, actor, timestamp, queues, revoked
     )
     return record + fmt.key_suffix(hash_.hex(), seq)
 

@@ -56,6 +56,8 @@ MATRIX: dict[str, Row] = {
     "streamBoard": Row(READ, stream=True),
     "getStatusDurations": Row(READ),
     "createKey": Row(ADMIN, body={"tenant": "default", "role": "viewer"}),
+    "listKeys": Row(ADMIN),
+    "revokeKey": Row(ADMIN, path_params={"key_id": "0000000000000000"}),  # no such key
     "exportAudit": Row(READ),  # each role exports its own tenant's trail
     "getArtifact": Row(READ, path_params={"name": "report.txt"}),
 }  # fmt: skip
@@ -179,6 +181,11 @@ def test_another_tenant_sees_nothing_and_changes_nothing(
     assert not leaks, "\n".join(leaks)
     assert {i: ours.get(f"/v1/executions/{i}/events").json() for i in ids} == timelines
     assert theirs.post("/v1/keys", json={"tenant": "default", "role": "admin"}).status_code == 403
+    our_viewer = keys["viewer"].split("_")[1]
+    assert our_viewer not in theirs.get("/v1/keys").text
+    assert theirs.get("/v1/keys", params={"tenant": "default"}).status_code == 403
+    assert theirs.delete(f"/v1/keys/{our_viewer}").status_code == 404
+    assert client(running, keys["viewer"]).get("/v1/board").status_code == 200  # not revoked
 
     ours.post(f"/v1/executions/{ids[0]}/cancel")  # a change of ours, before theirs in the log
     theirs_only = pending(theirs, prompt="acme's own")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -202,6 +203,37 @@ def test_keys_create_from_the_cli(stack: RunningStack, keys: dict[str, str]) -> 
                                                 "queues": ["gpu"]})  # fmt: skip
     assert refused_http.status_code == 400
     assert "worker keys only" in refused_http.json()["detail"]
+
+
+def test_keys_are_listed_without_secrets_and_a_revoked_key_is_refused_at_once(
+    stack: RunningStack, keys: dict[str, str]
+) -> None:
+    made = run_cli(stack, "keys", "create", "--tenant", "acme", "--role", "operator")
+    assert made.returncode == 0, made.stderr
+    new_key = made.stdout.strip()
+    key_id = new_key.split("_")[1]
+    assert client(stack, new_key).get("/v1/board").status_code == 200
+
+    listed = run_cli(stack, "keys", "list", "--tenant", "acme", "--output", "json")
+    assert listed.returncode == 0, listed.stderr
+    [mine] = [item for item in json.loads(listed.stdout) if item["key_id"] == key_id]
+    assert (mine["tenant"], mine["role"], mine["revoked_at"]) == ("acme", "operator", None)
+    assert new_key.split("_")[2] not in listed.stdout  # never the secret
+    table = run_cli(stack, "keys", "list")
+    assert key_id in table.stdout
+
+    revoked = run_cli(stack, "keys", "revoke", new_key)  # the key itself, or its id
+    assert revoked.returncode == 0, revoked.stderr
+    assert f"revoked {key_id}" in revoked.stdout
+    refused = client(stack, new_key).get("/v1/board")
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["detail"]
+    again = run_cli(stack, "keys", "revoke", key_id)
+    assert again.returncode == 1
+    assert "revoked already" in again.stderr
+    assert "Traceback" not in again.stderr
+    after = client(stack, keys["admin"]).get("/v1/keys", params={"tenant": "acme"}).json()
+    assert [k["revoked_at"] is not None for k in after["items"] if k["key_id"] == key_id] == [True]
 
 
 def test_metrics_show_requests_commands_and_queue_depth(

@@ -63,6 +63,7 @@ def history(stack: RunningStack) -> dict[str, Any]:
     gpu = run_cli(stack, "keys", "create", "--tenant", "default", "--role", "worker",
                   "--queue", "gpu")  # fmt: skip
     assert gpu.returncode == 0, gpu.stderr
+    assert run_cli(stack, "keys", "revoke", gpu.stdout.strip()).returncode == 0
     made = run_cli(stack, "keys", "create", "--tenant", "default", "--role", "viewer")
     assert made.returncode == 0, made.stderr
     for execution_id, status in ((done, "completed"), (asked, "completed"), (failed, "failed"),
@@ -121,10 +122,10 @@ def test_every_operator_action_is_in_the_export_with_its_actor(
              and ln["execution_id"] == ids["held"]]  # fmt: skip
     assert notes == ["closed by hand"]
     keys = [line for line in lines if "key_seq" in line]
-    assert [(k["role"], k["actor"], k.get("queues")) for k in keys][-2:] == [
-        ("worker", admin, ["gpu"]),
-        ("viewer", admin, None),
-    ]
+    assert [(k["role"], k["actor"], k.get("queues"), k.get("revoked")) for k in keys][-3:] == [
+        ("worker", admin, ["gpu"], None), ("worker", admin, ["gpu"], True),
+        ("viewer", admin, None, None),
+    ]  # fmt: skip
 
 
 def test_export_verify_and_tampering_from_the_command_line(
@@ -149,7 +150,7 @@ def test_export_verify_and_tampering_from_the_command_line(
     assert "Traceback" not in refused.stderr
 
     lines = path.read_bytes().splitlines(keepends=True)
-    i = next(i for i, line in enumerate(lines) if b'"queues":["gpu"]' in line)
+    i = next(i for i, line in enumerate(lines) if b'"queues":["gpu"],"revoked"' in line)
     lines[i] = lines[i].replace(b'"queues":["gpu"]', b'"queues":["cpu","gpu"]')
     edited.write_bytes(b"".join(lines))
     widened = cli(stack, "audit", "verify", str(edited))

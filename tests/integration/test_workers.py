@@ -208,10 +208,17 @@ async def test_reports_need_a_worker_key_of_the_execution_s_tenant(container: Co
                 await client.state(execution_id)
         assert event_types(container, execution_id) == ["Created"]  # nothing recorded
 
-        acme = CommandClient(services.nc, worker_key(container, tenant="acme"))
+        acme_key = worker_key(container, tenant="acme")
+        acme = CommandClient(services.nc, acme_key)
         assert (await acme.whoami())["tenant"] == "acme"
         theirs = await create(container, tenant="acme", parameters={"steps": []})
         assert (await acme.send(c.PickUp(theirs, "w-acme", "delivery-2")))["status"] == "running"
+
+        # revoked through this process's key store: the command service refuses it at once
+        await asyncio.to_thread(container.keys.revoke, acme_key.split("_")[1], None, "test")
+        with pytest.raises(CommandRefused) as refused:
+            await acme.whoami()
+        assert refused.value.error == "Unauthenticated"
 
 
 async def test_a_key_made_for_some_queues_reports_only_for_those(container: Container) -> None:
