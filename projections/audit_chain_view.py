@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
-from psycopg.sql import SQL, Identifier
 
 from projections.timeline import EVENTS_TABLE
 from projections.view import ViewRecorder
@@ -62,8 +61,8 @@ CHAIN_INDEXES = (
 # Text COPY: each row is laid out by the projection (hex for bytea, ISO for the time),
 # which costs a fraction of a typed value-by-value binary COPY.
 COPY_CHAIN = (
-    "COPY {} (position, tenant, execution_id, agent_id, occurred_at, head, hash, tenant_prev, "
-    "tenant_hash) FROM STDIN"
+    "COPY {audit_chain} (position, tenant, execution_id, agent_id, occurred_at, head, hash, "
+    "tenant_prev, tenant_hash) FROM STDIN"
 )
 STORED = (
     "SELECT notification_id, originator_id::text, originator_version, topic, state "
@@ -83,7 +82,8 @@ CREATE TEMP TABLE IF NOT EXISTS {audit_executions_changes} (
 ) ON COMMIT DELETE ROWS
 """
 COPY_EXECUTION_CHANGES = (
-    "COPY {} (execution_id, tenant, agent_id, worker_id, version, hash) FROM STDIN"
+    "COPY {audit_executions_changes} (execution_id, tenant, agent_id, worker_id, version, hash) "
+    "FROM STDIN"
 )
 UPSERT_EXECUTIONS = """
 INSERT INTO {audit_executions} AS e (execution_id, tenant, agent_id, worker_id, version, hash)
@@ -161,19 +161,17 @@ class AuditChainView(ViewRecorder):
     ) -> None:
         """``links``: the chain's new rows, each a line of text COPY."""
         if links:
-            table = Identifier(self.resolve("audit_chain"))
-            with curs.copy(SQL(COPY_CHAIN).format(table)) as copy:
+            with curs.copy(self.sql(COPY_CHAIN)) as copy:
                 copy.write(b"".join(links))
         if heads:
             curs.execute(self.sql(CREATE_EXECUTION_CHANGES))
-            changes = Identifier(self.resolve("audit_executions_changes"))
             rows = (
                 f"{i}\t{copy_text(h.tenant)}\t{copy_text(h.agent_id)}\t"
                 f"{copy_text(h.worker_id) if h.worker_id is not None else NULL}\t{h.version}\t"
                 f"\\\\x{h.hash.hex()}\n"
                 for i, h in heads.items()
             )
-            with curs.copy(SQL(COPY_EXECUTION_CHANGES).format(changes)) as copy:
+            with curs.copy(self.sql(COPY_EXECUTION_CHANGES)) as copy:
                 copy.write("".join(rows).encode())
             curs.execute(self.sql(UPSERT_EXECUTIONS), prepare=True)
         for tenant, head in tenants.items():

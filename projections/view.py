@@ -77,6 +77,7 @@ class ViewRecorder(PostgresTrackingRecorder):
             raise ProgrammingError(f"view {self.name!r} tracks in {expected!r}")
         super().__init__(datastore, tracking_table_name=expected)
         self.suffix = suffix
+        self._composed: dict[str, Composed] = {}
         self.lock_key = lock_key(self.tracking_table_name)
         self.with_indexes = True
         self.sql_create_statements.extend(self.sql(ddl) for ddl in self.create_tables)
@@ -102,8 +103,14 @@ class ViewRecorder(PostgresTrackingRecorder):
         return table + self.suffix + field[len(table) :]
 
     def sql(self, template: str) -> Composed:
-        fields = {name for _, name, _, _ in Formatter().parse(template) if name}
-        return SQL(template).format(**{f: Identifier(self.resolve(f)) for f in fields})  # type: ignore[arg-type]
+        """``template`` with this view's table names (composed once: at live rates a view
+        writes many small pages, and composing cost as much as a page's rows)."""
+        composed = self._composed.get(template)
+        if composed is None:
+            fields = {name for _, name, _, _ in Formatter().parse(template) if name}
+            composed = SQL(template).format(**{f: Identifier(self.resolve(f)) for f in fields})  # type: ignore[arg-type]
+            self._composed[template] = composed
+        return composed
 
     # -- tables -----------------------------------------------------------------------
 
@@ -156,9 +163,8 @@ class ViewRecorder(PostgresTrackingRecorder):
     ) -> None:
         """COPY ``rows`` into ``table``; ``columns`` maps each column to its type, because
         binary COPY (three times faster than text for timestamps and UUIDs) needs them."""
-        statement = SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            Identifier(self.resolve(table)), SQL(", ").join(map(Identifier, columns))
-        )
+        names = ", ".join(f'"{column}"' for column in columns)
+        statement = self.sql(f"COPY {{{table}}} ({names}) FROM STDIN (FORMAT BINARY)")
         with curs.copy(statement) as copy:
             copy.set_types(list(columns.values()))
             for row in rows:
