@@ -119,23 +119,26 @@ class Relay:
                 row = await (await conn.execute(SELECT_STORE_ID)).fetchone()
                 self.store_id = str(row[0]) if row else "store"
                 while not stopping.is_set():
-                    relayed = await self.relay_once(conn)
-                    if relayed == 0:
-                        await _wait_for_notify(conn, stopping)
+                    if await self.relay_once(conn):
+                        continue
+                    if await self._settle(conn, everything=True):
+                        # A NOTIFY that arrives while another statement runs on the
+                        # listening connection is lost (psycopg hands it to no one): look
+                        # again before waiting for the next.
+                        continue
+                    await _wait_for_notify(conn, stopping)
                 await self._settle(conn, everything=True)  # track what went out before stopping
             finally:
                 self.active = False
 
     async def relay_once(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        """Publish the next page; 0 when there is none, and then everything published is
-        acknowledged and tracked."""
+        """Publish the next page (0: there was none)."""
         notifications = await asyncio.to_thread(
             self.service.recorder.select_notifications,
             self.published + 1,
             self.page_size,
         )
         if not notifications:
-            await self._settle(conn, everything=True)
             return 0
         acks = await self._publish(notifications)
         self.published = notifications[-1].id
@@ -143,11 +146,11 @@ class Relay:
         await self._settle(conn, everything=False)
         return len(notifications)
 
-    async def _settle(self, conn: psycopg.AsyncConnection[Any], *, everything: bool) -> None:
+    async def _settle(self, conn: psycopg.AsyncConnection[Any], *, everything: bool) -> bool:
         """Track the pages JetStream acknowledged, oldest first: all of them (waiting for
         their acknowledgements), or those already acknowledged, waiting only when more
         than ``IN_FLIGHT`` are out. A failed acknowledgement raises: the relay restarts
-        from its tracked position."""
+        from its tracked position. True if it wrote the position."""
         acknowledged = self.position
         while self._unsettled:
             last, acks = self._unsettled[0]
@@ -160,6 +163,8 @@ class Relay:
         if acknowledged > self.position and (everything or now - self._tracked_at >= TRACK_EVERY):
             await conn.execute(UPSERT_POSITION, (acknowledged,))
             self.position, self._tracked_at = acknowledged, now
+            return True
+        return False
 
     async def _publish(self, notifications: Sequence[Notification]) -> asyncio.Future[Any]:
         """Publish a page in order; the future of all its acknowledgements."""
