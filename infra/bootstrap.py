@@ -27,7 +27,7 @@ from projections import (
     datastore_for,
     start_projections,
 )
-from projections.positions import ViewPositions, announcer
+from projections.positions import ViewPositions
 from projections.supervisor import create_view_tables
 
 log = logging.getLogger(__name__)
@@ -89,15 +89,15 @@ def bootstrap(
 
 
 def run_projections(settings: Settings, database_url: str) -> ProjectionSupervisor:
-    """The projections of a stack, in this process, announcing each page they commit."""
+    """The projections of a stack, in this process (each page they commit announces
+    itself to the API's readers: projections/positions.py)."""
     env = eventsourcing_env(database_url, settings, create_table=False)
     service = ExecutionService(env, cache_size=1_000)  # it only reads
     options = ProjectionOptions()
     datastore = datastore_for(database_url, pool_size=options.pool_size)
     supervisor = ProjectionSupervisor(
-        service, datastore, database_url=database_url, options=options,
-        on_page=announcer(datastore_for(database_url, pool_size=2)),
-    )  # fmt: skip
+        service, datastore, database_url=database_url, options=options
+    )
     return supervisor.start()
 
 

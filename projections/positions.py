@@ -1,9 +1,10 @@
 """Where each view is, for a process that reads the views but does not run them (the API).
 
-The process that runs the projections announces every committed page on the PostgreSQL
-channel ``agentboard_views`` (``"<view> <position>"``, sent after the page's commit). A
-reader listens, and re-reads the tracking positions whenever a second passes without news,
-so a notification lost while its connection was down costs at most a second.
+Every page a live view commits announces itself on the PostgreSQL channel
+``agentboard_views`` (``"<view> <position>"``, a NOTIFY in the page's own transaction, so
+delivered on its commit: projections/view.py). A reader listens, and re-reads the tracking
+positions every second, so a notification lost while its connection was down costs at most
+a second.
 ``wait_for`` is what read-your-writes and the live streams wait on.
 """
 
@@ -12,31 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 import psycopg
 from eventsourcing.postgres import PostgresDatastore
 
 from projections.errors import UnknownView
 from projections.registry import make_projection, view_names
+from projections.view import ANNOUNCE_CHANNEL
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "agentboard_views"
 RESYNC_SECONDS = 1.0
-
-
-def announcer(datastore: PostgresDatastore) -> Callable[[str, int], None]:
-    """An ``on_page`` hook for the supervisor: tell readers a view reached a position."""
-
-    def announce(view: str, position: int) -> None:
-        try:
-            with datastore.transaction(commit=True) as curs:
-                curs.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{view} {position}"))
-        except Exception as error:  # readers resync within a second
-            log.warning("could not announce %s at %d: %s", view, position, error)
-
-    return announce
 
 
 class ViewPositions:
@@ -103,7 +90,7 @@ class ViewPositions:
 
     def _listen(self) -> None:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            conn.execute(f"LISTEN {CHANNEL}")
+            conn.execute(f"LISTEN {ANNOUNCE_CHANNEL}")
             self._resync()  # what was announced before LISTEN took effect
             while not self._stopping.is_set():
                 for notice in conn.notifies(timeout=RESYNC_SECONDS):

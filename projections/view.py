@@ -51,6 +51,10 @@ INSERT_FIRST_POSITION = (
     "ON CONFLICT (application_name) DO NOTHING"
 )
 SELECT_POSITION = "SELECT notification_id FROM {tracking} WHERE application_name = %s"
+# Readers in other processes (projections/positions.py) hear of every page a live view
+# commits, "<view> <position>", sent by the page's own transaction: delivered on commit.
+ANNOUNCE_CHANNEL = "agentboard_views"
+ANNOUNCE = "SELECT pg_notify(%s, %s)"
 
 
 def lock_key(name: str) -> int:
@@ -151,6 +155,8 @@ class ViewRecorder(PostgresTrackingRecorder):
                 raise PositionMoved(self.name, last - 1 if after is None else after, found)
             yield curs
             self._insert_tracking(curs, Tracking(APPLICATION, last))
+            if not self.suffix:  # a rebuild's fresh tables are nobody's position yet
+                curs.execute(ANNOUNCE, (ANNOUNCE_CHANNEL, f"{self.name} {last}"), prepare=True)
 
     # -- writing helpers ----------------------------------------------------------------
 

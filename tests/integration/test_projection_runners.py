@@ -25,6 +25,7 @@ from projections.cli import skip_command, status_command
 from projections.errors import BadEvent
 from projections.listener import Listener
 from projections.log import LoggedEvent
+from projections.positions import ViewPositions
 from projections.registry import AnyProjection, make_projection
 from projections.supervisor import ProjectionSupervisor
 from tests.integration.test_projection_support import (
@@ -58,6 +59,25 @@ def test_live_views_follow_writes_and_answer_read_your_writes(
     assert read_side.read_models.wait_for("status_intervals", position, timeout=5)
     assert not read_side.wait_for("board", position + 1_000, timeout=0.2)
     assert all(status.lag == 0 and status.state == "running" for status in read_side.status())
+
+
+def test_another_process_hears_each_page_a_view_commits(
+    container: Container, read_side: ProjectionSupervisor, database_url: str
+) -> None:
+    """The API reads the views' positions from their announcements (a NOTIFY in each
+    page's transaction); its once-a-second re-read is turned off here, so only an
+    announcement can move it."""
+    reader = ViewPositions(database_url, container.read_models.datastore)
+    reader.start()
+    reader._resync = lambda: None  # type: ignore[method-assign]
+    try:
+        read_side.start()
+        create(container.service, prompt="heard")
+        position = container.service.recorder.max_notification_id() or 0
+        assert reader.wait_for("board", position, timeout=10)
+        assert reader.wait_for("tool_calls", position, timeout=10)
+    finally:
+        reader.stop()
 
 
 def test_lag_is_the_stored_position_minus_the_tracked_one(
