@@ -90,6 +90,7 @@ class Relay:
         self.page_size = page_size
         self.position = 0  # tracked: published, acknowledged and written down
         self.published = 0  # published, perhaps not yet acknowledged
+        self.acknowledged = 0  # acknowledged, perhaps not yet written down
         self._unsettled: deque[tuple[int, asyncio.Future[Any]]] = deque()
         self._tracked_at = 0.0
         self.store_id = ""
@@ -115,7 +116,8 @@ class Relay:
             log.info("relay active")
             try:
                 await conn.execute("LISTEN " + CHANNEL)
-                self.position = self.published = await self._load_position(conn)
+                self.position = await self._load_position(conn)
+                self.published = self.acknowledged = self.position
                 row = await (await conn.execute(SELECT_STORE_ID)).fetchone()
                 self.store_id = str(row[0]) if row else "store"
                 while not stopping.is_set():
@@ -151,18 +153,18 @@ class Relay:
         their acknowledgements), or those already acknowledged, waiting only when more
         than ``IN_FLIGHT`` are out. A failed acknowledgement raises: the relay restarts
         from its tracked position. True if it wrote the position."""
-        acknowledged = self.position
         while self._unsettled:
             last, acks = self._unsettled[0]
             if not (everything or acks.done() or len(self._unsettled) > IN_FLIGHT):
                 break
             await asyncio.wait_for(acks, PUBLISH_TIMEOUT_SECONDS)
             self._unsettled.popleft()
-            acknowledged = last
+            self.acknowledged = last
         now = time.monotonic()
-        if acknowledged > self.position and (everything or now - self._tracked_at >= TRACK_EVERY):
-            await conn.execute(UPSERT_POSITION, (acknowledged,))
-            self.position, self._tracked_at = acknowledged, now
+        due = everything or now - self._tracked_at >= TRACK_EVERY
+        if self.acknowledged > self.position and due:
+            await conn.execute(UPSERT_POSITION, (self.acknowledged,))
+            self.position, self._tracked_at = self.acknowledged, now
             return True
         return False
 

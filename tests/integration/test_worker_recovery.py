@@ -24,6 +24,7 @@ from infra.nats import (
     work_consumer,
 )
 from infra.processes import free_port
+from infra.relay import relay_position
 from infra.settings import Settings
 from tests.integration.workers_harness import (
     create,
@@ -116,6 +117,26 @@ async def test_the_relay_resumes_exactly_where_it_stopped(container: Container) 
 
     assert info.state.messages == len(first) + len(second)  # each event published once
     assert position == len(first) + len(second)
+
+
+async def test_the_relay_tracks_the_last_page_of_a_burst_once_idle(container: Container) -> None:
+    """Under a burst the relay writes its position at most every 100 ms; once it idles,
+    the tracked position is the last stored one (nothing is left to republish)."""
+    async with running_stack(container, workers=0) as (services, _):
+        for burst in range(20):
+            await asyncio.gather(*(create(container, prompt=f"burst {burst}") for _ in range(25)))
+        stored = container.service.recorder.max_notification_id() or 0
+        assert services.relay is not None
+        relay = services.relay
+        for _ in range(100):
+            if relay.position == stored:
+                break
+            await asyncio.sleep(0.1)
+        tracked = await asyncio.to_thread(relay_position, container.read_models.datastore)
+
+    assert stored == 500
+    assert relay.position == stored
+    assert tracked == stored
 
 
 async def test_run_timeout_fails_with_reason_timeout(container: Container) -> None:
