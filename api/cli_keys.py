@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from api.cli_executions import Output, OutputOption, ago, api_for
-from api.client import EXIT_USAGE, KeyOption, UrlOption, fail
+from api.client import KeyOption, UrlOption
 from infra.keys import Role
 
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -30,8 +30,6 @@ def keys_create(
     """Make an API key (needs an admin key). The key is printed once; keep it.
 
     Example: agentboard keys create --tenant acme --role worker --queue gpu --queue cpu"""
-    if queue and role is not Role.WORKER:
-        fail(f"--queue limits worker keys only, not a key of role {role.value}", EXIT_USAGE)
     body: dict[str, Any] = {"tenant": tenant, "role": role.value}
     if queue:
         body["queues"] = queue

@@ -31,6 +31,11 @@ PROBLEMS: dict[type[DomainError], tuple[int, str]] = {
 }
 
 
+class BadRequest(ProblemDetailsException):
+    def __init__(self, detail: str) -> None:
+        super().__init__(status_code=400, title="Invalid request", detail=detail)
+
+
 class NotFound(ProblemDetailsException):
     def __init__(self, detail: str) -> None:
         super().__init__(status_code=404, title="Not found", detail=detail)

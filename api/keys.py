@@ -10,12 +10,12 @@ import anyio
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.auth import admins
-from api.errors import Forbidden, NotFound
+from api.errors import BadRequest, Forbidden, NotFound
 from api.schemas import NAME_PATTERN
-from infra.keys import KeyInfo, KeyNotFound, KeyStore, Principal, Role
+from infra.keys import KeyInfo, KeyNotFound, KeyNotPossible, KeyStore, Principal, Role, key_queues
 
 # The admin of this tenant administers the deployment: it may make keys for any tenant.
 
@@ -31,12 +31,6 @@ class KeyCreate(BaseModel):
         default=None, min_length=1, max_length=100,
         description="a worker key only: the queues it reports for (absent: every queue)",
     )  # fmt: skip
-
-    @model_validator(mode="after")
-    def _queues_for_workers(self) -> KeyCreate:
-        if self.queues is not None and self.role is not Role.WORKER:
-            raise ValueError(f"queues limit worker keys only, not a key of role {self.role}")
-        return self
 
 
 class KeyCreated(BaseModel):
@@ -80,7 +74,10 @@ class KeyController(Controller):
         if principal.tenant != data.tenant and not principal.of_deployment:
             raise Forbidden(f"an admin of {principal.tenant!r} makes keys for that tenant only")
         store: KeyStore = request.app.state.key_store
-        queues = tuple(sorted(set(data.queues))) if data.queues is not None else None
+        try:
+            queues = key_queues(data.role, data.queues)
+        except KeyNotPossible as refused:
+            raise BadRequest(str(refused)) from None
         key = await anyio.to_thread.run_sync(
             store.create, data.tenant, data.role, f"key:{principal.key_id}", queues
         )

@@ -31,7 +31,6 @@ from domain.exceptions import (
     DomainError,
     ExecutionNotFound,
     IdempotencyKeyReused,
-    QueueNotAllowed,
 )
 from domain.execution import Execution
 from domain.handlers import HANDLERS
@@ -132,10 +131,7 @@ class ExecutionService(Application[UUID]):
             return self._create(command, touched)
         execution = touched.get(command.execution_id) or self._load(command.execution_id)
         if isinstance(command, c.Within):
-            if command.tenant is not None and execution.tenant != command.tenant:
-                raise ExecutionNotFound(command.execution_id)
-            if command.queues is not None and execution.worker_queue not in command.queues:
-                raise QueueNotAllowed(execution.id, execution.worker_queue, command.queues)
+            command.check(execution.tenant, execution.worker_queue)
             command = command.command
         touched[execution.id] = execution  # from here on it may change: evict it on failure
         already_pending = len(execution.pending_events)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain.exceptions import InvalidCommand
+from domain.exceptions import ExecutionNotFound, InvalidCommand, QueueNotAllowed
 from domain.values import Actor, ExecutionType, FailureReason, InputKind, RetryPolicy, ToolOutcome
 
 
@@ -211,3 +211,22 @@ class Within(Command):
         cls, command: Command, tenant: str | None, queues: tuple[str, ...] | None = None
     ) -> Within:
         return cls(command.execution_id, tenant, command, queues)
+
+    def check(self, tenant: str, queue: str) -> None:
+        """Refuse an execution of ``tenant`` on ``queue`` that lies outside this scope."""
+        check_within(self.execution_id, tenant, queue, self.tenant, self.queues)
+
+
+def check_within(
+    execution_id: UUID,
+    tenant: str,
+    queue: str,
+    within_tenant: str | None,
+    within_queues: tuple[str, ...] | None,
+) -> None:
+    """The one rule of scopes: another tenant's execution does not exist (the refusal
+    reveals nothing); another queue's is named as such."""
+    if within_tenant is not None and tenant != within_tenant:
+        raise ExecutionNotFound(execution_id)
+    if within_queues is not None and queue not in within_queues:
+        raise QueueNotAllowed(execution_id, queue, within_queues)

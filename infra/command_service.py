@@ -18,7 +18,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from domain.application import ExecutionService
-from domain.exceptions import DomainError, ExecutionNotFound
+from domain.exceptions import DomainError
 from domain.wire import (
     BATCH,
     WORKER_COMMANDS,
@@ -29,7 +29,7 @@ from domain.wire import (
     error_reply,
     result_reply,
 )
-from infra.worker_auth import ReportAuth, ReportRefused, scoped, serves
+from infra.worker_auth import ReportAuth, ReportRefused, check_serves, scoped
 from infra.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ class CommandService:
             principal = await self.auth.principal(request.headers)
             execution_id = UUID(request.data.decode())
             state = await asyncio.to_thread(self.service.state, execution_id)
-            if not serves(principal, state.tenant, state.worker_queue):
-                raise ExecutionNotFound(execution_id)
+            check_serves(principal, execution_id, state.tenant, state.worker_queue)
         except (ValueError, DomainError, ReportRefused) as error:
             await request.respond(encode_error(error))
             return

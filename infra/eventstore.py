@@ -6,7 +6,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from domain.application import ExecutionService
-from infra.keys import KEYS_QUEUES, KEYS_TABLE
+from infra.keys import KEY_COLUMNS_ADDED, KEYS_TABLE
 from infra.pgstore import TOPIC as RECORDER_TOPIC
 from infra.settings import Settings
 
@@ -49,7 +49,7 @@ OWN_TABLES = (
     "created_at timestamptz NOT NULL DEFAULT now())",
     "INSERT INTO agentboard_store (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
     KEYS_TABLE,
-    *KEYS_QUEUES,
+    *KEY_COLUMNS_ADDED,
 )
 SELECT_STORE_ID = "SELECT store_id FROM agentboard_store WHERE id = 1"
 

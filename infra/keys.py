@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -37,8 +38,8 @@ KEYS_TABLE = (
     "created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz, queues text[])"
 )
 # Stores made before worker keys could be limited to queues, or keys revoked, get the
-# columns on start.
-KEYS_QUEUES = (
+# columns on start (ensure_schema).
+KEY_COLUMNS_ADDED = (
     "ALTER TABLE agentboard_api_keys ADD COLUMN IF NOT EXISTS queues text[]",
     "ALTER TABLE IF EXISTS agentboard_key_events ADD COLUMN IF NOT EXISTS queues text[]",
     "ALTER TABLE IF EXISTS agentboard_key_events "
@@ -58,8 +59,8 @@ SELECT_KEYS = (
     "ORDER BY created_at, key_id"
 )
 REVOKE_KEY = (
-    "UPDATE agentboard_api_keys SET revoked_at = now() "
-    "WHERE key_id = %s AND revoked_at IS NULL RETURNING tenant, role, queues"
+    "UPDATE agentboard_api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL "
+    "RETURNING key_id, tenant, role, queues, created_by, created_at, revoked_at"
 )
 REMEMBER_SECONDS = 30.0
 
@@ -67,10 +68,8 @@ KEY_EVENTS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS agentboard_key_events ("
     "key_seq bigint PRIMARY KEY, tenant text NOT NULL, key_id text NOT NULL, "
     "role text NOT NULL, actor text NOT NULL, created_at timestamptz NOT NULL, "
-    "prev_hash bytea NOT NULL, hash bytea NOT NULL)",
-    "ALTER TABLE agentboard_key_events ADD COLUMN IF NOT EXISTS queues text[]",
-    "ALTER TABLE agentboard_key_events "
-    "ADD COLUMN IF NOT EXISTS revoked boolean NOT NULL DEFAULT false",
+    "prev_hash bytea NOT NULL, hash bytea NOT NULL, queues text[], "
+    "revoked boolean NOT NULL DEFAULT false)",
     "CREATE SEQUENCE IF NOT EXISTS agentboard_key_events_seq",
     "CREATE OR REPLACE FUNCTION agentboard_append_only() RETURNS trigger LANGUAGE plpgsql AS "
     "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$",
@@ -126,6 +125,20 @@ class KeyInfo:
     revoked_at: datetime | None
 
 
+def key_queues(role: Role, queues: Sequence[str] | None) -> tuple[str, ...] | None:
+    """The queues a key is limited to, checked and in order (None: every queue); only a
+    worker key may be limited."""
+    if queues is None:
+        return None
+    if role is not Role.WORKER:
+        raise KeyNotPossible(f"queues limit worker keys only, not a key of role {role}")
+    if not queues:
+        raise KeyNotPossible("a key limited to queues needs at least one queue")
+    for queue in queues:
+        check_name("queue", queue)
+    return tuple(sorted(set(queues)))
+
+
 @dataclass(frozen=True)
 class Principal:
     key_id: str
@@ -154,20 +167,13 @@ class KeyStore:
         self._key_events_ready = False
 
     def create(
-        self, tenant: str, role: Role, created_by: str, queues: tuple[str, ...] | None = None
+        self, tenant: str, role: Role, created_by: str, queues: Sequence[str] | None = None
     ) -> str:
         """A new key; the returned text is the only time the secret is seen. ``created_by``
         is ``key:<key id>`` (a person's key) or the name of the tool that made it. A worker
         key may be limited to ``queues``."""
         check_name("tenant", tenant)
-        if queues is not None:
-            if role is not Role.WORKER:
-                raise KeyNotPossible(f"queues limit worker keys only, not a key of role {role}")
-            if not queues:
-                raise KeyNotPossible("a key limited to queues needs at least one queue")
-            for queue in queues:
-                check_name("queue", queue)
-            queues = tuple(sorted(set(queues)))
+        queues = key_queues(role, queues)
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         with psycopg.connect(self.database_url) as conn:
             self._ensure_key_events(conn)
@@ -189,13 +195,14 @@ class KeyStore:
         with psycopg.connect(self.database_url) as conn:
             self._ensure_key_events(conn)
             row = conn.execute(REVOKE_KEY, (key_id,)).fetchone()
-            if row is None or (tenant is not None and row[0] != tenant):
+            info = KeyInfo(*row) if row is not None else None
+            if info is None or (tenant is not None and info.tenant != tenant):
                 conn.rollback()
                 raise KeyNotFound(f"no key {key_id!r} to revoke")
-            queues = tuple(row[2]) if row[2] is not None else None
-            _record_key_event(conn, row[0], key_id, Role(row[1]), revoked_by, queues, True)
+            queues = tuple(info.queues) if info.queues is not None else None
+            _record_key_event(conn, info.tenant, key_id, Role(info.role), revoked_by, queues, True)
         self._remembered.pop(key_id, None)
-        return next(info for info in self.list_keys(row[0]) if info.key_id == key_id)
+        return info
 
     def _ensure_key_events(self, conn: psycopg.Connection[Any]) -> None:
         if not self._key_events_ready:

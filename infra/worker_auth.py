@@ -13,6 +13,7 @@ them (remembered for 30 s).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from uuid import UUID
 
 from domain import commands as c
 from infra.keys import KeyStore, Principal, Role
@@ -57,14 +58,17 @@ class ReportAuth:
 
 def scoped(principal: Principal, command: c.Command) -> c.Command:
     """``command`` as this principal may send it."""
-    tenant = None if principal.of_deployment else principal.tenant
-    if tenant is None and principal.queues is None:
+    tenant, queues = _scope(principal)
+    if tenant is None and queues is None:
         return command
-    return c.Within.of(command, tenant, principal.queues)
+    return c.Within.of(command, tenant, queues)
 
 
-def serves(principal: Principal, tenant: str, queue: str) -> bool:
-    """Whether this principal reports for an execution of ``tenant`` on ``queue``."""
-    return (principal.of_deployment or principal.tenant == tenant) and (
-        principal.queues is None or queue in principal.queues
-    )
+def check_serves(principal: Principal, execution_id: UUID, tenant: str, queue: str) -> None:
+    """Refuse, as ``Within`` would, an execution this principal does not report for."""
+    c.check_within(execution_id, tenant, queue, *_scope(principal))
+
+
+def _scope(principal: Principal) -> tuple[str | None, tuple[str, ...] | None]:
+    """The tenant (None: every tenant) and the queues (None: every queue) it reports for."""
+    return (None if principal.of_deployment else principal.tenant), principal.queues
