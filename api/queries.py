@@ -22,6 +22,7 @@ from projections import ExecutionFilter, ReadModels, parse_age
 from projections.card import Card
 from projections.errors import InvalidQuery
 
+MAX_POSITION = 2**63 - 1  # log positions are PostgreSQL bigints
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL compares no text with a NUL character in it
 Text = Annotated[str | None, QueryParameter(required=False, max_length=256, pattern=NO_NUL)]
 Statuses = Annotated[
@@ -130,7 +131,9 @@ class QueryController(Controller):
 
 
 def _as_of(text: str) -> tuple[int | None, datetime | None]:
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
+        if len(text) > len(str(MAX_POSITION)) or int(text) > MAX_POSITION:
+            raise InvalidQuery(f"as_of is past any log position (got {text[:30]!r})")
         return int(text), None
     try:
         return None, datetime.fromisoformat(text.replace("Z", "+00:00"))

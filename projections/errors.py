@@ -28,13 +28,17 @@ class BadEvent(ProjectionError):
 
 class PositionMoved(ProjectionError):
     """The view's tracking position changed under a runner (a rebuild swapped the view in,
-    or another runner applied the page first). The runner re-reads it; nothing is lost."""
+    or another runner applied the page first), or a rebuild swapped in fresh tables at the
+    same position. The runner forgets what it remembered of the rows and re-reads the
+    position; nothing is lost."""
 
-    def __init__(self, view: str, expected: int, found: int) -> None:
+    def __init__(self, view: str, expected: int, found: int, *, swapped: bool = False) -> None:
         self.view = view
         self.expected = expected
         self.found = found
-        super().__init__(f"view {view!r} is at {found}, not {expected}")
+        self.swapped = swapped
+        what = "fresh tables were swapped in" if swapped else f"it is at {found}, not {expected}"
+        super().__init__(f"view {view!r} moved under this runner: {what}")
 
 
 class UnknownView(ProjectionError):

@@ -47,7 +47,8 @@ ORDER_SQL = "ORDER BY b.priority_rank, b.created_at, b.id"
 
 _LIKE_SPECIAL = re.compile(r"[\\%_]")
 _OPEN = ("pending", "running", "requires_input", "blocked")
-_AGE = re.compile(r"^(\d+)([smhdw])$")
+_AGE = re.compile(r"^([0-9]+)([smhdw])$")
+MAX_AGE = timedelta(days=100 * 366)  # older than any execution; keeps now - age a date
 _AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -55,8 +56,14 @@ def parse_age(text: str) -> timedelta:
     """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` as a timedelta."""
     match = _AGE.match(text.strip())
     if not match:
-        raise InvalidQuery(f"an age looks like 30m, 12h or 7d (got {text!r})")
-    return timedelta(**{_AGE_UNITS[match[2]]: int(match[1])})
+        raise InvalidQuery(f"an age looks like 30m, 12h or 7d (got {text[:40]!r})")
+    try:
+        age: timedelta | None = timedelta(**{_AGE_UNITS[match[2]]: int(match[1])})
+    except (OverflowError, ValueError):  # past what a timedelta (or int()) takes
+        age = None
+    if age is None or age > MAX_AGE:
+        raise InvalidQuery(f"an age is at most {MAX_AGE.days}d (got {text[:40]!r})")
+    return age
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +87,8 @@ class ExecutionFilter:
             raise InvalidQuery(f"status must be among {', '.join(STATUSES)} (got {unknown[0]!r})")
         if self.type is not None and self.type not in {t.value for t in ExecutionType}:
             raise InvalidQuery(f"type must be agent or team (got {self.type!r})")
-        if self.older_than is not None and self.older_than <= timedelta(0):
-            raise InvalidQuery("older_than must be positive")
+        if self.older_than is not None and not timedelta(0) < self.older_than <= MAX_AGE:
+            raise InvalidQuery(f"older_than must be positive and at most {MAX_AGE.days}d")
 
     @property
     def is_empty(self) -> bool:

@@ -64,10 +64,11 @@ class Listener:
             try:
                 self._listen()
                 backoff = RECONNECT_BACKOFF[0]
-            except psycopg.Error as error:
+            except Exception as error:  # whatever it was, views must not lose their wake-ups
                 log.warning(
-                    "LISTEN %s failed (%s); retrying in %.1fs", self.channel, error, backoff
-                )
+                    "LISTEN %s failed (%s); retrying in %.1fs", self.channel, error, backoff,
+                    exc_info=not isinstance(error, psycopg.Error),  # a bug: show where
+                )  # fmt: skip
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, RECONNECT_BACKOFF[1])
 

@@ -59,10 +59,13 @@ class ViewRunner:
     def _run(self, stopping: threading.Event, *, until_caught_up: bool) -> int:
         skips = self.control.skips(self.name)
         position: int = self.projection.view.position()
-        self.on_page(self.name, position)
+        reported = False  # the position is reported once the view is past what stopped it
         woke_by_timer = False
         while not stopping.is_set():
             page = self.reader.read(position, self.page_size)
+            if not page.size and not reported:  # caught up, nothing in the way
+                self.on_page(self.name, position)
+                reported = True
             if page.size:
                 if woke_by_timer and self.listener is not None:
                     self.listener.missed()
@@ -70,13 +73,15 @@ class ViewRunner:
                 try:
                     self.projection.process_page(page, skips)
                 except PositionMoved as moved:
-                    log.info("view %s moved to %d under us; following it", self.name, moved.found)
+                    log.info("%s; following it from %d", moved, moved.found)
                     position = self.projection.view.position()
                     self.on_page(self.name, position)
+                    reported = True
                     continue
                 position = page.last
                 self.pages += 1
                 self.on_page(self.name, position)
+                reported = True
                 if page.size == self.page_size:
                     continue
             if until_caught_up:

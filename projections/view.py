@@ -43,8 +43,11 @@ SELECT set_config('statement_timeout', '60s', true),
 """
 LOCK_VIEW_EXCLUSIVE = "SELECT pg_advisory_xact_lock(%s, %s)"
 LOCK_SCHEMA = "SELECT pg_advisory_xact_lock(%s)"
+# ``tableoid`` tells which table answered: a rebuild swaps in new tables under the same
+# names, and a runner must then forget what it remembers of the old ones.
 SELECT_POSITION_FOR_UPDATE = (
-    "SELECT notification_id FROM {tracking} WHERE application_name = %s FOR UPDATE"
+    "SELECT notification_id, tableoid::bigint AS table_oid FROM {tracking} "
+    "WHERE application_name = %s FOR UPDATE"
 )
 INSERT_FIRST_POSITION = (
     "INSERT INTO {tracking} (application_name, notification_id) VALUES (%s, 0) "
@@ -87,6 +90,8 @@ class ViewRecorder(PostgresTrackingRecorder):
         self.sql_create_statements.extend(self.sql(ddl) for ddl in self.create_tables)
         self._select_position = self.sql(SELECT_POSITION)
         self._select_position_for_update = self.sql(SELECT_POSITION_FOR_UPDATE)
+        self._tracking_oid: int | None = None
+        """The tracking table this recorder's last page found (see ``page_transaction``)."""
 
     # -- names ------------------------------------------------------------------------
 
@@ -151,8 +156,14 @@ class ViewRecorder(PostgresTrackingRecorder):
                 self._select_position_for_update, (APPLICATION,), prepare=True
             ).fetchone()
             found = int(row["notification_id"]) if row else 0
+            expected = last - 1 if after is None else after
             if (found != after) if after is not None else (found >= last):
-                raise PositionMoved(self.name, last - 1 if after is None else after, found)
+                raise PositionMoved(self.name, expected, found)
+            oid = int(row["table_oid"]) if row else None
+            swapped = self._tracking_oid is not None and oid != self._tracking_oid
+            self._tracking_oid = oid
+            if swapped:  # a rebuild swapped fresh tables in at the position we expected:
+                raise PositionMoved(self.name, expected, found, swapped=True)  # forget the old
             yield curs
             self._insert_tracking(curs, Tracking(APPLICATION, last))
             if not self.suffix:  # a rebuild's fresh tables are nobody's position yet

@@ -304,4 +304,10 @@ def test_list_board_and_durations_follow_the_executions(
     assert api.get("/v1/executions", params={"limit": 501}).status_code == 400
     assert api.get("/v1/executions", params={"older_than": "soon"}).status_code == 400
     assert api.get("/v1/board", params={"as_of": "yesterday"}).status_code == 400
+    for as_of in ("²", "9" * 5000, str(2**63)):  # digits int() refuses, or past any position
+        assert api.get("/v1/board", params={"as_of": as_of}).status_code == 400, as_of
+    for age in ("999999999d", "9999999999d", "60000000m"):  # older than any date
+        refused = api.get("/v1/executions", params={"older_than": age})
+        assert refused.status_code == 400, age
+        assert "at most" in refused.json()["detail"]
     assert api.get("/v1/stats/status-durations", params={"group_by": "moon"}).status_code == 400

@@ -31,6 +31,7 @@ from tests.integration.test_projection_support import (
     kept_columns,
     read_side_fixture,  # noqa: F401 (provides the read_side fixture)
     run_to_completion,
+    scalar,
     snapshot,
 )
 
@@ -234,3 +235,31 @@ def test_one_rebuild_of_a_view_at_a_time(
     progress: list[RebuildProgress] = []
     rebuild(container.service, datastore, "tool_calls", progress=progress.append)
     assert progress[-1].phase == "done"
+
+
+def test_a_live_runner_forgets_the_rows_it_remembered_once_a_rebuild_swaps_in(
+    container: Container, read_side: ProjectionSupervisor, datastore: PostgresDatastore,
+    database_url: str,
+) -> None:  # fmt: skip
+    """A rebuild repairs a damaged view; the live runner, which remembers the rows it last
+    wrote, must not write its copy of the damage back over the rebuilt rows."""
+    service = container.service
+    execution_id = create(service)
+    read_side.catch_up()
+    with psycopg.connect(database_url, autocommit=True) as conn:  # damage, then remember it
+        conn.execute("UPDATE board_cards SET error = 'ghost' WHERE id = %s", (execution_id,))
+    read_side.start()
+    lease = service.pick_up(execution_id, "worker-1", f"claim-{uuid4()}").lease
+    head = service.recorder.max_notification_id() or 0
+    assert read_side.wait_for("board", head, timeout=10)
+    error = "SELECT error FROM board_cards WHERE id = %s"
+    assert scalar(database_url, error, execution_id) == "ghost"  # the runner read the damage
+
+    rebuild(service, datastore, "board")
+    assert scalar(database_url, error, execution_id) is None
+    service.record_tool_call(execution_id, lease, "call-1", "bash", {"command": "ls"})
+    head = service.recorder.max_notification_id() or 0
+    assert read_side.wait_for("board", head, timeout=10)
+
+    card = "SELECT coalesce(error, 'no error') || ', ' || last_tool FROM board_cards WHERE id = %s"
+    assert scalar(database_url, card, execution_id) == "no error, bash"
