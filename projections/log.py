@@ -234,6 +234,9 @@ class LogReader:
             if topic not in KNOWN_EVENTS:
                 append(Undecodable(position, topic, "unknown topic"))
                 continue
+            if (topic == CREATED) != (row[2] == 1):
+                append(Undecodable(position, topic, _misplaced(row[2])))
+                continue
             if topics is not None and topic not in topics:
                 continue
             try:
@@ -250,6 +253,8 @@ class LogReader:
 
     def _decode_one(self, row: Stored) -> LoggedEvent | Undecodable:
         position, topic = row[0], row[3]
+        if topic in KNOWN_EVENTS and (topic == CREATED) != (row[2] == 1):
+            return Undecodable(position, topic, _misplaced(row[2]))
         try:
             event = self.decoder.decode(row)
         except Exception as error:  # any failure to decode is reported, not raised here
@@ -258,6 +263,14 @@ class LogReader:
         if problem is not None:
             return Undecodable(position, topic, problem)
         return LoggedEvent(position, topic, event)
+
+
+def _misplaced(version: int) -> str:
+    """Why an event stands where no event of its kind can: an execution's history starts
+    with Created at version 1, and only there (a second Created would start it again)."""
+    if version == 1:
+        return "version 1 of an execution must be its Created event"
+    return f"Created at version {version} (an execution's Created is its version 1)"
 
 
 def _stored(notification: Notification) -> Stored:

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.postgres import PostgresDatastore
@@ -24,9 +24,10 @@ from projections.board import BoardProjection, BoardView
 from projections.cli import skip_command, status_command
 from projections.errors import BadEvent
 from projections.listener import Listener
-from projections.log import LoggedEvent
+from projections.log import LoggedEvent, LogReader
 from projections.positions import ViewPositions
 from projections.registry import AnyProjection, make_projection
+from projections.runner import ViewRunner
 from projections.supervisor import ProjectionSupervisor
 from tests.integration.test_projection_support import (
     FAST,
@@ -221,17 +222,58 @@ def test_the_listener_reconnects_after_its_connection_is_killed(
     assert read_side.listener.connections >= 2
 
 
-def store_raw_event(database_url: str, topic: str, state: bytes) -> int:
+def store_raw_event(
+    database_url: str, topic: str, state: bytes, version: int = 1, originator: UUID | None = None
+) -> int:
     return int(
         scalar(
             database_url,
             "INSERT INTO agentboard_events (originator_id, originator_version, topic, state) "
-            "VALUES (%s, 1, %s, %s) RETURNING notification_id",
-            uuid4(),
+            "VALUES (%s, %s, %s, %s) RETURNING notification_id",
+            originator or uuid4(),
+            version,
             topic,
             state,
         )
     )
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_event_out_of_its_place_in_a_history_halts_every_view(
+    container: Container, read_side: ProjectionSupervisor, database_url: str, version: int
+) -> None:
+    """A second Created for an execution (version 2), or a history that starts with
+    another event: stored by hand, never by the service; each view halts in front of it
+    rather than start the execution over or guess."""
+    service = container.service
+    first = create(service, prompt="before")
+    topic, state = (
+        ("agentboard.execution.Created.v1", "SELECT state FROM agentboard_events LIMIT 1")
+        if version == 2
+        else (
+            "agentboard.execution.PickedUp.v1",
+            "SELECT state FROM agentboard_events WHERE topic LIKE '%%PickedUp%%' LIMIT 1",
+        )
+    )
+    if version == 1:
+        run_to_completion(service, create(service, prompt="done"))
+    bad = store_raw_event(
+        database_url,
+        topic,
+        bytes(scalar(database_url, state)),
+        version,
+        first if version == 2 else None,
+    )  # a Created again for the first execution, or a new history that starts PickedUp
+    reason = "Created is its version 1" if version == 2 else "must be its Created event"
+
+    for name in ("board", "status_intervals", "tool_calls"):
+        projection = make_projection(name, read_side.datastore)
+        reader = LogReader(service.recorder, service.mapper, projection.decoded)
+        runner = ViewRunner(projection, reader, read_side.control, page_size=50, poll_interval=1)
+        with pytest.raises(BadEvent, match=reason) as halted:
+            runner.catch_up()
+        assert halted.value.position == bad
+        assert projection.view.position() == bad - 1
 
 
 @pytest.mark.parametrize(
