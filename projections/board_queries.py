@@ -36,8 +36,7 @@ SELECT m.position, m.counts, c.* FROM (
     SELECT
         (SELECT notification_id FROM board_tracking WHERE application_name = %(app)s)
             AS position,
-        (SELECT json_object_agg(status, count)::text FROM board_columns
-            WHERE tenant = %(tenant)s) AS counts
+        ({counts}) AS counts
 ) AS m
 LEFT JOIN LATERAL (
     SELECT column_cards.* FROM unnest(%(statuses)s::text[]) AS s(status)
@@ -53,9 +52,15 @@ SELECT {columns} FROM board_cards b
 WHERE b.tenant = %(tenant)s{filters}
 {order} LIMIT %(limit)s
 """
-FILTERED_COUNTS = """
-SELECT b.status, count(*) FROM board_cards b WHERE b.tenant = %(tenant)s{filters} GROUP BY 1
-"""
+# The counts the projection keeps, or, on a filtered board, counted in the same statement
+# (one snapshot: the counts agree with the cards and the position).
+KEPT_COUNTS = (
+    "SELECT json_object_agg(status, count)::text FROM board_columns WHERE tenant = %(tenant)s"
+)
+FILTERED_COUNTS = (
+    "SELECT json_object_agg(status, n)::text FROM (SELECT b.status, count(*) AS n "
+    "FROM board_cards b WHERE b.tenant = %(tenant)s{filters} GROUP BY 1) AS f"
+)
 CHANGED_SINCE = """
 SELECT {columns} FROM board_cards b
 WHERE b.tenant = %(tenant)s AND b.position > %(after)s{filters}
@@ -156,7 +161,9 @@ class BoardQueries:
         check_limit(limit)
         statuses = list(where.status or STATUSES)
         clauses, params = replace(where, status=()).where(now or datetime.now(UTC))
-        sql = BOARD.format(columns=_CARD_COLUMNS, filters=_and(clauses), order=ORDER_SQL)
+        filters = _and(clauses)
+        counted = FILTERED_COUNTS.format(filters=filters) if clauses else KEPT_COUNTS
+        sql = BOARD.format(columns=_CARD_COLUMNS, filters=filters, order=ORDER_SQL, counts=counted)
         params.update(app=APPLICATION, tenant=tenant, statuses=statuses, limit=limit + 1)
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
             rows = cur.execute(sql, params, prepare=True).fetchall()
@@ -166,8 +173,6 @@ class BoardQueries:
             if row[2] is not None:
                 card = card_from(row[2:])
                 by_status[card.status].append(card)
-        if not where.is_empty:
-            counts = self._counts(tenant, clauses, params)
         columns = []
         for status, cards in by_status.items():
             items, next_cursor = page_of(cards, limit)
@@ -196,15 +201,6 @@ class BoardQueries:
             rows = cur.execute(sql, params, prepare=True).fetchall()
         items, next_cursor = page_of([card_from(row) for row in rows], limit)
         return ExecutionPage(items, next_cursor)
-
-    def _counts(
-        self, tenant: str, clauses: Sequence[str], params: dict[str, Any]
-    ) -> dict[str, int]:
-        """Exact counts of a filtered board, counted per request (the projection keeps
-        counts per tenant and status only)."""
-        sql = FILTERED_COUNTS.format(filters=_and(clauses))
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
-            return {row[0]: row[1] for row in cur.execute(sql, params, prepare=True)}
 
     def changed_since(
         self, tenant: str, where: ExecutionFilter, position: int, *, limit: int

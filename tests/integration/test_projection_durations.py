@@ -89,6 +89,33 @@ def test_percentiles_per_status_grouped_by_agent(
         read_side.read_models.durations.status_durations("default", "colour")
 
 
+@pytest.mark.parametrize("group_by", ["team", "queue", "tenant"])
+def test_percentiles_group_by_team_queue_or_tenant(
+    container: Container, read_side: ProjectionSupervisor, group_by: str
+) -> None:
+    service = container.service
+    placed = {  # execution -> (team, queue, tenant)
+        create(service, type="team", team_id="red", worker_queue="gpu"): ("red", "gpu", "default"),
+        create(service, type="team", team_id="red", worker_queue="cpu"): ("red", "cpu", "default"),
+        create(service, worker_queue="gpu"): (None, "gpu", "default"),
+        create(service, tenant="acme", type="team", team_id="red"): ("red", "default", "acme"),
+    }
+    for execution_id in placed:
+        run_to_completion(service, execution_id)
+    read_side.catch_up()
+    index = ("team", "queue", "tenant").index(group_by)
+
+    stats = read_side.read_models.durations.status_durations("default", group_by)
+
+    running = {s.key: s.intervals for s in stats if s.status == "running"}
+    expected: dict[str | None, int] = {}
+    for team_queue_tenant in placed.values():
+        if team_queue_tenant[2] == "default":  # a tenant sees only its own
+            key = team_queue_tenant[index]
+            expected[key] = expected.get(key, 0) + 1
+    assert running == expected  # no team: its own group (key None)
+
+
 def test_tool_calls_are_listed_per_attempt(
     container: Container, read_side: ProjectionSupervisor
 ) -> None:
