@@ -211,10 +211,15 @@ def test_the_rebuild_command_reports_and_refuses_unknown_views(
 ) -> None:
     service = container.service
     run_to_completion(service, create(service))
-    console = Console(record=True, width=200)
+    console = Console(record=True, width=200, force_terminal=True)  # a terminal: a bar
 
     assert rebuild_command(service, database_url, None, console) == 0
-    assert f"rebuilt {', '.join(view_names())}: 5 events" in console.export_text()
+    printed = console.export_text()
+    assert f"rebuilt {', '.join(view_names())}: 5 events" in printed
+    bar = [line for line in printed.splitlines() if "done all views" in line]
+    assert bar, printed  # the bar's last state: phase, events done of the log's, rate
+    assert "5/5" in bar[-1]
+    assert "events/s" in bar[-1]
     assert rebuild_command(service, database_url, "kanban", console) == 2
     assert "no view named 'kanban'" in console.export_text()
 
