@@ -234,10 +234,10 @@ class LogReader:
             if topic not in KNOWN_EVENTS:
                 append(Undecodable(position, topic, "unknown topic"))
                 continue
+            if topics is not None and topic not in topics:
+                continue
             if (topic == CREATED) != (row[2] == 1):
                 append(Undecodable(position, topic, _misplaced(row[2])))
-                continue
-            if topics is not None and topic not in topics:
                 continue
             try:
                 event = decode(row)

@@ -4,6 +4,7 @@ treats one, and the naming, filter and cursor rules the views and queries rely o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -49,7 +50,9 @@ def stored_log(*bad: tuple[str, bytes]) -> tuple[ExecutionService, list[Notifica
     ).execution.id
     service.pick_up(execution_id, "w", "claim")
     stored = [service.mapper.to_stored_event(e) for e in service.timeline(execution_id)]
-    stored += [type(stored[0])(uuid4(), 1, topic, state) for topic, state in bad]
+    stored += [
+        type(stored[0])(uuid4(), 1 if topic == CREATED else 2, topic, state) for topic, state in bad
+    ]  # each of another execution, at a version where its kind can stand
     notifications = [
         Notification(
             id=n,
@@ -97,6 +100,22 @@ def test_bad_stored_events_are_named_not_raised_while_reading(
     assert isinstance(entry, Undecodable)
     assert (entry.position, entry.topic) == (3, topic)
     assert reason in entry.reason
+
+
+def test_an_event_where_no_event_of_its_kind_can_stand_is_named() -> None:
+    service, notifications = stored_log()
+    created, picked_up = notifications
+    again = replace(created, id=3, originator_version=2)  # Created a second time
+    first = replace(picked_up, id=4, originator_id=uuid4(), originator_version=1)
+    log = LogReader(ListRecorder([*notifications, again, first]), service.mapper, None)  # type: ignore[arg-type]
+
+    entries = log.read(0, 10).entries
+
+    assert [type(e).__name__ for e in entries] == [
+        "LoggedEvent", "LoggedEvent", "Undecodable", "Undecodable",
+    ]  # fmt: skip
+    assert "Created at version 2" in entries[2].reason
+    assert "version 1 of an execution must be its Created event" in entries[3].reason
 
 
 def test_a_view_halts_on_a_bad_event_unless_told_to_skip_it() -> None:
