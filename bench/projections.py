@@ -1,6 +1,7 @@
 """Read-side benchmark: rebuild rate, live lag, board and list query latency.
 
     python -m bench.projections [--executions 27500] [--cards 1000000]
+        [--only-rebuilds | --only-queries]
 
 Starts its own embedded PostgreSQL in a temporary directory with fsync off (figures
 are for the read side, not for durable writes), and prints each figure beside a
@@ -27,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -166,13 +168,14 @@ SELECT gen_random_uuid(), CASE WHEN r.t < 0.1 THEN 'other' ELSE 'default' END, '
     'q' || floor(r.q * 20), 'synthetic task ' || g, '{"n": 1}'::jsonb, floor(r.p * 10),
     jsonb_build_object('env', (ARRAY['prod', 'dev', 'test', 'stage', 'qa'])[1 + floor(r.e * 5)]),
     (%(statuses)s::text[])[1 + floor(r.s * 100)], 1, NULL,
-    '{"kind": "api", "id": "bench"}'::jsonb, now() - make_interval(secs => g * 2.5), now(),
+    jsonb_build_object('kind', 'user', 'id', 'user-' || floor(r.c * 1000)),
+    now() - make_interval(secs => g * 2.5), now(),
     CASE WHEN r.d < 0.2 THEN now() + make_interval(hours => floor(r.d * 240)::int - 24) END,
     NULL, NULL, NULL, NULL, NULL, NULL, false, 'bash', 'c1', 'success',
     now() - make_interval(secs => g), 8, 0
 FROM generate_series(1, %(count)s) AS g,
     LATERAL (SELECT g AS n, random() AS t, random() AS a, random() AS m, random() AS q,
-             random() AS p, random() AS e, random() AS s, random() AS d) AS r
+             random() AS p, random() AS e, random() AS s, random() AS d, random() AS c) AS r
 """
 RECOUNT = """
 DELETE FROM board_columns;
@@ -183,6 +186,8 @@ INSERT INTO board_columns SELECT tenant, status, count(*) FROM board_cards GROUP
 def measure_queries(service: ExecutionService, url: str, cards: int, runs: int) -> None:
     datastore = datastore_for(url, pool_size=2)
     supervisor = ProjectionSupervisor(service, datastore, database_url=url)
+    supervisor.create_tables()
+    supervisor.catch_up()  # the cards built from the log (already, unless --only-queries)
     with psycopg.connect(url, autocommit=True) as conn:
         have = conn.execute("SELECT count(*) FROM board_cards").fetchone()
         missing = cards - (have[0] if have else 0)
@@ -196,6 +201,7 @@ def measure_queries(service: ExecutionService, url: str, cards: int, runs: int) 
         f"\n3. queries with {cards:,} cards in the board view ({missing:,} loaded in {loaded:.0f}s)"
     )
     agents = [f"agent-{n}" for n in range(200)]
+    users = [f"user-{n}" for n in range(1000)]
     cases: dict[str, Callable[[], object]] = {
         "board (7 columns x 20)": lambda: board.board("default"),
         "list, no filter": lambda: board.list("default"),
@@ -206,6 +212,14 @@ def measure_queries(service: ExecutionService, url: str, cards: int, runs: int) 
         "list queue": lambda: board.list("default", ExecutionFilter(queue="q7")),
         "list label": lambda: board.list("default", ExecutionFilter(label="env=stage")),
         "list overdue": lambda: board.list("default", ExecutionFilter(overdue=True)),
+        "list created_by": lambda: board.list(
+            "default", ExecutionFilter(created_by=f"user:{random.choice(users)}")
+        ),
+        "list older_than 20d": lambda: board.list(
+            "default", ExecutionFilter(older_than=timedelta(days=20))
+        ),
+        "list q, common text": lambda: board.list("default", ExecutionFilter(q="task 12")),
+        "list q, rare text": lambda: board.list("default", ExecutionFilter(q="task 999999")),
         "board filtered by agent": lambda: board.board(
             "default",
             ExecutionFilter(agent=random.choice(agents)),
@@ -220,11 +234,12 @@ def measure_queries(service: ExecutionService, url: str, cards: int, runs: int) 
     cases["list page 200 of completed"] = lambda: board.list(
         "default", ExecutionFilter(status=("completed",)), cursor=cursor
     )
+    scans = ("list q, common text", "list q, rare text")  # no index: fewer runs
     for label, query in cases.items():
-        for _ in range(20):
+        for _ in range(20 if label not in scans else 2):
             query()  # warm the connection's prepared statements and the cache
         timings = []
-        for _ in range(runs):
+        for _ in range(runs if label not in scans else 20):
             started = time.perf_counter()
             query()
             timings.append((time.perf_counter() - started) * 1000)
@@ -244,6 +259,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--rebuild-runs", type=int, default=3)
     parser.add_argument("--only-rebuilds", action="store_true")
+    parser.add_argument("--only-queries", action="store_true")
     args = parser.parse_args()
     print("agentboard read-side benchmark: embedded PostgreSQL, fsync OFF (not a durability test)")
     with tempfile.TemporaryDirectory(prefix="agentboard-bench-") as directory:
@@ -261,9 +277,11 @@ def main() -> None:
             del writer
             gc.collect()
             service = ExecutionService(env)
-            measure_rebuilds(service, url, args.rebuild_runs)
-            if not args.only_rebuilds:
+            if not args.only_queries:
+                measure_rebuilds(service, url, args.rebuild_runs)
+            if not args.only_rebuilds and not args.only_queries:
                 measure_live_lag(service, url, args.rate, args.seconds)
+            if not args.only_rebuilds:
                 measure_queries(service, url, args.cards, args.runs)
             service.close()
         finally:

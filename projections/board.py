@@ -86,6 +86,8 @@ CREATE_INDEXES = (
     "AND status IN ('pending', 'running', 'requires_input', 'blocked')",
     "CREATE INDEX IF NOT EXISTS {board_cards_by_label} ON {board_cards} "
     "USING gin (labels jsonb_path_ops)",
+    f"CREATE INDEX IF NOT EXISTS {{board_cards_by_creator}} ON {{board_cards}} "
+    f"(tenant, (created_by->>'id'), {_KEY})",
 )
 
 _COLUMN_LIST = ", ".join(COLUMNS)

@@ -33,7 +33,7 @@ FILTER_SQL = {
     "queue": "b.worker_queue = %(queue)s",
     "label": "b.labels @> %(label)s",
     "label_key": "b.labels ? %(label_key)s",
-    "created_by": "b.created_by @> %(created_by)s",
+    "created_by": "b.created_by->>'id' = %(creator)s AND b.created_by @> %(created_by)s",
     # the same status list as the partial index board_cards_overdue, so it is used
     "overdue": "b.deadline < %(now)s AND b.deadline IS NOT NULL "
     "AND b.status IN ('pending', 'running', 'requires_input', 'blocked')",
@@ -118,7 +118,9 @@ class ExecutionFilter:
                 add("label_key", key)
         if self.created_by is not None:
             kind, sep, actor_id = self.created_by.partition(":")
-            add("created_by", Jsonb({"kind": kind, "id": actor_id} if sep else {"id": kind}))
+            creator = {"kind": kind, "id": actor_id} if sep else {"id": kind}
+            add("created_by", Jsonb(creator))  # ->>'id' for its index, @> for the kind
+            params["creator"] = creator["id"]
         if self.overdue:
             add("overdue", now, "now")
         if self.older_than is not None:
