@@ -3,10 +3,11 @@
 ``export`` streams GET /v1/audit/export to a file (or stdout). ``verify`` and ``replay``
 work offline, from the file alone: no server, no database of the deployment.
 
-Exit codes: 0 done (for ``verify``: every check passed, the signature included); 1 the
-export does not verify (or the server refused); 2 bad usage or input (no such file, an
-unreadable key file, nothing to talk to); 3 (``verify`` only) every hash and link checks
-out but the signature was not checked, because no key was given or found.
+Exit codes: 0 done (for ``verify`` and ``replay``: every check passed, the signature
+included); 1 the export does not verify (or the server refused); 2 bad usage or input (no
+such file, an unreadable key file, nothing to talk to); 3 (``verify``, ``replay``) every
+hash and link checks out but the signature was not checked, because no key was given or
+found.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from infra.audit_key import AuditKeyError, audit_key_path, read_audit_key
 from infra.settings import Settings
 
 if TYPE_CHECKING:
+    from infra.audit_replay import Replayed
     from projections.audit_verify import Verdict
 
 EXIT_UNSIGNED = 3
@@ -171,12 +173,16 @@ def _say_exported(manifest: dict[str, Any], output: Path | None) -> None:
 # -- verify ---------------------------------------------------------------------------
 
 
+KeyFileOption = Annotated[
+    Path | None, typer.Option(help="the deployment's audit key (default <data dir>/audit.key)")
+]
+UNSIGNED = "the signature was NOT checked (no audit key: pass --key-file)"
+
+
 @audit_cli.command("verify")
 def verify_command(
     file: Annotated[Path, typer.Argument(help="an export made by `agentboard audit export`")],
-    key_file: Annotated[
-        Path | None, typer.Option(help="the deployment's audit key (default <data dir>/audit.key)")
-    ] = None,
+    key_file: KeyFileOption = None,
     anchor: Annotated[
         list[str] | None,
         typer.Option(help="POSITION=HASH of a published chain head (repeatable)"),
@@ -200,11 +206,7 @@ def verify_command(
         )
         raise typer.Exit(EXIT_REFUSED)
     if verdict.signature != "valid":
-        typer.echo(
-            f"agentboard: {file}: every hash checks out, but the signature was NOT checked "
-            "(no audit key: pass --key-file)",
-            err=True,
-        )
+        typer.echo(f"agentboard: {file}: every hash checks out, but {UNSIGNED}", err=True)
         raise typer.Exit(EXIT_UNSIGNED)
 
 
@@ -258,20 +260,42 @@ def replay_command(
     file: Annotated[Path, typer.Argument(help="an NDJSON export")],
     execution: Annotated[UUID | None, typer.Option(help="also print this execution")] = None,
     output: OutputOption = Output.TABLE,
+    key_file: KeyFileOption = None,
 ) -> None:
-    """Load an export into a fresh embedded store, rebuild the views, and print the board
-    (and an execution) as of the export's last position. Offline."""
+    """Check an export's signature, load it into a fresh embedded store, rebuild the views,
+    and print the board (and an execution) as of the export's last position. Offline."""
     from infra.audit_replay import ReplayRefused, replay  # noqa: PLC0415 (starts PostgreSQL)
     from projections.audit_verify import UnreadableExport  # noqa: PLC0415
 
     if not file.is_file():
         fail(f"cannot read {file}: no such file", EXIT_USAGE)
     try:
+        signed = _signed(file, _key(key_file))
         result = replay(file, execution)
     except ReplayRefused as error:
         fail(str(error), EXIT_REFUSED)
     except UnreadableExport as error:
         fail(str(error), EXIT_USAGE)
+    _show(result, output)
+    if not signed:
+        typer.echo(f"agentboard: {file}: replayed, but {UNSIGNED}", err=True)
+        raise typer.Exit(EXIT_UNSIGNED)
+
+
+def _signed(file: Path, key: bytes | None) -> bool:
+    """Refuse (exit 1) an export whose manifest's signature does not match ``key``; False
+    when there is no key. Replay checks the lines against the manifest's digest of them,
+    so a file forged consistently, hashes and all, is refused here: its manifest cannot
+    be signed again without the key."""
+    from projections.audit_verify import check_signature  # noqa: PLC0415
+
+    verdict = check_signature(file, key)
+    if verdict.signature in ("wrong key", "invalid"):
+        fail(f"{file} does not verify: {verdict.problems[0]}", EXIT_REFUSED)
+    return verdict.signature == "valid"  # or no manifest, which replay refuses
+
+
+def _show(result: Replayed, output: Output) -> None:
     if output is Output.JSON:
         shown = {
             "tenant": result.tenant, "position": result.position, "events": result.events,

@@ -19,6 +19,7 @@ import binascii
 import csv
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ GENESIS = fmt.GENESIS.encode()
 UNKNOWN = b""  # a chain value the segment has not seen yet
 KEY_START = b'{"key_seq":'
 MAX_LISTED = 50
+NUMBER = re.compile(r"[0-9]{1,19}")
+HEX = re.compile(r"[0-9a-f]{64}")
 
 Entry = tuple[int, bytes, int, int]  # version, prev_hash, line, position
 
@@ -196,9 +199,13 @@ class LineChecker:
         if binascii.hexlify(hashlib.sha256(line[:split]).digest()) != claimed:
             self.report(number, None, f"{name}: {edited(line)}")
         self.check_seq(number, None, int(tail[2]))
-        tenant = fmt.json_name(fmt.json_string(head[3])).encode()
-        if self.tenant is not None and tenant != self.tenant:
-            self.report(number, None, f"{name} is of another tenant: inserted")
+        try:
+            tenant = fmt.json_name(fmt.json_string(head[3])).encode()
+        except ValueError:
+            self.report(number, None, f"{name}: its tenant is not a valid JSON string: edited")
+        else:
+            if self.tenant is not None and tenant != self.tenant:
+                self.report(number, None, f"{name} is of another tenant: inserted")
         if self.key_hash is None:
             self.found.key_entry = (head[2], number)
         elif head[2] != self.key_hash:
@@ -219,7 +226,7 @@ class LineChecker:
         except UnicodeDecodeError as error:
             self.report(number, position, not_utf8(error))
             return
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
             self.report(number, position, f"not JSON ({error})")
             return
         if isinstance(value, dict) and "manifest" in value:
@@ -230,19 +237,29 @@ class LineChecker:
     def csv_line(self, number: int, line: bytes) -> None:
         """A CSV row: an event's columns are laid back out as its record."""
         try:
-            row = next(csv.reader([line.decode()]), [])
+            row = csv_row(line)
         except UnicodeDecodeError as error:
-            self.report(number, None, not_utf8(error))
+            self.unreadable_row(number, not_utf8(error))
+            return
+        except csv.Error as error:
+            self.unreadable_row(number, f"not a CSV row ({error})")
             return
         if len(row) != len(fmt.CSV_COLUMNS) or row[1] not in ("event", "key"):
-            self.report(number, None, "not a row of an agentboard audit export (CSV)")
+            self.unreadable_row(number, "not a row of an agentboard audit export (CSV)")
         elif row[1] == "key":
             self.key(number, row[12].encode() + b"\n")
         else:
             (seq, _, position, execution, version, prev, tenant, agent, event_type, topic,
              timestamp, actor, data, claimed, tenant_prev, tenant_hash) = row  # fmt: skip
-            if not (seq.isdigit() and position.isdigit() and version.isdigit()):
-                self.report(number, None, "seq, position or version is not a number: edited")
+            if not all(NUMBER.fullmatch(text) for text in (seq, position, version)):
+                self.unreadable_row(number, "seq, position or version is not a number: edited")
+                return
+            hashes = {"prev_hash": prev, "hash": claimed, "tenant_prev": tenant_prev,
+                      "tenant_hash": tenant_hash}  # fmt: skip
+            if not_hex := [name for name, value in hashes.items() if not HEX.fullmatch(value)]:
+                self.check_seq(number, int(position), int(seq))
+                for name in not_hex:
+                    self.report(number, int(position), f"its {name} is not 64 hex digits: edited")
                 return
             record = fmt.event_record(int(position), execution, int(version), prev, tenant,
                                       agent, topic, timestamp, actor, data.encode())  # fmt: skip
@@ -253,6 +270,20 @@ class LineChecker:
                 fmt.json_name(tenant).encode(), fmt.json_name(agent).encode(), record,
                 claimed.encode(), tenant_prev.encode(), tenant_hash.encode(), int(seq), record,
             )  # fmt: skip
+
+    def unreadable_row(self, number: int, message: str) -> None:
+        if self.seq != -1:
+            self.seq += 1  # counted, as in unreadable()
+        self.report(number, None, message)
+
+
+def csv_row(line: bytes) -> list[str]:
+    """One line of a CSV export as its fields. Raises ``UnicodeDecodeError`` or
+    ``csv.Error``. A field may be as long as its line (a large stored state): the csv
+    module's limit (128 KiB) is raised to the line's length when it is longer."""
+    if len(line) > csv.field_size_limit():
+        csv.field_size_limit(len(line))
+    return next(csv.reader([line.decode()]), [])
 
 
 BROKEN_TENANT_CHAIN = (

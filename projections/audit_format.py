@@ -191,24 +191,26 @@ def manifest_line(manifest: dict[str, Any]) -> bytes:
 
 # -- reading lines back (verify) ------------------------------------------------------
 
+# Numbers have at most 19 digits (PostgreSQL's bigint): int() of a match never fails.
 EVENT_HEAD = re.compile(
     rb'\{"execution_id":"([0-9a-f-]{36})","prev_hash":"([0-9a-f]{64})",'
     rb'"tenant":("(?:[^"\\]|\\.)*"),"agent_id":("(?:[^"\\]|\\.)*"),'
-    rb'"position":([0-9]+),"version":([0-9]+),'
+    rb'"position":([0-9]{1,19}),"version":([0-9]{1,19}),'
 )
 EVENT_TAIL = re.compile(
     rb',"hash":"([0-9a-f]{64})","tenant_prev":"([0-9a-f]{64})",'
-    rb'"tenant_hash":"([0-9a-f]{64})","seq":(\d+)\}\r?\n?\Z'
+    rb'"tenant_hash":"([0-9a-f]{64})","seq":([0-9]{1,19})\}\r?\n?\Z'
 )
 KEY_HEAD = re.compile(
-    rb'\{"key_seq":(\d+),"prev_hash":"([0-9a-f]{64})","tenant":("(?:[^"\\]|\\.)*")'
+    rb'\{"key_seq":([0-9]{1,19}),"prev_hash":"([0-9a-f]{64})","tenant":("(?:[^"\\]|\\.)*")'
 )
-KEY_TAIL = re.compile(rb',"hash":"([0-9a-f]{64})","seq":(\d+)\}\r?\n?\Z')
-POSITION_NEAR = re.compile(rb'"position":(\d+)')
+KEY_TAIL = re.compile(rb',"hash":"([0-9a-f]{64})","seq":([0-9]{1,19})\}\r?\n?\Z')
+POSITION_NEAR = re.compile(rb'"position":([0-9]{1,19})')
 
 
 def json_string(quoted: bytes) -> str:
-    """A JSON string literal as captured by the patterns above."""
+    """A JSON string literal as captured by the patterns above. Raises ``ValueError``
+    when it is not one (a bad escape, bytes that are not UTF-8)."""
     if b"\\" not in quoted:
         return quoted[1:-1].decode()
     value: str = json.loads(quoted)

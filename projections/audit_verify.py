@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from projections import audit_format as fmt
-from projections.audit_checks import Segment
+from projections.audit_checks import Segment, csv_row, not_utf8
 from projections.audit_segments import Joined, check_segment, join
 
 MAX_LISTED = 50
@@ -102,6 +102,17 @@ def verify(
         raise UnreadableExport(f"cannot read {path}: {error.strerror or error}") from None
 
 
+def check_signature(path: Path, key: bytes | None) -> Verdict:
+    """The manifest and its signature alone, not the lines (``audit replay`` checks those,
+    against the manifest's digest of them): ``signature`` is ``valid``, ``wrong key``,
+    ``invalid``, ``unchecked`` (no key) or ``missing`` (no readable manifest)."""
+    try:
+        with path.open("rb") as stream:
+            return _Verification(path, stream, key, {}).signature_only()
+    except OSError as error:
+        raise UnreadableExport(f"cannot read {path}: {error.strerror or error}") from None
+
+
 class _Verification:
     def __init__(
         self, path: Path, stream: BinaryIO, key: bytes | None, anchors: dict[int, str]
@@ -113,6 +124,16 @@ class _Verification:
         self.verdict = Verdict(path)
         self.manifest: dict[str, Any] = {}
 
+    def signature_only(self) -> Verdict:
+        size = self.stream.seek(0, 2)
+        manifest = self._manifest(self._last_line(size)[1]) if size else MISSING
+        if isinstance(manifest, dict):
+            self.manifest = self.verdict.manifest = manifest
+            self._signature()
+        else:
+            self.verdict.report(None, None, manifest)
+        return self.verdict
+
     def run(self) -> Verdict:
         verdict, stream = self.verdict, self.stream
         size = stream.seek(0, 2)
@@ -120,8 +141,6 @@ class _Verification:
             verdict.report(None, None, "the file is empty: not an agentboard audit export")
             return verdict
         manifest_at, last_line = self._last_line(size)
-        stream.seek(0)
-        verdict.format = "csv" if stream.readline() == CSV_HEADER else "ndjson"
         manifest = self._manifest(last_line)
         cut_manifest = isinstance(manifest, str) and (
             last_line.startswith(MANIFEST_START) or last_line.startswith(b",manifest,")
@@ -199,26 +218,34 @@ class _Verification:
         return start, stream.read(size - start)
 
     def _manifest(self, line: bytes) -> dict[str, Any] | str:
-        """The manifest, or why the last line is not one."""
+        """The manifest, or why the last line is not one; first, the file's format."""
+        self.stream.seek(0)
+        self.verdict.format = "csv" if self.stream.readline() == CSV_HEADER else "ndjson"
         text = line
         if self.verdict.format == "csv":
-            try:
-                row = next(csv.reader([line.decode()]), [])
-            except UnicodeDecodeError:
+            if not line.startswith(b",manifest,"):
                 return MISSING
-            if len(row) != len(fmt.CSV_COLUMNS) or row[1] != "manifest":
+            try:
+                row = csv_row(line)
+            except UnicodeDecodeError as error:
+                return f"manifest: {not_utf8(error)}"
+            except csv.Error as error:
+                return f"manifest: not a CSV row ({error})"
+            if len(row) != len(fmt.CSV_COLUMNS):
                 return MISSING
             text = row[12].encode() + line[len(line.rstrip(b"\n")) :]
         if not text.startswith(MANIFEST_START):
             return MISSING
         try:
-            manifest = json.loads(text)["manifest"]
-        except (ValueError, TypeError, KeyError):
+            manifest = json.loads(text.decode())["manifest"]
+        except UnicodeDecodeError as error:
+            return f"manifest: {not_utf8(error)}"
+        except (ValueError, TypeError, KeyError, RecursionError):
             if not line.endswith(b"\n"):
                 return "truncated: the manifest is cut short; the export is incomplete"
             return "the manifest is not valid JSON"
-        malformed = _malformed(manifest)
-        return f"the manifest is malformed: {malformed}" if malformed else dict(manifest)
+        wrong = malformed(manifest)
+        return f"manifest: {wrong}" if wrong else dict(manifest)
 
     def _finish(self, whole: Joined, digest: str) -> None:
         verdict, manifest = self.verdict, self.manifest
@@ -292,20 +319,37 @@ class _Verification:
             verdict.report(None, None, "the manifest's signature does not match: it was changed")
 
 
-REQUIRED = {
-    "scheme": str, "tenant": str, "filters": dict, "complete": bool, "range": dict,
-    "events": dict, "tenant_chain": dict, "lines_sha256": str, "signature": dict,
+# Every field of the manifest that verify reads, and what it must be: a field within a
+# null object ("keys" of a filtered export) is not read.
+SHAPE: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("scheme", (str,)), ("tenant", (str,)), ("complete", (bool,)), ("filters", (dict,)),
+    ("filters.from", (str, type(None))), ("filters.execution", (str, type(None))),
+    ("filters.agent", (str, type(None))),
+    ("range", (dict,)), ("range.after", (int,)), ("range.through", (int,)),
+    ("events", (dict,)), ("events.count", (int,)),
+    ("events.first_position", (int, type(None))), ("events.last_position", (int, type(None))),
+    ("keys", (dict, type(None))), ("keys.count", (int,)), ("keys.last_hash", (str, type(None))),
+    ("tenant_chain", (dict,)), ("tenant_chain.start", (str,)), ("tenant_chain.head", (str,)),
+    ("lines_sha256", (str,)),
+    ("signature", (dict,)), ("signature.key_id", (str,)), ("signature.value", (str,)),
+)  # fmt: skip
+KINDS = {
+    dict: "an object", str: "a string", int: "a whole number", bool: "true or false",
+    type(None): "null",
 }  # fmt: skip
 
 
-def _malformed(manifest: Any) -> str | None:
+def malformed(manifest: Any) -> str | None:
+    """What is wrong with the manifest's shape (the first thing found), or None."""
     if not isinstance(manifest, dict):
         return "it is not an object"
-    for name, kind in REQUIRED.items():
-        if not isinstance(manifest.get(name), kind):
-            return f"field {name!r} is missing or of the wrong type"
-    for outer, inner in (("range", ("after", "through")), ("events", ("count",))):
-        for name in inner:
-            if not isinstance(manifest[outer].get(name), int):
-                return f"field {outer}.{name} is missing or not a number"
+    for name, kinds in SHAPE:
+        *outer, last = name.split(".")
+        holder = manifest[outer[0]] if outer else manifest
+        if holder is None:
+            continue
+        if last not in holder:
+            return f'"{name}" is missing'
+        if type(holder[last]) not in kinds:  # exactly: true is not a number here
+            return f'"{name}" must be {" or ".join(KINDS[kind] for kind in kinds)}'
     return None

@@ -19,6 +19,7 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from infra.nats import AUDIT_STREAM, anchor_subject, connect
+from projections import audit_format as fmt
 from tests.e2e.conftest import RunningStack, start_stack
 from tests.e2e.test_api import client, run_cli, wait_for
 
@@ -110,7 +111,9 @@ def test_every_operator_action_is_in_the_export_with_its_actor(
         ]  # fmt: skip
 
     assert actors(ids["done"], "Created") == [{"kind": "api", "id": admin["id"]}]
-    assert actors(ids["asked"], "Created") == [{"kind": "schedule", "id": "nightly"}]
+    assert actors(ids["asked"], "Created") == [  # the creator claimed, and the key that did
+        {"kind": "schedule", "id": "nightly", "via": admin["id"]}
+    ]
     assert actors(ids["asked"], "InputProvided") == [admin]
     assert admin in actors(ids["failed"], "RetryScheduled")
     assert actors(ids["held"], "Blocked") == [admin]
@@ -254,8 +257,9 @@ def test_replay_equals_the_source(
     asked = history["ids"]["asked"]
     source = api.get(f"/v1/executions/{asked}").json()
 
+    key_file = str(stack.data_dir / "audit.key")
     replayed = cli(stack, "audit", "replay", str(tmp_path / "all.ndjson"), "--execution", asked,
-                   "--output", "json", data_dir=tmp_path)  # fmt: skip
+                   "--output", "json", "--key-file", key_file, data_dir=tmp_path)  # fmt: skip
     assert replayed.returncode == 0, replayed.stderr
     result = json.loads(replayed.stdout)
     assert result["position"] == last_position
@@ -269,10 +273,82 @@ def test_replay_equals_the_source(
     for name in ("created_at", "updated_at"):
         assert datetime.fromisoformat(execution[name]) == datetime.fromisoformat(source[name])
 
-    table = cli(stack, "audit", "replay", str(tmp_path / "all.ndjson"), data_dir=tmp_path)
-    assert table.returncode == 0, table.stderr
-    assert "completed" in table.stdout
-    assert "recomputed identically" in table.stdout
+    unsigned = cli(stack, "audit", "replay", str(tmp_path / "all.ndjson"), data_dir=tmp_path)
+    assert unsigned.returncode == 3, unsigned.stderr  # no key here: replayed, said unsigned
+    assert "completed" in unsigned.stdout
+    assert "recomputed identically" in unsigned.stdout
+    assert "signature was NOT checked" in unsigned.stderr
+
+
+def test_replay_refuses_a_file_whose_signature_does_not_match(
+    stack: RunningStack, history: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "all.ndjson"
+    exported(stack, path)
+    *body, last = path.read_bytes().splitlines(keepends=True)
+    manifest = json.loads(last)["manifest"]
+    manifest["exported_at"] = "2020-01-01T00:00:00.000000Z"  # the lines still match it
+    changed = tmp_path / "changed.ndjson"
+    changed.write_bytes(b"".join(body) + fmt.manifest_line(manifest))
+    refused = cli(stack, "audit", "replay", str(changed))  # the key: <data dir>/audit.key
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "the manifest's signature does not match: it was changed" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    wrong = tmp_path / "other.key"
+    wrong.write_text("ab" * 32)
+    wrong_key = cli(stack, "audit", "replay", str(path), "--key-file", str(wrong))
+    assert wrong_key.returncode == 1
+    assert "wrong key" in wrong_key.stderr
+
+
+def test_malformed_exports_are_named_never_a_traceback(
+    stack: RunningStack, history: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "all.ndjson"
+    exported(stack, path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    at_manifest = len(lines)
+    key_line = next(i for i, line in enumerate(lines) if line.startswith(b'{"key_seq":'))
+    csv_path = tmp_path / "all.csv"
+    made = run_cli(stack, "audit", "export", "--format", "csv", "-o", str(csv_path))
+    assert made.returncode == 0, made.stderr
+    rows = csv_path.read_bytes().splitlines(keepends=True)
+
+    def headless(manifest: dict[str, Any]) -> bytes:
+        del manifest["tenant_chain"]["head"]
+        return fmt.manifest_line(manifest)
+
+    bad_byte = lines[-1].index(b'"verify":"') + 11
+    cases = {
+        "no_head.ndjson": (
+            [*lines[:-1], headless(json.loads(lines[-1])["manifest"])],
+            f'line {at_manifest}: manifest: "tenant_chain.head" is missing',
+        ),
+        "escape.ndjson": (
+            [*lines[:key_line], lines[key_line].replace(b'"default"', b'"def\\qault"', 1),
+             *lines[key_line + 1 :]],
+            f"line {key_line + 1}: key record {json.loads(lines[key_line])['key_seq']}: its "
+            "tenant is not a valid JSON string: edited",
+        ),
+        "not_utf8.ndjson": (
+            [*lines[:-1], lines[-1][: bad_byte - 1] + b"\xff" + lines[-1][bad_byte:]],
+            f"line {at_manifest}: manifest: not valid UTF-8 (byte 0xff at column {bad_byte})",
+        ),
+        "not_hex.csv": (
+            [*rows[:3], b",".join([*rows[3].rsplit(b",", 3)[:1], b"zz" * 32,
+                                   *rows[3].rsplit(b",", 3)[2:]]), *rows[4:]],
+            f"line 4, position {rows[3].split(b',')[2].decode()}: its hash is not 64 hex "
+            "digits: edited",
+        ),
+    }  # fmt: skip
+    for name, (content, message) in cases.items():
+        bad = tmp_path / name
+        bad.write_bytes(b"".join(content))
+        result = cli(stack, "audit", "verify", str(bad))
+        assert result.returncode == 1, (name, result.stdout, result.stderr)
+        assert message in result.stdout, (name, result.stdout)
+        assert "does not verify" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_bad_requests_get_clear_answers(

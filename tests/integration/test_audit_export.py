@@ -22,7 +22,7 @@ from infra.keys import KeyStore, Role
 from infra.settings import Settings
 from projections import audit_format as fmt
 from projections import audit_verify
-from projections.audit_verify import Verdict, verify
+from projections.audit_verify import Verdict, check_signature, verify
 from tests.integration.audit_support import KEY, chained, export, write_history
 
 Lines = list[bytes]
@@ -369,3 +369,141 @@ def test_the_chain_survives_more_history(store: dict[str, Any], tmp_path: Path) 
     assert verify(path, KEY).events == 0
     shutil.copy(path, tmp_path / "copy.ndjson")
     assert verify(tmp_path / "copy.ndjson", KEY).ok
+
+
+# -- malformed input: named with its line, never a traceback ---------------------------
+
+
+def with_manifest(path: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    def rewrite(lines: Lines) -> Lines:
+        manifest = json.loads(lines[-1])["manifest"]
+        change(manifest)
+        return [*lines[:-1], fmt.manifest_line(manifest)]
+
+    return tampered(path, tmp_path, rewrite)
+
+
+def drop(outer: str, name: str) -> Callable[[dict[str, Any]], None]:
+    return lambda manifest: manifest[outer].pop(name)
+
+
+def put(outer: str, name: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda manifest: manifest[outer].__setitem__(name, value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (drop("tenant_chain", "head"), 'manifest: "tenant_chain.head" is missing'),
+        (drop("events", "first_position"), 'manifest: "events.first_position" is missing'),
+        (lambda m: m.__setitem__("keys", "x"), 'manifest: "keys" must be an object or null'),
+        (put("filters", "agent", ["a"]), 'manifest: "filters.agent" must be a string or null'),
+        (put("range", "after", True), 'manifest: "range.after" must be a whole number'),
+        (put("signature", "value", 7), 'manifest: "signature.value" must be a string'),
+        (lambda m: m.pop("tenant_chain"), 'manifest: "tenant_chain" is missing'),
+    ],
+)  # fmt: skip
+def test_a_manifest_of_the_wrong_shape_says_which_field(
+    full: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    verdict = verify(with_manifest(full, tmp_path, change), KEY)
+    assert not verdict.intact
+    assert f"line 75: {message}" in messages(verdict)
+    assert check_signature(with_manifest(full, tmp_path, change), KEY).signature == "missing"
+
+
+def test_a_byte_that_is_not_utf8_in_the_manifest_is_located(full: Path, tmp_path: Path) -> None:
+    def corrupt(lines: Lines) -> Lines:
+        column = lines[-1].index(b"agentboard audit verify") + 1
+        lines[-1] = lines[-1][:column] + b"\xff" + lines[-1][column + 1 :]
+        return lines
+
+    verdict = verify(tampered(full, tmp_path, corrupt), KEY)
+    column = lines_of(full)[-1].index(b"agentboard audit verify") + 2
+    assert f"line 75: manifest: not valid UTF-8 (byte 0xff at column {column})" in messages(verdict)
+
+
+def test_a_key_record_whose_tenant_is_not_a_json_string_is_located(
+    full: Path, tmp_path: Path
+) -> None:
+    def escape(lines: Lines) -> Lines:
+        lines[72] = lines[72].replace(b'"tenant":"default"', b'"tenant":"def\\qault"')
+        return lines
+
+    text = messages(verify(tampered(full, tmp_path, escape), KEY))
+    assert "line 73: key record 1: its tenant is not a valid JSON string: edited" in text
+
+
+def test_lines_beyond_any_parser_are_located(full: Path, tmp_path: Path) -> None:
+    """Nested deeper than Python's JSON parser goes; a position of 5,000 digits."""
+
+    def garble(lines: Lines) -> Lines:
+        lines[3] = b"[" * 100_000 + b"\n"
+        lines[5] = lines[5].replace(b'"position":6,', b'"position":' + b"9" * 5000 + b",")
+        return lines
+
+    verdict = verify(tampered(full, tmp_path, garble), KEY)
+    text = messages(verdict)
+    assert "line 4: not JSON (maximum recursion depth exceeded" in text
+    assert "line 6, position 9999999999999999999: not JSON (Exceeds the limit" in text
+
+
+@pytest.fixture(scope="module")
+def csv_export(store: dict[str, Any]) -> Path:
+    return export(store["url"], store["dir"] / "all.csv", format="csv")
+
+
+@pytest.mark.parametrize("column", ["hash", "tenant_prev"])
+def test_a_csv_hash_that_is_not_hex_is_located(
+    csv_export: Path, tmp_path: Path, column: str
+) -> None:
+    index = fmt.CSV_COLUMNS.index(column) - len(fmt.CSV_COLUMNS) + 4  # of the last three
+
+    def garble(lines: Lines) -> Lines:
+        assert lines[14].startswith(b"14,event,14,")
+        row = lines[14].rsplit(b",", 3)
+        row[index] = b"zz" + row[index][2:]
+        lines[14] = b",".join(row)
+        return lines
+
+    verdict = verify(tampered(csv_export, tmp_path, garble), KEY)
+    first = verdict.problems[0]
+    assert str(first) == f"line 15, position 14: its {column} is not 64 hex digits: edited"
+    assert "seq" not in messages(verdict)  # the line is counted: the lines after are in place
+
+
+def test_a_csv_row_beyond_the_csv_module_limits_is_checked(
+    csv_export: Path, tmp_path: Path
+) -> None:
+    """A field over 128 KiB (a large stored state is legitimate); a seq of digits that
+    are not 0-9."""
+
+    def garble(lines: Lines) -> Lines:
+        assert b"task 0" in lines[1]  # a Created
+        lines[1] = lines[1].replace(b"task 0", b"task " + b"x" * 200_000, 1)
+        lines[30] = b"\xc2\xb2" + lines[30][lines[30].index(b",") :]  # seq: superscript 2
+        return lines
+
+    verdict = verify(tampered(csv_export, tmp_path, garble), KEY)
+    assert [str(problem) for problem in verdict.problems[:2]] == [
+        "line 2, position 1: edited: its content does not match its hash",
+        "line 31: seq, position or version is not a number: edited",
+    ]
+
+
+def test_the_signature_alone_is_checked_for_replay(
+    store: dict[str, Any], full: Path, tmp_path: Path
+) -> None:
+    """A file forged consistently (every hash recomputed, signed by another key) passes
+    every hash; only the signature tells."""
+    forged = export(store["url"], tmp_path / "forged.ndjson", key=b"someone else's key")
+    assert verify(forged).intact
+    assert check_signature(full, KEY).signature == "valid"
+    wrong = check_signature(forged, KEY)
+    assert wrong.signature == "wrong key"
+    assert "wrong key: the manifest was signed with key" in messages(wrong)
+    changed = with_manifest(full, tmp_path, put("range", "through", 10**6))
+    assert check_signature(changed, KEY).signature == "invalid"
+    assert check_signature(full, None).signature == "unchecked"
+    missing = check_signature(tampered(full, tmp_path, lambda ls: ls[:-1]), KEY)
+    assert (missing.signature, messages(missing)[:16]) == ("missing", "missing manifest")

@@ -6,11 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from projections import audit_format as fmt
+from projections.audit_verify import malformed
 
 UUID_TEXT = "6f1c2b1e-0000-4000-8000-000000000001"
 STATE = b'{"timestamp":{"_type_":"datetime_iso","_data_":"2025-01-02T03:04:05.000006+00:00"}}'
@@ -76,3 +79,47 @@ def test_a_signature_tells_a_wrong_key_from_a_changed_manifest() -> None:
     assert not fmt.signature_matches(changed, key)
     line = json.loads(fmt.manifest_line(signed))
     assert fmt.signature_matches(line["manifest"], key)
+
+
+def test_numbers_are_read_back_only_up_to_the_width_of_a_bigint() -> None:
+    record = fmt.event_record(
+        7, UUID_TEXT, 3, fmt.GENESIS, "default", "agent-1", "agentboard.execution.Created.v1",
+        "2025-01-02T03:04:05.000006Z", "null", STATE,
+    )  # fmt: skip
+    line = record + fmt.event_suffix(hashlib.sha256(record).hexdigest(), fmt.GENESIS, "1" * 64, 9)
+    assert fmt.EVENT_HEAD.match(line) is not None
+    wide = line.replace(b'"position":7,', b'"position":' + b"9" * 20 + b",")
+    assert fmt.EVENT_HEAD.match(wide) is None  # int() of 5,000 digits would raise
+
+
+def test_a_json_string_that_is_not_one_raises_value_error() -> None:
+    assert fmt.json_string(b'"d\\u00e9faut"') == "défaut"
+    for quoted in (b'"def\\qault"', b'"d\xffault"', b'"d\xff\\"ault"'):
+        with pytest.raises(ValueError):
+            fmt.json_string(quoted)
+
+
+MANIFEST: dict[str, Any] = {
+    "scheme": fmt.SCHEME, "tenant": "default", "complete": True,
+    "filters": {"from": None, "to": None, "execution": None, "agent": None},
+    "range": {"after": 0, "through": 9},
+    "events": {"count": 0, "first_position": None, "last_position": None},
+    "keys": None, "tenant_chain": {"start": fmt.GENESIS, "head": fmt.GENESIS},
+    "lines_sha256": "0" * 64, "signature": {"key_id": "k", "value": "v"},
+}  # fmt: skip
+
+
+def test_the_manifest_s_shape_names_the_field_that_is_wrong() -> None:
+    assert malformed(MANIFEST) is None
+    assert malformed({**MANIFEST, "keys": {"count": 2, "last_hash": None}}) is None
+    assert malformed([MANIFEST]) == "it is not an object"
+    for change, message in (
+        ({"keys": "x"}, '"keys" must be an object or null'),
+        ({"keys": {"last_hash": None}}, '"keys.count" is missing'),
+        ({"tenant_chain": {"start": fmt.GENESIS}}, '"tenant_chain.head" is missing'),
+        ({"filters": {**MANIFEST["filters"], "agent": ["a"]}},
+         '"filters.agent" must be a string or null'),
+        ({"range": {"after": True, "through": 9}}, '"range.after" must be a whole number'),
+        ({"complete": 1}, '"complete" must be true or false'),
+    ):  # fmt: skip
+        assert malformed({**MANIFEST, **change}) == message
