@@ -80,10 +80,11 @@ class ExecutionController(Controller):
         """Create an execution; it waits in `pending` until a worker of its queue takes it."""
         container: Container = request.app.state.container
         tenant = request.user.tenant
-        created_by = (
-            Actor(ActorKind(data.created_by.kind), data.created_by.id)
+        key = f"key:{request.user.key_id}"
+        created_by = (  # a creator the caller names is recorded with the key that named it
+            Actor(ActorKind(data.created_by.kind), data.created_by.id, via=key)
             if data.created_by
-            else Actor(ActorKind.API, f"key:{request.user.key_id}")
+            else Actor(ActorKind.API, key)
         )
         execution_id = (
             idempotent_execution_id(tenant, idempotency_key) if idempotency_key else uuid4()

@@ -69,17 +69,23 @@ class ToolOutcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who did something: a person, an agent, a schedule, the retry policy, ..."""
+    """Who did something: a person, an agent, a schedule, the retry policy, ...; and,
+    when the caller named that actor itself, the credential it came ``via`` (the API key
+    that said "created by schedule nightly"), so a claim is never anonymous."""
 
     kind: ActorKind
     id: str
+    via: str | None = None
 
     def as_dict(self) -> dict[str, str]:
-        return {"kind": self.kind.value, "id": self.id}
+        if self.via is None:
+            return {"kind": self.kind.value, "id": self.id}
+        return {"kind": self.kind.value, "id": self.id, "via": self.via}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Actor:
-        return cls(kind=ActorKind(data["kind"]), id=str(data["id"]))
+        via = data.get("via")
+        return cls(ActorKind(data["kind"]), str(data["id"]), None if via is None else str(via))
 
 
 POLICY = Actor(ActorKind.POLICY, "retry-policy")
