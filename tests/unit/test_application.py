@@ -397,3 +397,18 @@ def test_a_command_limited_to_queues_is_refused_on_another_queue(
 
     [accepted] = results(service.process([c.Within.of(claim, None, ("default",))]))
     assert accepted.execution.status == "running"
+
+
+def test_a_claimed_creator_is_stored_with_the_credential_it_came_via(
+    service: ExecutionService,
+) -> None:
+    claimed = Actor(ActorKind.SCHEDULE, "nightly", via="key:k1")
+    result = service.create(
+        tenant="t", agent_id="a", worker_queue="q", prompt="p", created_by=claimed
+    )
+    created = service.timeline(result.execution.id)[0]
+    assert created.created_by == {"kind": "schedule", "id": "nightly", "via": "key:k1"}
+    assert Actor.from_dict(created.created_by) == claimed
+    plain = Actor(ActorKind.API, "key:k1")
+    assert plain.as_dict() == {"kind": "api", "id": "key:k1"}  # as every earlier event
+    assert Actor.from_dict(plain.as_dict()) == plain
