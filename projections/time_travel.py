@@ -61,6 +61,12 @@ SELECT least(
     (SELECT notification_id FROM board_tracking WHERE application_name = %(app)s)
 ) AS position
 """
+# The event at a position, or, where the position fell in a gap of the log (a rolled-back
+# insert leaves one), the last event before it: the board as of a position is as of then.
+EVENT_AT_OR_BEFORE = """
+SELECT notification_id AS id, originator_id, originator_version, topic, state FROM {events}
+WHERE notification_id <= %s ORDER BY notification_id DESC LIMIT 1
+"""
 EVENTS_UP_TO = """
 SELECT notification_id AS id, originator_id, originator_version, topic, state FROM {events}
 WHERE originator_id = ANY(%s) AND notification_id <= %s
@@ -73,6 +79,7 @@ class TimeTravel:
         self.datastore = datastore
         self.reader = LogReader(service.recorder, service.mapper)
         self._events_up_to = sql.SQL(EVENTS_UP_TO).format(events=sql.Identifier(EVENTS_TABLE))
+        self._event_at = sql.SQL(EVENT_AT_OR_BEFORE).format(events=sql.Identifier(EVENTS_TABLE))
 
     def board(
         self,
@@ -157,8 +164,13 @@ class TimeTravel:
         return int(row["position"]) if row and row["position"] is not None else 0
 
     def _time_of(self, position: int) -> datetime | None:
-        found = self.reader.recorder.select_notifications(position, 1) if position else []
-        return self._timestamp(found[0]) if found else None
+        if not position:
+            return None
+        with self.datastore.get_connection() as conn:
+            row = conn.execute(self._event_at, (position,)).fetchone()
+        return (
+            self._timestamp(Notification(**{**row, "state": bytes(row["state"])})) if row else None
+        )
 
     def _timestamp(self, notification: Notification) -> datetime:
         entry = self.reader.decode_one(notification)

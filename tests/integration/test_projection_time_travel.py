@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
+import psycopg
 import pytest
 
 from domain.values import Actor, ActorKind
@@ -85,3 +88,25 @@ def test_as_of_needs_one_position_or_one_aware_time(read_side: ProjectionSupervi
         travel.board("default", position=1, at=datetime.now(UTC))
     with pytest.raises(InvalidQuery, match="time zone"):
         travel.board("default", at=datetime(2025, 1, 1))
+
+
+def test_a_position_in_a_gap_of_the_log_is_as_of_the_event_before_it(
+    container: Container, read_side: ProjectionSupervisor, database_url: str
+) -> None:
+    service = container.service
+    a = create(service, prompt="a")  # position 1
+    with psycopg.connect(database_url) as conn:  # takes position 2, then rolls it back
+        conn.execute(
+            "INSERT INTO agentboard_events (originator_id, originator_version, topic, state) "
+            "VALUES (%s, 1, 'x', '')",
+            (uuid4(),),
+        )
+        conn.rollback()
+    time.sleep(0.05)
+    create(service, prompt="b")  # position 3
+    read_side.catch_up()
+
+    in_the_gap = read_side.read_models.time_travel.board("default", position=2)
+
+    assert (in_the_gap.position, shown(in_the_gap)) == (2, {"pending": ["a"]})
+    assert in_the_gap.as_of == service.timeline(a)[0].timestamp  # not b's time, 50 ms later
