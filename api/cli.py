@@ -16,7 +16,7 @@ import typer
 
 from api.cli_audit import audit_cli
 from api.cli_bulk import add_bulk_commands
-from api.cli_executions import exec_command, execution_cli
+from api.cli_executions import Output, OutputOption, exec_command, execution_cli
 from api.cli_keys import keys_cli
 from api.client import EXIT_USAGE, KeyOption, fail
 from infra.keys import WORKER_KEY_FILE, read_key_file
@@ -37,9 +37,15 @@ def _logging() -> None:
 
 @cli.command()
 def up() -> None:
-    """Start the whole stack on embedded PostgreSQL and NATS (unless AGENTBOARD_DATABASE_URL /
-    AGENTBOARD_NATS_URL point elsewhere): the API, the projections in their own process, and
-    one worker on the queue `default`. Ctrl-C or SIGTERM stops everything cleanly."""
+    """Start the whole stack: PostgreSQL and NATS embedded (unless AGENTBOARD_DATABASE_URL or
+    AGENTBOARD_NATS_URL point elsewhere), the API and the board, the projections and the
+    relay in processes of their own, and one worker on the queue `default`. It writes an
+    admin key to <data dir>/admin.key, which the other verbs use, and prints a sign-in link
+    to the board. Ctrl-C or SIGTERM stops everything cleanly; a second `up` reuses the data.
+
+    Examples:
+      agentboard up
+      AGENTBOARD_HTTP_PORT=8080 AGENTBOARD_DATA_DIR=/srv/agentboard agentboard up"""
     from api.serve import serve_stack  # noqa: PLC0415 - the server's imports are heavy
 
     _logging()
@@ -57,11 +63,14 @@ def worker(
     concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 4,
     api_key: KeyOption = None,
 ) -> None:
-    """Run a worker with the built-in agents (shell, script). SIGTERM drains it.
+    """Run a worker with the built-in agents (shell, script) on the queues given (default:
+    `default`); SIGTERM drains it. It reports with a key of role worker: --api-key, else
+    AGENTBOARD_API_KEY, else the local stack's <data dir>/worker.key. A key of tenant
+    default serves every tenant; a key of another tenant only that tenant's executions.
 
-    It reports with a key of role worker: --api-key, else AGENTBOARD_API_KEY, else the
-    local stack's <data dir>/worker.key. A key of tenant default serves every tenant; a
-    key of another tenant only that tenant's executions."""
+    Examples:
+      agentboard worker --queue gpu --concurrency 8
+      AGENTBOARD_API_KEY=ab_... agentboard worker --queue gpu --queue cpu"""
     from workers.agents import BUILTIN_AGENTS  # noqa: PLC0415
     from workers.client import CommandRefused  # noqa: PLC0415
     from workers.runtime import Worker  # noqa: PLC0415
@@ -155,7 +164,10 @@ def _store(settings: Settings) -> Iterator[tuple[Any, str]]:
 
 @projections_cli.command("run")
 def projections_run() -> None:
-    """Keep every view up to date (what `agentboard up` runs beside the API). SIGTERM stops."""
+    """Keep every view up to date (what `agentboard up` runs beside the API). SIGTERM stops.
+
+    Example:
+      AGENTBOARD_DATABASE_URL=postgresql://... agentboard projections run"""
     _logging()
     settings = Settings()
     from infra.bootstrap import run_projections  # noqa: PLC0415
@@ -170,12 +182,18 @@ def projections_run() -> None:
 
 
 @projections_cli.command("status")
-def projections_status() -> None:
-    """Each view's position, lag behind the log, and state."""
+def projections_status(output: OutputOption = Output.TABLE) -> None:
+    """Each view's state, position, lag behind the log, restarts and last error, and the bad
+    events a view was told to skip. Reads the database of the stack `up` runs here (or
+    AGENTBOARD_DATABASE_URL).
+
+    Examples:
+      agentboard projections status
+      agentboard projections status -o json | jq '.views[] | select(.lag > 0)'"""
     from projections.cli import status_command  # noqa: PLC0415
 
     with _store(Settings()) as (service, url):
-        raise typer.Exit(status_command(service, url))
+        raise typer.Exit(status_command(service, url, as_json=output is Output.JSON))
 
 
 @projections_cli.command("rebuild")
@@ -183,7 +201,11 @@ def projections_rebuild(
     name: Annotated[str | None, typer.Argument(help="one view; all when left out")] = None,
 ) -> None:
     """Replay the log from position 0 into fresh tables and swap them in, while the live
-    views keep serving."""
+    views keep serving; every view, each in a process of its own, when no NAME is given.
+
+    Examples:
+      agentboard projections rebuild
+      agentboard projections rebuild board"""
     from projections.cli import rebuild_command  # noqa: PLC0415
 
     with _store(Settings()) as (service, url):
@@ -196,7 +218,11 @@ def projections_skip(
     position: Annotated[int, typer.Argument(help="the bad event's position")],
     reason: Annotated[str, typer.Option("--reason", help="why skipping it is right")],
 ) -> None:
-    """Let a view halted on a bad stored event go past it (recorded, with the reason)."""
+    """Let a view halted on a bad stored event go past it (recorded, with the reason; shown by
+    `projections status`). The position is in the view's error.
+
+    Example:
+      agentboard projections skip board 1234 --reason 'a NUL in the prompt'"""
     from projections.cli import skip_command  # noqa: PLC0415
 
     with _store(Settings()) as (service, url):

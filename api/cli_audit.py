@@ -75,7 +75,11 @@ def export(
     api_key: KeyOption = None,
 ) -> None:  # fmt: skip
     """Export the audit trail of the key's tenant: every event with its hash chain, then a
-    signed manifest."""
+    signed manifest.
+
+    Examples:
+      agentboard audit export --from 2026-01-01 -o trail.ndjson
+      agentboard audit export --agent coder --format csv -o coder.csv"""
     params = {
         "from": _moment("--from", start), "to": _moment("--to", end),
         "execution": str(execution) if execution else None, "agent": agent,
@@ -188,7 +192,13 @@ def verify_command(
         typer.Option(help="POSITION=HASH of a published chain head (repeatable)"),
     ] = None,
 ) -> None:  # fmt: skip
-    """Check every hash, link and count of an export, and its signature. Offline."""
+    """Check every hash, link and count of an export, and its signature. Offline. Exit 0:
+    intact; 1: something is wrong (each finding named with its line and position); 3: intact
+    but the signature unchecked (no key).
+
+    Examples:
+      agentboard audit verify trail.ndjson --key-file audit.key
+      agentboard audit verify trail.ndjson --anchor 1234=9f2c...e1"""
     from projections.audit_verify import UnreadableExport, verify  # noqa: PLC0415
 
     key = _key(key_file)
@@ -263,7 +273,11 @@ def replay_command(
     key_file: KeyFileOption = None,
 ) -> None:
     """Check an export's signature, load it into a fresh embedded store, rebuild the views,
-    and print the board (and an execution) as of the export's last position. Offline."""
+    and print the board (and an execution) as of the export's last position. Offline.
+
+    Examples:
+      agentboard audit replay trail.ndjson --key-file audit.key
+      agentboard audit replay trail.ndjson --execution 3f2a9c0d-... -o json"""
     from infra.audit_replay import ReplayRefused, replay  # noqa: PLC0415 (starts PostgreSQL)
     from projections.audit_verify import UnreadableExport  # noqa: PLC0415
 

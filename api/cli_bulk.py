@@ -15,26 +15,25 @@ from uuid import uuid4
 import typer
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
+from rich.text import Text
 
 from api.cli_executions import (
-    STATUSES,
+    OlderOption,
     Output,
     OutputOption,
+    StatusOption,
+    act,
     api_for,
-    status_text,
+    checked_filter,
+    first_line,
 )
+from api.cli_format import fitted_table, status_text
 from api.client import EXIT_REFUSED, EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
-from projections import InvalidQuery, parse_age
 
 CHUNK = 100
 SHOWN = 50  # rows of the listing; --output json has them all
 
 IdArgument = Annotated[str | None, typer.Argument(help="one execution; or use the filters")]
-StatusOption = Annotated[
-    list[str] | None, typer.Option("--status", help="a status (repeatable, or comma-separated)")
-]
-OlderOption = Annotated[str | None, typer.Option("--older-than", help="e.g. 30m, 12h, 7d")]
 AgentOption = Annotated[str | None, typer.Option("--agent")]
 TeamOption = Annotated[str | None, typer.Option("--team")]
 TypeOption = Annotated[str | None, typer.Option("--type", help="agent or team")]
@@ -42,27 +41,6 @@ QueueOption = Annotated[str | None, typer.Option("--queue")]
 LabelOption = Annotated[str | None, typer.Option("--label", help="key=value or key")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="list what matches; change nothing")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
-
-
-def bulk_filter(
-    status: list[str] | None, older_than: str | None, agent: str | None, team: str | None,
-    type_: str | None, queue: str | None, label: str | None,
-) -> dict[str, Any]:  # fmt: skip
-    """The request's filter, checked here so a typo costs no round trip."""
-    statuses = [s.strip() for value in status or [] for s in value.split(",") if s.strip()]
-    unknown = [value for value in statuses if value not in STATUSES]
-    if unknown:
-        fail(f"unknown status {unknown[0]!r}; choose among {', '.join(STATUSES)}", EXIT_USAGE)
-    if older_than is not None:
-        try:
-            parse_age(older_than)
-        except InvalidQuery as error:
-            fail(f"--older-than: {error}", EXIT_USAGE)
-    if type_ is not None and type_ not in ("agent", "team"):
-        fail(f"--type is agent or team (got {type_!r})", EXIT_USAGE)
-    given = {"status": statuses or None, "older_than": older_than, "agent": agent,
-             "team": team, "type": type_, "queue": queue, "label": label}  # fmt: skip
-    return {name: value for name, value in given.items() if value is not None}
 
 
 def one_or_many(
@@ -75,11 +53,6 @@ def one_or_many(
         fail(f"{action} needs an execution id, or --status (and other filters) to act on "
              "many", EXIT_USAGE)  # fmt: skip
     return execution_id is not None
-
-
-def act_on_one(api: ApiClient, execution_id: str, action: str, body: dict[str, Any] | None) -> None:
-    result = api.call("POST", f"/v1/executions/{execution_id}/{action}", json=body)
-    typer.echo(f"{result['id']} {result['status']}")
 
 
 def run_bulk(api: ApiClient, action: str, where: dict[str, Any], dry_run: bool, yes: bool,
@@ -143,13 +116,13 @@ def show_preview(preview: dict[str, Any], output: Output) -> None:
     if not items:
         typer.echo("no executions match")
         return
-    table = Table("id", "status", "outcome", "prompt")
-    for item in items[:SHOWN]:
-        outcome = "would change" if item["outcome"] == "would_change" else item["outcome"]
-        prompt = (item["prompt"] or "").splitlines()[0][:60] if item["prompt"] else ""
-        table.add_row(item["id"], status_text(item["status"] or "?"), outcome, prompt)
+    rows = [
+        [Text(item["id"]), status_text(item["status"] or "?"),
+         Text(item["outcome"].replace("_", " ")), Text(first_line(item["prompt"]))]
+        for item in items[:SHOWN]
+    ]  # fmt: skip
     console = Console()
-    console.print(table)
+    console.print(fitted_table(console, ["id", "status", "outcome", "prompt"], rows))
     if len(items) > SHOWN:
         console.print(f"… and {len(items) - SHOWN} more (--output json lists them all)")
 
@@ -172,14 +145,16 @@ def cancel(
     yes: YesOption = False, output: OutputOption = Output.TABLE, url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:  # fmt: skip
-    """Cancel one execution by id, or every one that matches.
+    """Cancel one execution by id (or short id), or every one that matches (listed first,
+    then confirmed). Pending work is cancelled at once; running work is asked to stop.
 
-    Pending work is cancelled at once; running work is asked to stop.
-    Example: agentboard execution cancel --status pending --older-than 7d"""
-    where = bulk_filter(status, older_than, agent, team, type_, queue, label)
+    Examples:
+      agentboard execution cancel 3f2a9c0d
+      agentboard execution cancel --status pending --older-than 7d"""
+    where = checked_filter(status, older_than, agent, team, type_, queue, label)
     if one_or_many("cancel", execution_id, where, dry_run):
-        act_on_one(api_for(url, api_key), str(execution_id), "cancel",
-                   {"reason": "cancelled from the CLI"})  # fmt: skip
+        act(api_for(url, api_key), str(execution_id), "cancel",
+            {"reason": "cancelled from the CLI"})  # fmt: skip
         return
     run_bulk(api_for(url, api_key), "cancel", where, dry_run, yes, output)
 
@@ -191,12 +166,15 @@ def retry(
     yes: YesOption = False, output: OutputOption = Output.TABLE, url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:  # fmt: skip
-    """Retry one failed execution by id, or every one that matches, as a new attempt.
+    """Retry one failed execution by id (or short id), or every one that matches (listed
+    first, then confirmed), as a new attempt.
 
-    Example: agentboard execution retry --status failed --agent shell --yes"""
-    where = bulk_filter(status, older_than, agent, team, type_, queue, label)
+    Examples:
+      agentboard execution retry 3f2a9c0d
+      agentboard execution retry --status failed --agent shell --yes"""
+    where = checked_filter(status, older_than, agent, team, type_, queue, label)
     if one_or_many("retry", execution_id, where, dry_run):
-        act_on_one(api_for(url, api_key), str(execution_id), "retry", None)
+        act(api_for(url, api_key), str(execution_id), "retry", None)
         return
     run_bulk(api_for(url, api_key), "retry", where, dry_run, yes, output)
 
@@ -207,10 +185,12 @@ def complete(
     label: LabelOption = None, dry_run: DryRunOption = False, yes: YesOption = False,
     output: OutputOption = Output.TABLE, url: UrlOption = None, api_key: KeyOption = None,
 ) -> None:  # fmt: skip
-    """Complete every matching execution that began (running, requires_input, blocked).
+    """Complete every matching execution that began (running, requires_input, blocked),
+    listed first, then confirmed.
 
-    Example: agentboard execution complete --status running --older-than 7d --dry-run"""
-    where = bulk_filter(status, older_than, agent, team, type_, queue, label)
+    Example:
+      agentboard execution complete --status running --older-than 7d --dry-run"""
+    where = checked_filter(status, older_than, agent, team, type_, queue, label)
     one_or_many("complete", None, where, dry_run)
     run_bulk(api_for(url, api_key), "complete", where, dry_run, yes, output)
 

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from api.cli_executions import Output, OutputOption, ago, api_for
+from api.cli_executions import Output, OutputOption, api_for
+from api.cli_format import ago
 from api.client import KeyOption, UrlOption
 from infra.keys import Role
 

@@ -48,13 +48,20 @@ class ApiClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
-            fail(f"cannot reach {self.url} ({error}); is `agentboard up` running?", EXIT_USAGE)
+            self.unreachable(error)
         if response.status_code >= 400:
-            try:
-                problem = response.json()
-                detail = problem.get("detail") or problem.get("title")
-            except ValueError:
-                detail = response.text[:200]
-            code = EXIT_USAGE if response.status_code in (400, 401, 422) else EXIT_REFUSED
-            fail(f"{detail} (HTTP {response.status_code})", code)
+            self.refused(response)
         return response
+
+    def unreachable(self, error: httpx.HTTPError) -> NoReturn:
+        fail(f"cannot reach {self.url} ({error}); is `agentboard up` running?", EXIT_USAGE)
+
+    def refused(self, response: httpx.Response) -> NoReturn:
+        """One line with the problem's detail; exit 2 for bad input or a wrong key, else 1."""
+        try:
+            problem = response.json()
+            detail = problem.get("detail") or problem.get("title")
+        except ValueError:
+            detail = response.text[:200]
+        code = EXIT_USAGE if response.status_code in (400, 401, 422) else EXIT_REFUSED
+        fail(f"{detail} (HTTP {response.status_code})", code)

@@ -1,4 +1,4 @@
-"""``agentboard projections status | rebuild [NAME] | skip NAME POSITION --reason R``.
+"""``agentboard projections status [-o json] | rebuild [NAME] | skip NAME POSITION --reason R``.
 
 Plain functions that the Typer app registers; each returns the exit code (0 done,
 1 failed, 2 bad usage) and prints with rich.
@@ -6,10 +6,14 @@ Plain functions that the Typer app registers; each returns the exit code (0 done
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from eventsourcing.persistence import ProgrammingError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from domain.application import ExecutionService
 from projections.control import Control
@@ -20,9 +24,14 @@ from projections.registry import datastore_for, make_projection, view_names
 
 
 def status_command(
-    service: ExecutionService, database_url: str, console: Console | None = None
+    service: ExecutionService,
+    database_url: str,
+    console: Console | None = None,
+    *,
+    as_json: bool = False,
 ) -> int:
-    """Print each view's position, the log's end, the lag between them and its health."""
+    """Print each view's position, the log's end, the lag between them and its health (a
+    table, or one JSON document: ``{"head", "views": [...], "skips": [...]}``)."""
     console = console or Console()
     datastore = datastore_for(database_url, pool_size=1)
     try:
@@ -30,7 +39,7 @@ def status_command(
         control.create_tables()
         health = control.health()
         head = service.recorder.max_notification_id() or 0
-        table = Table("view", "state", "position", "head", "lag", "restarts", "error")
+        views: list[dict[str, Any]] = []
         for name in view_names():
             try:
                 position: int | None = make_projection(name, datastore).view.position()
@@ -38,14 +47,27 @@ def status_command(
                 position = None  # its tables do not exist yet
             view_health = health.get(name)
             state = view_health.state if view_health else ("not built" if position is None else "?")
+            views.append({
+                "view": name, "state": state, "position": position,
+                "lag": head - position if position is not None else None,
+                "restarts": view_health.restarts if view_health else 0,
+                "error": (view_health.error or None) if view_health else None,
+            })  # fmt: skip
+        skips = control.all_skips()
+        if as_json:
+            document = {"head": head, "views": views, "skips": [
+                {"view": s.view, "position": s.position, "topic": s.topic, "reason": s.reason}
+                for s in skips
+            ]}  # fmt: skip
+            console.print_json(json.dumps(document))
+            return 0
+        table = Table("view", "state", "position", "head", "lag", "restarts", "error")
+        for view in views:
             table.add_row(
-                name, state, str(position if position is not None else "-"), str(head),
-                str(head - position) if position is not None else "-",
-                str(view_health.restarts if view_health else 0),
-                (view_health.error or "") if view_health else "",
+                view["view"], view["state"], _cell(view["position"]), str(head),
+                _cell(view["lag"]), str(view["restarts"]), Text(view["error"] or ""),
             )  # fmt: skip
         console.print(table)
-        skips = control.all_skips()
         for skip in skips:
             console.print(
                 f"[yellow]skip[/] {skip.view} passes over position {skip.position} "
@@ -54,6 +76,10 @@ def status_command(
         return 0
     finally:
         datastore.close()
+
+
+def _cell(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def rebuild_command(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -16,6 +18,7 @@ import httpx
 import pytest
 
 from infra.keys import KeyStore, Role
+from infra.processes import free_port
 from tests.e2e.conftest import RunningStack, start_stack
 from tests.e2e.sse import SseReader
 
@@ -198,7 +201,9 @@ def test_exec_follow_streams_output_puts_the_question_and_sends_the_answer(
     assert run.returncode == 0, run.stderr
     execution_id, *output = run.stdout.splitlines()
     assert "thinking" in output
-    assert "search" in run.stderr  # tool calls and questions go to stderr
+    # tool calls (name, arguments, call id; then the outcome) and questions go to stderr
+    assert re.search(r'^→ search \{"q": "x"\} \(\S+\)$', run.stderr, re.M), run.stderr
+    assert re.search(r"^✓ search success in \d+ms \(\S+\) done$", run.stderr, re.M), run.stderr
     assert "colour?" in run.stderr
     assert json.loads(output[-1]) == {"answers": ["blue"]}  # the result, last
     events = httpx.get(
@@ -223,6 +228,10 @@ def test_exec_follow_exits_1_when_the_execution_fails_and_logs_follow_replays(
     again = cli(running, keys["viewer"], "execution", "logs", execution_id, "--follow")
     assert again.returncode == 0, again.stderr
     assert again.stdout == "about to fail\n"
+    as_json = cli(running, keys["viewer"], "execution", "logs", execution_id, "-f", "-o", "json")
+    lines = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert lines[0]["type"] == "Created"
+    assert lines[-1] == {"type": "end", "status": "failed", "position": lines[-2]["position"]}
     missing = cli(running, keys["viewer"], "execution", "logs", str(uuid4()), "--follow")
     assert missing.returncode == 1
     assert "does not exist" in missing.stderr
@@ -256,3 +265,16 @@ def test_artifacts_are_listed_on_the_execution_and_download_intact(
     missing = httpx.get(f"{running.url}{artifact['url']}x", headers=headers, timeout=10)
     assert missing.status_code == 404
     assert "no artifact named" in missing.json()["detail"]
+
+
+def test_following_an_unreachable_server_is_one_line_and_exit_2(
+    running: RunningStack, keys: dict[str, str]
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = cli(running, keys["viewer"], "execution", "logs", str(uuid4()), "--follow",
+                 "--url", nowhere)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"agentboard: cannot reach {nowhere}")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # no "reconnecting…"
+    assert time.monotonic() - started < 15
