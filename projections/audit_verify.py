@@ -301,7 +301,15 @@ class _Verification:
 
     def _signature(self) -> None:
         verdict, manifest = self.verdict, self.manifest
-        if self.key is None:
+        algorithm = manifest["signature"]["algorithm"]
+        if algorithm != fmt.SIGNATURE_ALGORITHM:  # outside what the signature covers
+            verdict.signature = "invalid"
+            verdict.report(
+                None, None,
+                f"the manifest's signature algorithm is {str(algorithm)[:40]!r}: verify knows "
+                f"{fmt.SIGNATURE_ALGORITHM} only; it was changed",
+            )  # fmt: skip
+        elif self.key is None:
             verdict.signature = "unchecked"
         elif fmt.signature_matches(manifest, self.key):
             verdict.signature = "valid"
@@ -331,7 +339,8 @@ SHAPE: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("keys", (dict, type(None))), ("keys.count", (int,)), ("keys.last_hash", (str, type(None))),
     ("tenant_chain", (dict,)), ("tenant_chain.start", (str,)), ("tenant_chain.head", (str,)),
     ("lines_sha256", (str,)),
-    ("signature", (dict,)), ("signature.key_id", (str,)), ("signature.value", (str,)),
+    ("signature", (dict,)), ("signature.algorithm", (str,)), ("signature.key_id", (str,)),
+    ("signature.value", (str,)),
 )  # fmt: skip
 KINDS = {
     dict: "an object", str: "a string", int: "a whole number", bool: "true or false",

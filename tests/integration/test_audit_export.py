@@ -244,6 +244,19 @@ def test_a_missing_manifest_is_reported(full: Path, tmp_path: Path) -> None:
     assert "missing manifest" in messages(verdict)
 
 
+@pytest.mark.parametrize("key", [KEY, None])
+def test_an_edited_signature_algorithm_is_caught(
+    full: Path, tmp_path: Path, key: bytes | None
+) -> None:  # the algorithm is outside what the signature covers
+    def relabel(lines: Lines) -> Lines:
+        lines[-1] = lines[-1].replace(b'"algorithm":"HMAC-SHA256"', b'"algorithm":"none"')
+        return lines
+
+    verdict = verify(tampered(full, tmp_path, relabel), key)
+    assert verdict.signature == "invalid"
+    assert "signature algorithm is 'none'" in messages(verdict)
+
+
 def test_a_wrong_key_is_named(full: Path) -> None:
     verdict = verify(full, b"another deployment's key!")
     assert verdict.signature == "wrong key"
