@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -189,7 +190,8 @@ def verify_command(
     key_file: KeyFileOption = None,
     anchor: Annotated[
         list[str] | None,
-        typer.Option(help="POSITION=HASH of a published chain head (repeatable)"),
+        typer.Option(help="POSITION=HASH (tenant_hash) or key:SEQ=HASH (key_hash) of a "
+                     "published anchor (repeatable)"),
     ] = None,
 ) -> None:  # fmt: skip
     """Check every hash, link and count of an export, and its signature. Offline. Exit 0:
@@ -198,13 +200,13 @@ def verify_command(
 
     Examples:
       agentboard audit verify trail.ndjson --key-file audit.key
-      agentboard audit verify trail.ndjson --anchor 1234=9f2c...e1"""
+      agentboard audit verify trail.ndjson --anchor 1234=9f2c...e1 --anchor key:7=03ab...9d"""
     from projections.audit_verify import UnreadableExport, verify  # noqa: PLC0415
 
     key = _key(key_file)
-    anchors = _anchors(anchor or [])
+    anchors, key_anchors = _anchors(anchor or [])
     try:
-        verdict = verify(file, key, anchors)
+        verdict = verify(file, key, anchors, key_anchors)
     except UnreadableExport as error:
         fail(str(error), EXIT_USAGE)
     _report(verdict, key_file)
@@ -230,14 +232,23 @@ def _key(key_file: Path | None) -> bytes | None:
         fail(str(error), EXIT_USAGE)
 
 
-def _anchors(values: list[str]) -> dict[int, str]:
+def _anchors(values: list[str]) -> tuple[dict[int, str], dict[int, str]]:
+    """``POSITION=HASH`` (an event's tenant_hash) and ``key:SEQ=HASH`` (a key record's hash),
+    as the anchor messages give them: (positions, key seqs)."""
     anchors: dict[int, str] = {}
+    key_anchors: dict[int, str] = {}
     for value in values:
-        position, sep, digest = value.partition("=")
-        if not sep or not position.isdigit() or len(digest) != 64:
-            fail(f"--anchor takes POSITION=HASH (64 hex characters), got {value!r}", EXIT_USAGE)
-        anchors[int(position)] = digest.lower()
-    return anchors
+        where, sep, digest = value.partition("=")
+        number = where.removeprefix("key:")
+        if not sep or not (number.isascii() and number.isdigit()) or len(number) > 19 or (
+            not re.fullmatch(r"[0-9a-fA-F]{64}", digest)
+        ):  # fmt: skip
+            fail(
+                "--anchor takes POSITION=HASH or key:SEQ=HASH (64 hex characters), "
+                f"got {value[:100]!r}", EXIT_USAGE,
+            )  # fmt: skip
+        (key_anchors if where.startswith("key:") else anchors)[int(number)] = digest.lower()
+    return anchors, key_anchors
 
 
 def _report(verdict: Verdict, key_file: Path | None) -> None:

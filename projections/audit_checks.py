@@ -57,6 +57,7 @@ class Segment:
     key_hash: bytes | None = None
     has_keys: bool = False
     anchored: set[int] = field(default_factory=set)
+    key_seqs: set[int] = field(default_factory=set)  # of the key records seen (they are few)
     problems: list[tuple[int | None, int | None, str]] = field(default_factory=list)
     problem_count: int = 0
 
@@ -67,10 +68,14 @@ class Segment:
 
 
 class LineChecker:
-    def __init__(self, manifest: dict[str, Any] | None, anchors: dict[int, str]) -> None:
+    def __init__(
+        self, manifest: dict[str, Any] | None, anchors: dict[int, str],
+        key_anchors: dict[int, str] | None = None,
+    ) -> None:  # fmt: skip
         self.found = Segment()
         self.report = self.found.report
         self.anchors = anchors
+        self.key_anchors = key_anchors or {}
         self.seq = -1  # unknown until the segment's first line
         self.position = 0
         self.events = self.keys = 0
@@ -193,7 +198,13 @@ class LineChecker:
             return
         self.seen_keys = True
         self.keys += 1
-        claimed, name = tail[1], f"key record {int(head[1])}"
+        key_seq = int(head[1])
+        claimed, name = tail[1], f"key record {key_seq}"
+        self.found.key_seqs.add(key_seq)
+        anchored = self.key_anchors.get(key_seq)
+        if anchored is not None and claimed.decode() != anchored:
+            self.report(number, None, f"{name} differs from the published anchor: the key "
+                        "records were rewritten")  # fmt: skip
         if not line.endswith(b"\n"):
             self.report(number, None, "truncated: the file ends in the middle of this line")
         if binascii.hexlify(hashlib.sha256(line[:split]).digest()) != claimed:

@@ -29,11 +29,11 @@ BLOCK = 8 << 20
 
 def check_segment(
     path: str, start: int, end: int, manifest: dict[str, Any] | None, anchors: dict[int, str],
-    csv_format: bool, digest: Any = None,
+    csv_format: bool, digest: Any = None, key_anchors: dict[int, str] | None = None,
 ) -> Segment:  # fmt: skip
     """Check the lines in bytes ``start`` to ``end`` of the file (line numbers in what it
     returns count from the segment's first line, 1); feed its bytes to ``digest``."""
-    checker = LineChecker(manifest, anchors)
+    checker = LineChecker(manifest, anchors, key_anchors)
     number = 0
     with Path(path).open("rb") as stream:
         for lines, complete in _blocks(stream, start, end, digest):
@@ -81,6 +81,7 @@ class Joined:
     tenant_hash: bytes | None = None
     key_hash: bytes | None = None
     anchored: set[int] = field(default_factory=set)
+    key_seqs: set[int] = field(default_factory=set)
 
 
 def join(segments: list[Segment], manifest: dict[str, Any] | None, verdict: Any) -> Joined:
@@ -129,6 +130,7 @@ def join(segments: list[Segment], manifest: dict[str, Any] | None, verdict: Any)
         whole.events += segment.events
         whole.keys += segment.keys
         whole.anchored |= segment.anchored
+        whole.key_seqs |= segment.key_seqs
         offset += segment.lines
     whole.lines = offset
     return whole

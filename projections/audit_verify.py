@@ -27,6 +27,7 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -93,11 +94,17 @@ class Verdict:
 
 
 def verify(
-    path: Path, key: bytes | None = None, anchors: Mapping[int, str] | None = None
-) -> Verdict:
+    path: Path, key: bytes | None = None, anchors: Mapping[int, str] | None = None,
+    key_anchors: Mapping[int, str] | None = None,
+) -> Verdict:  # fmt: skip
+    """Check every line, link and count of an export against its manifest, the manifest's
+    signature with ``key``, and the published anchors: ``anchors`` position -> tenant hash,
+    ``key_anchors`` key seq -> key record hash."""
     try:
         with path.open("rb") as stream:
-            return _Verification(path, stream, key, dict(anchors or {})).run()
+            verification = _Verification(path, stream, key, dict(anchors or {}))
+            verification.key_anchors = {seq: h.lower() for seq, h in (key_anchors or {}).items()}
+            return verification.run()
     except OSError as error:
         raise UnreadableExport(f"cannot read {path}: {error.strerror or error}") from None
 
@@ -121,6 +128,7 @@ class _Verification:
         self.stream = stream
         self.key = key
         self.anchors = anchors
+        self.key_anchors: dict[int, str] = {}
         self.verdict = Verdict(path)
         self.manifest: dict[str, Any] = {}
 
@@ -166,19 +174,21 @@ class _Verification:
         """Check the lines before ``end``: in this process, or cut into one segment per
         CPU for worker processes while this one takes the digest of them all."""
         manifest = self.manifest or None
-        args = (str(self.path), manifest, self.anchors, self.verdict.format == "csv")
+        path, anchors, csv_format = str(self.path), self.anchors, self.verdict.format == "csv"
         workers = min(os.cpu_count() or 1, MAX_WORKERS)
-        if end < PARALLEL_FROM or workers < 2 or self.verdict.format == "csv":
+        if end < PARALLEL_FROM or workers < 2 or csv_format:
             lines = hashlib.sha256()
-            path, manifest, anchors, csv_format = args
-            whole = check_segment(path, 0, end, manifest, anchors, csv_format, lines)
+            whole = check_segment(
+                path, 0, end, manifest, anchors, csv_format, lines, self.key_anchors
+            )
             return [whole], lines.hexdigest()
         cuts = [0, *self._cuts(end, workers), end]
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            segment = partial(check_segment, path, manifest=manifest, anchors=anchors,
+                              csv_format=csv_format, key_anchors=self.key_anchors)  # fmt: skip
             futures = [
-                pool.submit(check_segment, args[0], start, stop, *args[1:])
-                for start, stop in itertools.pairwise(cuts)
+                pool.submit(segment, start, stop) for start, stop in itertools.pairwise(cuts)
             ]
             digest = self._digest(end)
             return [future.result() for future in futures], digest
@@ -297,6 +307,16 @@ class _Verification:
             else:
                 self.verdict.notes.append(
                     f"anchor at position {position} is not in this export: not checked"
+                )
+        for key_seq in sorted(set(self.key_anchors) - whole.key_seqs):
+            # records are appended in key_seq order: a later one here means this one was there
+            if self.manifest["keys"] is not None and any(s > key_seq for s in whole.key_seqs):
+                self.verdict.report(
+                    None, None, f"the anchored key record {key_seq} is missing from the export"
+                )
+            else:
+                self.verdict.notes.append(
+                    f"anchor of key record {key_seq} is not in this export: not checked"
                 )
 
     def _signature(self) -> None:

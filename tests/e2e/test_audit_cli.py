@@ -218,9 +218,16 @@ def test_the_stack_anchors_its_chain_on_jetstream(
     anchor = last_anchor(stack)
     path = tmp_path / "all.ndjson"
     exported(stack, path)
-    anchored = cli(stack, "audit", "verify", str(path), "--anchor",
-                   f"{anchor['position']}={anchor['tenant_hash']}")  # fmt: skip
+    assert anchor["key_seq"] is not None  # `up` made the admin's and the worker's keys
+    anchored = cli(stack, "audit", "verify", str(path),
+                   "--anchor", f"{anchor['position']}={anchor['tenant_hash']}",
+                   "--anchor", f"key:{anchor['key_seq']}={anchor['key_hash']}")  # fmt: skip
     assert anchored.returncode == 0, anchored.stdout
+    rekeyed = cli(stack, "audit", "verify", str(path), "--anchor",
+                  f"key:{anchor['key_seq']}={'0' * 64}")  # fmt: skip
+    assert rekeyed.returncode == 1
+    assert "differs from the published anchor: the key records were rewritten" in rekeyed.stdout
+    assert cli(stack, "audit", "verify", str(path), "--anchor", "key:x=1").returncode == 2
     forged = cli(
         stack, "audit", "verify", str(path), "--anchor", f"{anchor['position']}={'0' * 64}"
     )

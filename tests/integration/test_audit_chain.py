@@ -199,6 +199,43 @@ async def test_anchors_reach_jetstream_and_catch_a_rewritten_history(
     )
 
 
+async def test_key_records_are_anchored_and_a_rewrite_of_them_is_caught(
+    container: Container, database_url: str, nats_server: str, tmp_path: Path
+) -> None:
+    await anyio.to_thread.run_sync(write_history, container.service, 1)
+    keys = KeyStore(database_url)
+    for _ in range(2):
+        keys.create("default", Role.OPERATOR, "test")
+    with chained(container.service, database_url):
+        nc = await connect(nats_server, "test key anchors")
+        try:
+            js = nc.jetstream()
+            await ensure_streams(js)
+            async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
+                assert await AnchorPublisher(js, database_url).publish_once(c) == 1
+            message = await js.get_last_msg(AUDIT_STREAM, anchor_subject("default"))
+        finally:
+            await nc.drain()
+        anchor = json.loads(message.data or b"{}")
+        key_seq, key_hash = anchor["key_seq"], anchor["key_hash"]
+        path = await anyio.to_thread.run_sync(export, database_url, tmp_path / "a.ndjson")
+        assert verify(path, KEY, {}, {key_seq: key_hash}).ok
+        forged = verify(path, KEY, {}, {key_seq: "0" * 64})
+        assert f"key record {key_seq} differs from the published anchor" in str(forged.problems)
+
+        # Someone with the database drops the append-only trigger and writes the tenant's
+        # key records anew: a chain consistent in itself, but not the one anchored.
+        execute(database_url, "ALTER TABLE agentboard_key_events DISABLE TRIGGER USER")
+        execute(database_url, "DELETE FROM agentboard_key_events WHERE tenant = 'default'")
+        execute(database_url, "ALTER TABLE agentboard_key_events ENABLE TRIGGER USER")
+        for _ in range(2):
+            keys.create("default", Role.OPERATOR, "test")
+        rewritten = await anyio.to_thread.run_sync(export, database_url, tmp_path / "b.ndjson")
+    assert verify(rewritten, KEY).ok
+    verdict = verify(rewritten, KEY, {}, {key_seq: key_hash})
+    assert f"the anchored key record {key_seq} is missing from the export" in str(verdict.problems)
+
+
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (this test).
 EXPORT_RSS = """
 import re, sys
