@@ -64,6 +64,19 @@ def start_stack(data_dir: Path, port: int | None = None, timeout: float = 90) ->
     raise RuntimeError(f"agentboard up did not answer in {timeout}s:\n{log.read_text()}")
 
 
+def module_stack(factory: pytest.TempPathFactory, name: str) -> Iterator[RunningStack]:
+    """The body of a module's stack fixture: ``yield from module_stack(factory, "cli")``."""
+    running = start_stack(factory.mktemp(name) / "data")
+    yield running
+    running.stop()
+
+
+def admin_client(stack: RunningStack) -> httpx.Client:
+    """An HTTP client of ``stack`` with the admin key ``agentboard up`` wrote."""
+    key = (stack.data_dir / "admin.key").read_text().strip()
+    return httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {key}"})
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[RunningStack]:
     running = start_stack(tmp_path / "data")

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import RunningStack, start_stack
+from tests.e2e.conftest import RunningStack, module_stack
 from tests.e2e.sse import SseReader
 
 ROLES = ("viewer", "operator", "worker", "admin")
@@ -76,9 +76,7 @@ class Operation:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    stack = start_stack(tmp_path_factory.mktemp("access") / "data")
-    yield stack
-    stack.stop()
+    yield from module_stack(tmp_path_factory, "access")
 
 
 @pytest.fixture(scope="module")

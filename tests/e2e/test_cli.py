@@ -15,21 +15,18 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from tests.e2e.conftest import RunningStack, start_stack
+from tests.e2e.conftest import RunningStack, admin_client, module_stack
 from tests.e2e.test_api import run_cli, wait_for
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    running = start_stack(tmp_path_factory.mktemp("cli") / "data")
-    yield running
-    running.stop()
+    yield from module_stack(tmp_path_factory, "cli")
 
 
 @pytest.fixture(scope="module")
 def api(stack: RunningStack) -> httpx.Client:
-    key = (stack.data_dir / "admin.key").read_text().strip()
-    return httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {key}"})
+    return admin_client(stack)
 
 
 @pytest.fixture(autouse=True)

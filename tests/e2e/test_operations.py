@@ -9,15 +9,13 @@ import httpx
 import pytest
 
 from infra.keys import KeyStore, Role
-from tests.e2e.conftest import RunningStack, start_stack
+from tests.e2e.conftest import RunningStack, module_stack
 from tests.e2e.sse import SseReader
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    stack = start_stack(tmp_path_factory.mktemp("operations") / "data")
-    yield stack
-    stack.stop()
+    yield from module_stack(tmp_path_factory, "operations")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from infra.keys import KeyStore, Role
-from tests.e2e.conftest import RunningStack, start_stack
+from tests.e2e.conftest import RunningStack, module_stack
 
 EXAMPLES = 20  # per operation and generation mode; the whole module stays under ~2 minutes
 CHECKS = [not_a_server_error, response_schema_conformance]
@@ -41,9 +41,7 @@ SEEDS = {
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    stack = start_stack(tmp_path_factory.mktemp("fuzz") / "data")
-    yield stack
-    stack.stop()
+    yield from module_stack(tmp_path_factory, "fuzz")
 
 
 @pytest.fixture(scope="module")
