@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -36,6 +36,28 @@ CHECK_STATE_EVERY_TICKS = 10  # every 5 s
 log = logging.getLogger(__name__)
 
 TERMINAL_OR_PENDING = ("completed", "failed", "cancelled", "pending")
+
+
+class StopSignal(asyncio.Event):
+    """An event that also calls back at once when set: a run's cancel and loss stop its
+    agent's task through ``then`` (no watcher task per run, as with ``wait()``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._then: list[Callable[[], object]] = []
+
+    def then(self, callback: Callable[[], object]) -> None:
+        if self.is_set():
+            callback()
+        else:
+            self._then.append(callback)
+
+    def set(self) -> None:
+        if not self.is_set():
+            super().set()
+            callbacks, self._then = self._then, []
+            for callback in callbacks:
+                callback()
 
 
 class Slot(Protocol):
@@ -75,8 +97,8 @@ class RunContext:
         self.client = client
         self.artifacts = artifacts
         self.worker_id = worker_id
-        self._cancelled = asyncio.Event()
-        self.lost = asyncio.Event()  # the execution is no longer this run's: stop quietly
+        self._cancelled = StopSignal()
+        self.lost = StopSignal()  # the execution is no longer this run's: stop quietly
         self._answers: asyncio.Queue[Any] = asyncio.Queue()
         self._tool_calls = 0
         self._buffer: list[str] = []
@@ -93,7 +115,7 @@ class RunContext:
         return self._info
 
     @property
-    def cancelled(self) -> asyncio.Event:
+    def cancelled(self) -> StopSignal:
         return self._cancelled
 
     # -- control, from the relay (agentboard.control.<id>) or from polling ------------

@@ -293,7 +293,8 @@ class Worker:
             self.stats.failed += 1
             return
         task: asyncio.Task[Any] = asyncio.create_task(_call(agent, context))
-        watcher = asyncio.create_task(_cancel_on_request(context, task))
+        context.cancelled.then(task.cancel)  # asked to stop, or ended elsewhere: stop the agent
+        context.lost.then(task.cancel)
         try:
             result = await asyncio.wait_for(task, timeout)
         except asyncio.CancelledError:
@@ -320,8 +321,6 @@ class Worker:
         except Exception as error:
             await self._fail(context, f"{type(error).__name__}: {error}", FailureReason.AGENT_ERROR)
             return
-        finally:
-            watcher.cancel()
         await context.flush()
         await context.report(c.Complete(info.id, lease, result))
         self.stats.completed += 1
@@ -350,19 +349,6 @@ class Worker:
 
 async def _call(agent: Agent, context: RunContext) -> Any:
     return await agent(context)
-
-
-async def _cancel_on_request(context: RunContext, task: asyncio.Task[Any]) -> None:
-    waits = [
-        asyncio.create_task(context.cancelled.wait()),
-        asyncio.create_task(context.lost.wait()),
-    ]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-    task.cancel()
 
 
 def _parse_work(data: bytes) -> dict[str, Any]:
