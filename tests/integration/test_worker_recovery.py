@@ -4,14 +4,18 @@ happens twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from uuid import UUID
 
 import pytest
+from nats.js import JetStreamContext
+from nats.js.errors import NoKeysError
 
 from infra.bootstrap import Container, bootstrap
 from infra.embedded import EmbeddedNats
@@ -22,6 +26,7 @@ from infra.nats import (
     WORK_STREAM,
     connect,
     work_consumer,
+    workers_bucket,
 )
 from infra.processes import free_port
 from infra.relay import relay_position
@@ -56,27 +61,42 @@ async def test_a_killed_worker_s_executions_are_requeued_or_fail_as_worker_lost(
     container: Container,
 ) -> None:
     steps = {"steps": [{"say": "working\n"}, {"sleep": 2}]}
-    async with running_stack(container, workers=0):
+    async with running_stack(container, workers=0) as (services, _):
         doomed = spawn_worker(container)
         try:
             retried = await create(container, parameters=steps, retry={"max_attempts": 2})
             last_try = await create(container, parameters=steps, retry={"max_attempts": 1})
             for execution_id in (retried, last_try):
                 await wait_for_status(container, execution_id, "running")
+            assert services.nc is not None  # killed once its presence lists both claims
+            await wait_for_presence(services.nc.jetstream(), {retried, last_try})
         finally:
             doomed.send_signal(signal.SIGKILL)
             doomed.wait()
-        # A claim the worker had not yet announced when it was killed is found by the
-        # board scan alone: quiet for ORPHAN_AFTER (20 s), seen by a scan every 10 checks
-        # (10 s, longer on a busy machine), then 2 s of running again: up to ~35 s.
-        async with running_stack(container, workers=1):
-            lost = await wait_for_status(container, last_try, "failed", timeout=60)
-            done = await wait_for_status(container, retried, "completed", timeout=60)
+        async with running_stack(container, workers=1):  # (a claim not yet announced is
+            # left to the board scan: test_an_orphan_is_found_by_a_monitor_...)
+            lost = await wait_for_status(container, last_try, "failed", timeout=30)
+            done = await wait_for_status(container, retried, "completed", timeout=30)
 
     assert lost.failure_reason == "worker_lost"
     assert done.attempt == 2
     assert event_types(container, retried).count("PickedUp") == 2
     assert "LeaseExpired" in event_types(container, retried)
+
+
+async def wait_for_presence(js: JetStreamContext, held: set[UUID], timeout: float = 10) -> None:
+    """Until some worker's presence lists every execution of ``held``."""
+    bucket = await workers_bucket(js)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        with contextlib.suppress(NoKeysError):
+            for key in await bucket.keys():
+                entry = await bucket.get(key)
+                listed = json.loads(entry.value or b"{}").get("executions", {})
+                if {str(execution_id) for execution_id in held} <= set(listed):
+                    return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no worker's presence lists {held} after {timeout}s")
 
 
 async def test_a_redelivered_work_message_does_not_run_twice(container: Container) -> None:
