@@ -105,7 +105,8 @@ MANIFEST: dict[str, Any] = {
     "range": {"after": 0, "through": 9},
     "events": {"count": 0, "first_position": None, "last_position": None},
     "keys": None, "tenant_chain": {"start": fmt.GENESIS, "head": fmt.GENESIS},
-    "lines_sha256": "0" * 64, "signature": {"key_id": "k", "value": "v"},
+    "lines_sha256": "0" * 64,
+    "signature": {"algorithm": fmt.SIGNATURE_ALGORITHM, "key_id": "k", "value": "v"},
 }  # fmt: skip
 
 
