@@ -40,7 +40,6 @@ from domain.application import ExecutionService
 from domain.execution import Execution
 from infra.eventstore import SELECT_STORE_ID
 from infra.nats import (
-    PUBLISH_TIMEOUT_SECONDS,
     band_of,
     control_subject,
     ensure_work_consumers,
@@ -61,6 +60,12 @@ UPSERT_POSITION = (  # a fact ("published up to here"): whoever writes it, it ne
 IN_FLIGHT = 4  # pages published and not yet acknowledged
 TRACK_EVERY = 0.1  # seconds between tracking writes while pages keep coming
 WAKE_UP_AT_LEAST_EVERY = 1.0  # seconds: LISTEN can go silent; polling is the fallback
+# JetStream acknowledges a publish in milliseconds; one lost in a reconnect (nats-py can
+# send the buffered publishes before the reply subscription is back) never comes. The
+# relay then restarts from its tracked position (duplicates are dropped by message id),
+# and stands still meanwhile: so it waits for an acknowledgement this long, not the 10 s
+# a client would.
+ACK_TIMEOUT_SECONDS = 2.0
 NEEDS_A_WORKER = ("Created", "RetryScheduled")
 # What the worker holding an execution must hear about at once: a cancel, an answer, or
 # that the execution was ended or taken from it by someone else.
@@ -118,6 +123,9 @@ class Relay:
                 await conn.execute("LISTEN " + CHANNEL)
                 self.position = await self._load_position(conn)
                 self.published = self.acknowledged = self.position
+                # A run that failed (an acknowledgement that never came) left its pages
+                # here, their futures cancelled by the timeout: this run publishes them anew.
+                self._unsettled.clear()
                 row = await (await conn.execute(SELECT_STORE_ID)).fetchone()
                 self.store_id = str(row[0]) if row else "store"
                 while not stopping.is_set():
@@ -157,7 +165,7 @@ class Relay:
             last, acks = self._unsettled[0]
             if not (everything or acks.done() or len(self._unsettled) > IN_FLIGHT):
                 break
-            await asyncio.wait_for(acks, PUBLISH_TIMEOUT_SECONDS)
+            await asyncio.wait_for(acks, ACK_TIMEOUT_SECONDS)
             self._unsettled.popleft()
             self.acknowledged = last
         now = time.monotonic()

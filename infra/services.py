@@ -134,12 +134,21 @@ async def supervised(
         try:
             await run()
             delay = 0.5
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if stopping.is_set() or (task is not None and task.cancelling()):
+                raise  # this task is being stopped
+            # a future inside it was cancelled (a timeout's): a failure like any other, not
+            # a reason to stop relaying for good
+            log.exception("%s failed (cancelled inside); restarting in %.1fs", name, delay)
         except Exception:
             log.exception("%s failed; restarting in %.1fs", name, delay)
-            try:
-                await asyncio.wait_for(stopping.wait(), delay)
-            except TimeoutError:
-                delay = min(delay * 2, 10.0)
+        else:
+            continue
+        try:
+            await asyncio.wait_for(stopping.wait(), delay)
+        except TimeoutError:
+            delay = min(delay * 2, 10.0)
 
 
 async def run_relay(

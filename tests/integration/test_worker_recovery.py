@@ -29,7 +29,7 @@ from infra.nats import (
     workers_bucket,
 )
 from infra.processes import free_port
-from infra.relay import relay_position
+from infra.relay import ACK_TIMEOUT_SECONDS, relay_position
 from infra.settings import Settings
 from tests.integration.workers_harness import (
     create,
@@ -82,6 +82,16 @@ async def test_a_killed_worker_s_executions_are_requeued_or_fail_as_worker_lost(
     assert done.attempt == 2
     assert event_types(container, retried).count("PickedUp") == 2
     assert "LeaseExpired" in event_types(container, retried)
+
+
+async def wait_for_relay(container: Container, position: int, timeout: float = 10) -> None:
+    """Until the relay has published (and JetStream acknowledged) the log up to ``position``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    datastore = container.read_models.datastore
+    while await asyncio.to_thread(relay_position, datastore) < position:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the relay did not reach position {position} in {timeout}s")
+        await asyncio.sleep(0.05)
 
 
 async def wait_for_presence(js: JetStreamContext, held: set[UUID], timeout: float = 10) -> None:
@@ -204,16 +214,51 @@ async def test_a_nats_restart_mid_run_loses_nothing(
             state = await wait_for_status(container, execution_id, "completed", timeout=30)
             after = await create(container, parameters={"steps": []})
             await wait_for_status(container, after, "completed", timeout=30)
+            stored = container.service.recorder.max_notification_id() or 0
+            await wait_for_relay(container, stored)  # the last events are relayed after it
         client = await connect(nats_url, "check")
         info = await client.jetstream().stream_info(EVENTS_STREAM)
         await client.close()
-        stored = container.service.recorder.max_notification_id()
     finally:
         container.close()
         nats.stop()
 
     assert state.result == {"answers": []}
     assert info.state.messages == stored  # every stored event reached the stream, once
+
+
+async def test_the_relay_carries_on_after_acknowledgements_that_never_came(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """NATS paused: the relay's publishes get no acknowledgement, it gives up on them (more
+    than once) and starts again from its tracked position; resumed, it relays everything."""
+    nats = EmbeddedNats(tmp_path / "paused", port=free_port())
+    nats_url = nats.start()
+    ensure_schema(database_url, settings)
+    container = bootstrap(settings, database_url=database_url, nats_url=nats_url)
+    try:
+        async with running_stack(container, workers=0):
+            await create(container)
+            await wait_for_relay(container, container.service.recorder.max_notification_id() or 0)
+            assert nats.process is not None
+            nats.process.send_signal(signal.SIGSTOP)
+            try:
+                await create(container)
+                await asyncio.sleep(ACK_TIMEOUT_SECONDS * 2 + 1)
+            finally:
+                nats.process.send_signal(signal.SIGCONT)
+            await create(container)
+            head = container.service.recorder.max_notification_id() or 0
+            await wait_for_relay(container, head, timeout=30)
+        client = await connect(nats_url, "check")
+        info = await client.jetstream().stream_info(EVENTS_STREAM)
+        await client.close()
+    finally:
+        container.close()
+        nats.stop()
+
+    assert head == 3
+    assert info.state.messages == head  # each once: the republished ones were deduplicated
 
 
 async def test_an_orphan_is_found_by_a_monitor_that_never_saw_its_worker(
