@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -28,6 +29,10 @@ from infra.relay import Relay
 from infra.worker_auth import ReportAuth
 
 log = logging.getLogger(__name__)
+
+RESTART_AFTER_SECONDS = (1.0, 30.0)  # a child process that exits: first pause, longest
+STEADY_SECONDS = 60.0  # up this long, a child that exits is restarted after the first pause
+EXIT_CONFIGURATION = 2  # `agentboard` refusing its input or configuration (api/client.py)
 
 
 class BackgroundServices:
@@ -167,21 +172,57 @@ async def run_relay(
 
 class LocalProcess:
     """An ``agentboard`` subcommand in a process beside the API, stopped by the API when it
-    stops, and dying with it if the API is killed."""
+    stops, and dying with it if the API is killed. One that exits unasked (a crash, a kill,
+    the OOM killer) is started again, after a pause that doubles while it keeps exiting;
+    except on exit code 2, its own refusal of its configuration, which a restart would
+    only repeat."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.command = [str(Path(sys.executable).parent / "agentboard"), *args]
+        self.name = " ".join(args[:2])
         self.env = {**os.environ, **env}
         self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._stopping = False
+        self._started_at = 0.0
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self._spawn()
+        self._watcher = asyncio.create_task(self._restart_when_it_exits())
+
+    async def _spawn(self) -> None:
         # its own session: Ctrl-C reaches `up`, which stops it in its turn
         self.process = await asyncio.create_subprocess_exec(
             *self.command, env=self.env, start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM),
         )  # fmt: skip
+        self._started_at = time.monotonic()
+
+    async def _restart_when_it_exits(self) -> None:
+        delay = RESTART_AFTER_SECONDS[0]
+        while self.process is not None:
+            code = await self.process.wait()
+            if self._stopping:
+                return
+            if code == EXIT_CONFIGURATION:
+                log.error("%s exited refusing its configuration; not restarting it", self.name)
+                return
+            if time.monotonic() - self._started_at > STEADY_SECONDS:
+                delay = RESTART_AFTER_SECONDS[0]  # it had been running well
+            log.warning("%s exited (code %s); starting it again in %.0fs", self.name, code, delay)
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            await self._spawn()
+            self.restarts += 1
+            delay = min(delay * 2, RESTART_AFTER_SECONDS[1])
 
     async def stop(self, timeout: float = 60) -> None:
+        self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
         if self.process is None or self.process.returncode is not None:
             return
         self.process.terminate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ from domain.values import Actor, ActorKind
 from infra.eventstore import eventsourcing_env
 from infra.settings import Settings
 from tests.e2e.conftest import RunningStack, start_stack
+from tests.e2e.test_api import run_cli
 
 
 def children_of(pid: int) -> list[psutil.Process]:
@@ -53,3 +55,36 @@ def test_sigterm_stops_everything_and_a_second_up_keeps_the_data(tmp_path: Path)
         assert ready["checks"]["postgres"]["position"] == created.position
     finally:
         assert second.stop(signal.SIGINT) == 0
+
+
+def test_a_killed_relay_projections_or_worker_process_is_started_again(
+    stack: RunningStack,
+) -> None:
+    roles = {"relay": "relay", "projections run": "projections", "worker": "worker"}
+    killed = []
+    for child in children_of(stack.process.pid):
+        try:
+            command = " ".join(child.cmdline()[1:])
+        except psutil.Error:  # gone, or a zombie not yet reaped
+            continue
+        if any(f"agentboard {role}" in command for role in roles):
+            child.send_signal(signal.SIGKILL)  # as a crash or the OOM killer would
+            killed.append(child)
+    assert len(killed) == 3, [" ".join(c.cmdline()) for c in killed]
+    psutil.wait_procs(killed, timeout=10)
+
+    done = run_cli(stack, "exec", "echo after the crash", "--wait")  # relay and worker back
+
+    assert done.returncode == 0, done.stderr
+    execution_id = done.stdout.splitlines()[0]
+    key = (stack.data_dir / "admin.key").read_text().strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the board is the projections' (back too)
+        board = httpx.get(f"{stack.url}/v1/board", headers=headers).json()
+        shown = [c["id"] for col in board["columns"] for c in col["items"]]
+        if execution_id in shown:
+            break
+        time.sleep(0.2)
+    assert execution_id in shown
+    assert "starting it again" in stack.log.read_text()
