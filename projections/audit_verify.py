@@ -102,9 +102,8 @@ def verify(
     ``key_anchors`` key seq -> key record hash."""
     try:
         with path.open("rb") as stream:
-            verification = _Verification(path, stream, key, dict(anchors or {}))
-            verification.key_anchors = {seq: h.lower() for seq, h in (key_anchors or {}).items()}
-            return verification.run()
+            keys = {seq: digest.lower() for seq, digest in (key_anchors or {}).items()}
+            return _Verification(path, stream, key, dict(anchors or {}), keys).run()
     except OSError as error:
         raise UnreadableExport(f"cannot read {path}: {error.strerror or error}") from None
 
@@ -122,13 +121,14 @@ def check_signature(path: Path, key: bytes | None) -> Verdict:
 
 class _Verification:
     def __init__(
-        self, path: Path, stream: BinaryIO, key: bytes | None, anchors: dict[int, str]
-    ) -> None:
+        self, path: Path, stream: BinaryIO, key: bytes | None, anchors: dict[int, str],
+        key_anchors: dict[int, str] | None = None,
+    ) -> None:  # fmt: skip
         self.path = path
         self.stream = stream
         self.key = key
         self.anchors = anchors
-        self.key_anchors: dict[int, str] = {}
+        self.key_anchors = key_anchors or {}
         self.verdict = Verdict(path)
         self.manifest: dict[str, Any] = {}
 

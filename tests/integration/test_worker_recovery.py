@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
 
@@ -82,6 +83,31 @@ async def test_a_killed_worker_s_executions_are_requeued_or_fail_as_worker_lost(
     assert done.attempt == 2
     assert event_types(container, retried).count("PickedUp") == 2
     assert "LeaseExpired" in event_types(container, retried)
+
+
+@contextlib.asynccontextmanager
+async def on_own_nats(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[Container, EmbeddedNats]]:
+    """A container on a NATS server of this test's own, which it may stop or pause."""
+    nats = EmbeddedNats(tmp_path / "own-nats", port=free_port())
+    nats_url = nats.start()
+    ensure_schema(database_url, settings)
+    container = bootstrap(settings, database_url=database_url, nats_url=nats_url)
+    try:
+        yield container, nats
+    finally:
+        container.close()
+        nats.stop()
+
+
+async def events_in_stream(nats: EmbeddedNats) -> int:
+    client = await connect(nats.url, "check")
+    try:
+        info = await client.jetstream().stream_info(EVENTS_STREAM)
+    finally:
+        await client.close()
+    return info.state.messages
 
 
 async def wait_for_relay(container: Container, position: int, timeout: float = 10) -> None:
@@ -198,13 +224,8 @@ async def test_a_silent_execution_fails_on_its_heartbeat_timeout(container: Cont
 async def test_a_nats_restart_mid_run_loses_nothing(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    nats = EmbeddedNats(tmp_path / "restartable", port=port)
-    nats_url = nats.start()
-    ensure_schema(database_url, settings)
-    container = bootstrap(settings, database_url=database_url, nats_url=nats_url)
     steps = {"steps": [{"say": "before\n"}, {"sleep": 2}, {"tool": "after", "args": {}}]}
-    try:
+    async with on_own_nats(settings, database_url, tmp_path) as (container, nats):
         async with running_stack(container):
             execution_id = await create(container, parameters=steps)
             await wait_for_status(container, execution_id, "running")
@@ -216,15 +237,10 @@ async def test_a_nats_restart_mid_run_loses_nothing(
             await wait_for_status(container, after, "completed", timeout=30)
             stored = container.service.recorder.max_notification_id() or 0
             await wait_for_relay(container, stored)  # the last events are relayed after it
-        client = await connect(nats_url, "check")
-        info = await client.jetstream().stream_info(EVENTS_STREAM)
-        await client.close()
-    finally:
-        container.close()
-        nats.stop()
+        in_stream = await events_in_stream(nats)
 
     assert state.result == {"answers": []}
-    assert info.state.messages == stored  # every stored event reached the stream, once
+    assert in_stream == stored  # every stored event reached the stream, once
 
 
 async def test_the_relay_carries_on_after_acknowledgements_that_never_came(
@@ -232,11 +248,7 @@ async def test_the_relay_carries_on_after_acknowledgements_that_never_came(
 ) -> None:
     """NATS paused: the relay's publishes get no acknowledgement, it gives up on them (more
     than once) and starts again from its tracked position; resumed, it relays everything."""
-    nats = EmbeddedNats(tmp_path / "paused", port=free_port())
-    nats_url = nats.start()
-    ensure_schema(database_url, settings)
-    container = bootstrap(settings, database_url=database_url, nats_url=nats_url)
-    try:
+    async with on_own_nats(settings, database_url, tmp_path) as (container, nats):
         async with running_stack(container, workers=0):
             await create(container)
             await wait_for_relay(container, container.service.recorder.max_notification_id() or 0)
@@ -250,15 +262,10 @@ async def test_the_relay_carries_on_after_acknowledgements_that_never_came(
             await create(container)
             head = container.service.recorder.max_notification_id() or 0
             await wait_for_relay(container, head, timeout=30)
-        client = await connect(nats_url, "check")
-        info = await client.jetstream().stream_info(EVENTS_STREAM)
-        await client.close()
-    finally:
-        container.close()
-        nats.stop()
+        in_stream = await events_in_stream(nats)
 
     assert head == 3
-    assert info.state.messages == head  # each once: the republished ones were deduplicated
+    assert in_stream == head  # each once: the republished ones were deduplicated
 
 
 async def test_an_orphan_is_found_by_a_monitor_that_never_saw_its_worker(
