@@ -38,9 +38,9 @@ from bench.http_load import (
     request_bytes,
     sequential,
 )
-from domain import commands as c
 from domain.application import ExecutionService
-from domain.values import Actor, ActorKind
+from domain.execution import commands as c
+from domain.execution.values import Actor, ActorKind
 from infra.eventstore import eventsourcing_env
 from infra.keys import KeyStore, Role
 from infra.nats import WORKERS_BUCKET, connect

@@ -32,17 +32,17 @@ from uuid import UUID, uuid4
 import psycopg
 import uvicorn
 
-from domain import commands as c
 from domain.application import ExecutionService
-from domain.values import Actor, ActorKind, ToolOutcome
+from domain.execution import commands as c
+from domain.execution.values import Actor, ActorKind, ToolOutcome
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.eventstore import EVENTS_TABLE, ensure_schema, eventsourcing_env
 from infra.nats import connect, ensure_topology
 from infra.processes import free_port
 from infra.settings import Settings
-from projections.rebuild import rebuild
-from projections.registry import datastore_for
-from projections.supervisor import create_view_tables
+from projections.engine.rebuild import rebuild
+from projections.engine.registry import datastore_for
+from projections.engine.supervisor import create_view_tables
 
 KEY = bytes(range(32))
 BLOCK = 1000
@@ -57,8 +57,8 @@ RAW_READ = (
 CHILD = """
 import json, re, sys, time
 from pathlib import Path
-from projections.audit_export import ExportQuery, export_to
-from projections.audit_verify import verify
+from projections.audit.export import ExportQuery, export_to
+from projections.audit.verify import verify
 def peak_mb():
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) / 1024
 task, url, path = sys.argv[1:4]
@@ -159,7 +159,7 @@ def http_export_rates(
 ) -> list[float]:
     """The same export through ``GET /v1/audit/export``: the app served in this process as
     ``agentboard up`` serves it, curl in its own process writing the file."""
-    from api.app import create_app  # noqa: PLC0415
+    from api.http.app import create_app  # noqa: PLC0415
     from infra.bootstrap import bootstrap  # noqa: PLC0415
     from infra.keys import KeyStore, Role  # noqa: PLC0415
 

@@ -35,15 +35,15 @@ from uuid import UUID, uuid4
 import psycopg
 
 from bench.rebuilds import measure_rebuilds
-from domain import commands as c
 from domain.application import ExecutionService
-from domain.values import Actor, ActorKind, ToolOutcome
+from domain.execution import commands as c
+from domain.execution.values import Actor, ActorKind, ToolOutcome
 from infra.embedded import EmbeddedPostgres
 from infra.eventstore import ensure_schema, eventsourcing_env
 from infra.settings import Settings
-from projections.filters import ExecutionFilter
-from projections.registry import ProjectionOptions, datastore_for
-from projections.supervisor import ProjectionSupervisor
+from projections.engine.registry import ProjectionOptions, datastore_for
+from projections.engine.supervisor import ProjectionSupervisor
+from projections.views.filters import ExecutionFilter
 
 ALICE = Actor(ActorKind.USER, "alice")
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from functools import partial
 
 from domain.application import ExecutionService
-from projections.rebuild import RebuildReport, rebuild, rebuild_views
-from projections.rebuild_processes import rebuild_in_processes
-from projections.registry import datastore_for, view_names
-from projections.supervisor import ProjectionSupervisor
+from projections.engine.rebuild import RebuildReport, rebuild, rebuild_views
+from projections.engine.rebuild_processes import rebuild_in_processes
+from projections.engine.registry import datastore_for, view_names
+from projections.engine.supervisor import ProjectionSupervisor
 
 PAGE = 5000
 THE_FIRST_THREE = ["board", "status_intervals", "tool_calls"]

@@ -27,8 +27,8 @@ import psutil
 import psycopg
 
 from bench.write_path import _raw_executemany, _stored_state_size
-from domain import commands as c
-from domain.values import Actor, ActorKind
+from domain.execution import commands as c
+from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import bootstrap
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.eventstore import ensure_schema

@@ -22,8 +22,8 @@ from uuid import UUID, uuid4
 import psycopg
 
 from domain.application import ExecutionService
-from domain.commands import RecordToolCall
-from domain.values import Actor, ActorKind
+from domain.execution.commands import RecordToolCall
+from domain.execution.values import Actor, ActorKind
 from infra.embedded import EmbeddedPostgres
 from infra.eventstore import ensure_schema, eventsourcing_env
 from infra.settings import Settings

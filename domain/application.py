@@ -26,16 +26,16 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import Environment
 
-from domain import commands as c
-from domain.exceptions import (
+from domain.execution import commands as c
+from domain.execution.aggregate import Execution
+from domain.execution.errors import (
     DomainError,
     ExecutionNotFound,
     IdempotencyKeyReused,
 )
-from domain.execution import Execution
-from domain.handlers import HANDLERS
-from domain.state import CommandResult, ExecutionState, idempotent_execution_id, snapshot
-from domain.values import Actor, InputKind
+from domain.execution.handlers import HANDLERS
+from domain.execution.state import CommandResult, ExecutionState, idempotent_execution_id, snapshot
+from domain.execution.values import Actor, InputKind
 
 Outcome = CommandResult | BaseException
 CONFLICT_RETRIES = 20

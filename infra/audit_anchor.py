@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 
 from infra.eventstore import SELECT_STORE_ID
 from infra.nats import PUBLISH_TIMEOUT_SECONDS, anchor_subject
-from projections import audit_format
+from projections.audit import format as audit_format
 
 log = logging.getLogger(__name__)
 

@@ -25,16 +25,16 @@ from uuid import UUID
 import psycopg
 
 from domain.application import ExecutionService
-from domain.exceptions import ExecutionNotFound
+from domain.execution.errors import ExecutionNotFound
 from infra.embedded import EmbeddedPostgres
 from infra.eventstore import EVENTS_TABLE, ensure_schema, eventsourcing_env
 from infra.settings import Settings
-from projections import audit_format as fmt
-from projections.audit_verify import verify
-from projections.board_queries import BoardQueries
-from projections.registry import datastore_for
-from projections.supervisor import ProjectionSupervisor
-from projections.timeline import jsonable
+from projections.audit import format as fmt
+from projections.audit.verify import verify
+from projections.engine.registry import datastore_for
+from projections.engine.supervisor import ProjectionSupervisor
+from projections.views.board_queries import BoardQueries
+from projections.views.timeline import jsonable
 
 COPY_EVENTS = (
     f"COPY {EVENTS_TABLE} (notification_id, originator_id, originator_version, topic, state) "

@@ -20,15 +20,14 @@ from infra.eventstore import ensure_schema, eventsourcing_env
 from infra.keys import KeyStore
 from infra.settings import STACK_FILE, Settings
 from infra.writer import GroupCommitWriter
-from projections import (
-    ProjectionOptions,
+from projections.engine.positions import ViewPositions
+from projections.engine.registry import ProjectionOptions, datastore_for
+from projections.engine.supervisor import (
     ProjectionSupervisor,
-    ReadModels,
-    datastore_for,
+    create_view_tables,
     start_projections,
 )
-from projections.positions import ViewPositions
-from projections.supervisor import create_view_tables
+from projections.views.read_models import ReadModels
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ def bootstrap(
 
 def run_projections(settings: Settings, database_url: str) -> ProjectionSupervisor:
     """The projections of a stack, in this process (each page they commit announces
-    itself to the API's readers: projections/positions.py)."""
+    itself to the API's readers: projections/engine/positions.py)."""
     env = eventsourcing_env(database_url, settings, create_table=False)
     service = ExecutionService(env, cache_size=1_000)  # it only reads
     options = ProjectionOptions()

@@ -18,8 +18,8 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from domain.application import ExecutionService
-from domain.exceptions import DomainError
-from domain.wire import (
+from domain.execution.errors import DomainError
+from domain.execution.wire import (
     BATCH,
     WORKER_COMMANDS,
     decode_batch,

@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from domain.execution import check_name
+from domain.execution.aggregate import check_name
 
 KEYS_TABLE = (
     "CREATE TABLE IF NOT EXISTS agentboard_api_keys ("
@@ -255,7 +255,7 @@ def _record_key_event(
 ) -> None:
     """Append the key's creation (or revocation) to its tenant's chain of key events
     (under a lock, so each links to the one before it)."""
-    from projections import audit_format  # noqa: PLC0415 - the CLI imports this module light
+    from projections.audit import format as audit_format  # noqa: PLC0415 - the CLI imports this module light
 
     kind = "user" if created_by.startswith("key:") else "system"
     actor = audit_format.json_text({"kind": kind, "id": created_by})

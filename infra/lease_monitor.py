@@ -29,10 +29,10 @@ from uuid import UUID
 from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
-from domain import commands as c
-from domain.exceptions import DomainError
-from domain.state import CommandResult
-from domain.values import FailureReason
+from domain.execution import commands as c
+from domain.execution.errors import DomainError
+from domain.execution.state import CommandResult
+from domain.execution.values import FailureReason
 from infra.nats import PRESENCE_TTL_SECONDS
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from domain.application import ExecutionService
-from domain.execution import Execution
+from domain.execution.aggregate import Execution
 from infra.eventstore import SELECT_STORE_ID
 from infra.nats import (
     band_of,
@@ -46,7 +46,7 @@ from infra.nats import (
     event_subject,
     work_subject,
 )
-from projections.timeline import render
+from projections.views.timeline import render
 
 log = logging.getLogger(__name__)
 

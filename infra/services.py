@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 RESTART_AFTER_SECONDS = (1.0, 30.0)  # a child process that exits: first pause, longest
 STEADY_SECONDS = 60.0  # up this long, a child that exits is restarted after the first pause
-EXIT_CONFIGURATION = 2  # `agentboard` refusing its input or configuration (api/client.py)
+EXIT_CONFIGURATION = 2  # `agentboard` refusing its input or configuration (api/cli/client.py)
 
 
 class BackgroundServices:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from uuid import UUID
 
-from domain import commands as c
+from domain.execution import commands as c
 from infra.keys import KeyStore, Principal, Role
 
 AUTHORIZATION = "Authorization"

@@ -19,8 +19,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from domain.application import ExecutionService
-from domain.commands import Command
-from domain.state import CommandResult
+from domain.execution.commands import Command
+from domain.execution.state import CommandResult
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
-from domain.values import FailureReason, InputKind
+from domain.execution.values import FailureReason, InputKind
 
 
 class AgentFailed(Exception):

@@ -17,8 +17,8 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from domain.commands import Command
-from domain.wire import BATCH, encode_batch, encode_command
+from domain.execution.commands import Command
+from domain.execution.wire import BATCH, encode_batch, encode_command
 
 log = logging.getLogger(__name__)
 

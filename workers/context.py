@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 
-from domain import commands as c
-from domain.values import InputKind, ToolOutcome
+from domain.execution import commands as c
+from domain.execution.values import InputKind, ToolOutcome
 from infra.nats import log_subject
 from workers.agent import ExecutionInfo
 from workers.client import CommandClient, CommandRefused

@@ -35,8 +35,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
 
-from domain import commands as c
-from domain.values import FailureReason
+from domain.execution import commands as c
+from domain.execution.values import FailureReason
 from infra.nats import (
     BANDS,
     WORK_STREAM,

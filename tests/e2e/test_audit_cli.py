@@ -19,7 +19,7 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from infra.nats import AUDIT_STREAM, anchor_subject, connect
-from projections import audit_format as fmt
+from projections.audit import format as fmt
 from tests.e2e.conftest import RunningStack, start_stack
 from tests.e2e.test_api import client, run_cli, wait_for
 

@@ -1,4 +1,4 @@
-"""The board page's counting (``api/static/model.js``) in Chromium, without a server: the
+"""The board page's counting (``api/http/static/model.js``) in Chromium, without a server: the
 column counts a person reads must stay exact on a board too big to show whole."""
 
 from __future__ import annotations

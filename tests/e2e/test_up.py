@@ -10,7 +10,7 @@ import httpx
 import psutil
 
 from domain.application import ExecutionService
-from domain.values import Actor, ActorKind
+from domain.execution.values import Actor, ActorKind
 from infra.eventstore import eventsourcing_env
 from infra.settings import Settings
 from tests.e2e.conftest import RunningStack, start_stack

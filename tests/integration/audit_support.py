@@ -7,12 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID, uuid4
 
-from domain import commands as c
 from domain.application import ExecutionService
-from domain.values import Actor, ActorKind, ToolOutcome
-from projections.audit_export import ExportQuery, export_to
-from projections.registry import datastore_for
-from projections.supervisor import ProjectionSupervisor
+from domain.execution import commands as c
+from domain.execution.values import Actor, ActorKind, ToolOutcome
+from projections.audit.export import ExportQuery, export_to
+from projections.engine.registry import datastore_for
+from projections.engine.supervisor import ProjectionSupervisor
 
 ALICE = Actor(ActorKind.USER, "key:alice")
 KEY = bytes(range(32))

@@ -21,15 +21,15 @@ from infra.audit_anchor import AnchorPublisher
 from infra.bootstrap import Container
 from infra.keys import KeyStore, Role
 from infra.nats import AUDIT_STREAM, anchor_subject, connect, ensure_streams
-from projections.audit_chain import AuditChainProjection
-from projections.audit_chain_view import AuditChainView
-from projections.audit_verify import verify
-from projections.control import Control
-from projections.errors import BadEvent
-from projections.log import LogReader
-from projections.rebuild import rebuild
-from projections.registry import datastore_for
-from projections.runner import ViewRunner
+from projections.audit.chain import AuditChainProjection
+from projections.audit.chain_view import AuditChainView
+from projections.audit.verify import verify
+from projections.engine.control import Control
+from projections.engine.errors import BadEvent
+from projections.engine.log import LogReader
+from projections.engine.rebuild import rebuild
+from projections.engine.registry import datastore_for
+from projections.engine.runner import ViewRunner
 from tests.integration.audit_support import KEY, chained, export, write_history
 
 pytestmark = pytest.mark.anyio
@@ -240,7 +240,7 @@ async def test_key_records_are_anchored_and_a_rewrite_of_them_is_caught(
 EXPORT_RSS = """
 import re, sys
 from pathlib import Path
-from projections.audit_export import ExportQuery, export_to
+from projections.audit.export import ExportQuery, export_to
 with open("/dev/null", "wb") as out:
     written = export_to(sys.argv[1], ExportQuery("default"), b"k" * 32, out)
 peak = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())

@@ -20,9 +20,9 @@ from domain.application import ExecutionService
 from infra.eventstore import ensure_schema, eventsourcing_env
 from infra.keys import KeyStore, Role
 from infra.settings import Settings
-from projections import audit_format as fmt
-from projections import audit_verify
-from projections.audit_verify import Verdict, check_signature, verify
+from projections.audit import format as fmt
+from projections.audit import verify as audit_verify
+from projections.audit.verify import Verdict, check_signature, verify
 from tests.integration.audit_support import KEY, chained, export, write_history
 
 Lines = list[bytes]

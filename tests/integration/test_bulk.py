@@ -11,11 +11,11 @@ from uuid import UUID, uuid4
 import pytest
 from litestar.testing import AsyncTestClient
 
-from api import bulk as bulk_module
-from api.app import create_app
-from domain import commands as c
-from domain.state import CommandResult
-from domain.values import Actor, ActorKind, FailureReason
+from api.http import bulk as bulk_module
+from api.http.app import create_app
+from domain.execution import commands as c
+from domain.execution.state import CommandResult
+from domain.execution.values import Actor, ActorKind, FailureReason
 from infra.bootstrap import Container, bootstrap
 from infra.keys import KeyStore, Role
 from infra.nats import connect, ensure_streams

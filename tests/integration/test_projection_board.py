@@ -8,11 +8,11 @@ from uuid import uuid4
 import pytest
 from eventsourcing.postgres import PostgresDatastore
 
-from domain.values import Actor, ActorKind
+from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
-from projections.errors import InvalidQuery, NotFound
-from projections.filters import STATUSES, ExecutionFilter, parse_age
-from projections.supervisor import ProjectionSupervisor
+from projections.engine.errors import InvalidQuery, NotFound
+from projections.engine.supervisor import ProjectionSupervisor
+from projections.views.filters import STATUSES, ExecutionFilter, parse_age
 from tests.integration.test_projection_support import (
     counted_columns,
     create,

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.values import Actor, ActorKind
+from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
-from projections.errors import InvalidQuery
-from projections.supervisor import ProjectionSupervisor
+from projections.engine.errors import InvalidQuery
+from projections.engine.supervisor import ProjectionSupervisor
 from tests.integration.test_projection_support import (
     create,
     datastore_fixture,  # noqa: F401 (provides the datastore fixture)

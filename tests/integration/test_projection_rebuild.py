@@ -14,16 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from api.cli.projections import rebuild_command
 from domain.application import ExecutionService
-from domain.exceptions import DomainError
-from domain.values import Actor, ActorKind
+from domain.execution.errors import DomainError
+from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
-from projections.cli import rebuild_command
-from projections.errors import RebuildInProgress
-from projections.rebuild import REBUILD_NAMESPACE, RebuildProgress, rebuild
-from projections.registry import VIEWS, ProjectionOptions, view_names
-from projections.supervisor import ProjectionSupervisor
-from projections.view import lock_key
+from projections.engine.errors import RebuildInProgress
+from projections.engine.rebuild import REBUILD_NAMESPACE, RebuildProgress, rebuild
+from projections.engine.registry import VIEWS, ProjectionOptions, view_names
+from projections.engine.supervisor import ProjectionSupervisor
+from projections.engine.view import lock_key
 from tests.integration.test_projection_support import (
     counted_columns,
     create,

@@ -17,16 +17,16 @@ import pytest
 from eventsourcing.postgres import PostgresDatastore
 from rich.console import Console
 
+from api.cli.projections import rebuild_command
 from domain.application import ExecutionService
 from infra.bootstrap import Container
-from projections.cli import rebuild_command
-from projections.control import Control
-from projections.errors import ProjectionError, RebuildInProgress
-from projections.rebuild import REBUILD_NAMESPACE, rebuild
-from projections.rebuild_processes import rebuild_in_processes
-from projections.registry import VIEWS, ProjectionOptions, view_names
-from projections.supervisor import ProjectionSupervisor
-from projections.view import lock_key
+from projections.engine.control import Control
+from projections.engine.errors import ProjectionError, RebuildInProgress
+from projections.engine.rebuild import REBUILD_NAMESPACE, rebuild
+from projections.engine.rebuild_processes import rebuild_in_processes
+from projections.engine.registry import VIEWS, ProjectionOptions, view_names
+from projections.engine.supervisor import ProjectionSupervisor
+from projections.engine.view import lock_key
 from tests.integration.test_projection_rebuild import act
 from tests.integration.test_projection_support import (
     counted_columns,

@@ -14,7 +14,7 @@ from eventsourcing.persistence import Notification
 
 from domain.application import ExecutionService
 from infra.bootstrap import Container
-from projections.log import KNOWN_EVENTS, LoggedEvent, LogReader, Undecodable
+from projections.engine.log import KNOWN_EVENTS, LoggedEvent, LogReader, Undecodable
 from tests.integration.test_projection_rebuild import act
 from tests.integration.test_projection_support import create, run_to_completion, scalar
 

@@ -16,21 +16,21 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from rich.console import Console
 
+from api.cli.projections import skip_command, status_command
 from domain.application import ExecutionService
 from infra.bootstrap import Container
 from infra.eventstore import eventsourcing_env
 from infra.settings import Settings
-from projections.audit_chain import AuditChainProjection
-from projections.board import BoardProjection, BoardView
-from projections.cli import skip_command, status_command
-from projections.errors import BadEvent
-from projections.listener import Listener
-from projections.log import LogReader
-from projections.positions import ViewPositions
-from projections.rebuild import rebuild
-from projections.registry import AnyProjection, datastore_for, make_projection
-from projections.runner import ViewRunner
-from projections.supervisor import ProjectionSupervisor
+from projections.audit.chain import AuditChainProjection
+from projections.engine.errors import BadEvent
+from projections.engine.listener import Listener
+from projections.engine.log import LogReader
+from projections.engine.positions import ViewPositions
+from projections.engine.rebuild import rebuild
+from projections.engine.registry import AnyProjection, datastore_for, make_projection
+from projections.engine.runner import ViewRunner
+from projections.engine.supervisor import ProjectionSupervisor
+from projections.views.board import BoardProjection, BoardView
 from tests.integration.test_projection_support import (
     FAST,
     counted_columns,
@@ -224,7 +224,7 @@ def test_views_keep_up_when_listen_goes_silent(
     read_side.listener = silent
     read_side.start()
     time.sleep(1.2)  # long enough that the listener has been quiet for a while
-    caplog.set_level(logging.WARNING, logger="projections.listener")
+    caplog.set_level(logging.WARNING, logger="projections.engine.listener")
     create(service)
     position = service.recorder.max_notification_id() or 0
 

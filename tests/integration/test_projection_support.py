@@ -16,10 +16,10 @@ import pytest
 from eventsourcing.postgres import PostgresDatastore
 
 from domain.application import ExecutionService
-from domain.values import Actor, ActorKind
+from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
-from projections.registry import VIEWS, ProjectionOptions, datastore_for
-from projections.supervisor import ProjectionSupervisor
+from projections.engine.registry import VIEWS, ProjectionOptions, datastore_for
+from projections.engine.supervisor import ProjectionSupervisor
 
 ALICE = Actor(ActorKind.USER, "alice")
 FAST = ProjectionOptions(page_size=500, poll_interval=0.2, min_backoff=0.05, max_backoff=0.5)

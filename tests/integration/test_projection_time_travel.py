@@ -9,12 +9,12 @@ from uuid import uuid4
 import psycopg
 import pytest
 
-from domain.values import Actor, ActorKind
+from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
-from projections.board_queries import Board
-from projections.errors import InvalidQuery
-from projections.filters import ExecutionFilter
-from projections.supervisor import ProjectionSupervisor
+from projections.engine.errors import InvalidQuery
+from projections.engine.supervisor import ProjectionSupervisor
+from projections.views.board_queries import Board
+from projections.views.filters import ExecutionFilter
 from tests.integration.test_projection_support import (
     create,
     datastore_fixture,  # noqa: F401 (provides the datastore fixture)

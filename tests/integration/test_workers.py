@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from domain import commands as c
-from domain.values import ToolOutcome
+from domain.execution import commands as c
+from domain.execution.values import ToolOutcome
 from infra.bootstrap import Container
 from infra.keys import Role
 from tests.integration.workers_harness import (

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from domain.application import ExecutionService
-from domain.exceptions import ExecutionNotFound, InvalidTransition, LeaseLost
-from domain.values import Actor, ActorKind
+from domain.execution.errors import ExecutionNotFound, InvalidTransition, LeaseLost
+from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
 from infra.eventstore import ensure_schema, eventsourcing_env
 from infra.settings import Settings

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
-from domain.state import ExecutionState
-from domain.values import Actor, ActorKind
+from domain.execution.state import ExecutionState
+from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
 from infra.keys import KeyStore, Role
 from infra.services import BackgroundServices

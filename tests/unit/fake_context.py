@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
-from domain.values import InputKind, ToolOutcome
+from domain.execution.values import InputKind, ToolOutcome
 from workers.agent import ExecutionInfo
 
 

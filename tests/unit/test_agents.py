@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from domain.values import FailureReason, InputKind, ToolOutcome
+from domain.execution.values import FailureReason, InputKind, ToolOutcome
 from tests.unit.fake_context import Artifact, Question, RecordingContext
 from workers.agent import AgentContext, AgentFailed
 from workers.agents import BUILTIN_AGENTS, UnknownAgent, resolve_agent

@@ -11,17 +11,17 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain import commands as c
 from domain.application import ExecutionService
-from domain.exceptions import (
+from domain.execution import commands as c
+from domain.execution.errors import (
     ExecutionNotFound,
     IdempotencyKeyReused,
     InvalidTransition,
     LeaseLost,
     QueueNotAllowed,
 )
-from domain.state import CommandResult, idempotent_execution_id
-from domain.values import Actor, ActorKind, ToolOutcome
+from domain.execution.state import CommandResult, idempotent_execution_id
+from domain.execution.values import Actor, ActorKind, ToolOutcome
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 ALICE = Actor(ActorKind.USER, "alice")

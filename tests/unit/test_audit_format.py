@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections import audit_format as fmt
-from projections.audit_verify import malformed
+from projections.audit import format as fmt
+from projections.audit.verify import malformed
 
 UUID_TEXT = "6f1c2b1e-0000-4000-8000-000000000001"
 STATE = b'{"timestamp":{"_type_":"datetime_iso","_data_":"2025-01-02T03:04:05.000006+00:00"}}'

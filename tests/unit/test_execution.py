@@ -17,7 +17,8 @@ from uuid import uuid4
 import pytest
 
 from domain.application import ExecutionService
-from domain.exceptions import (
+from domain.execution.aggregate import Execution
+from domain.execution.errors import (
     DomainError,
     IdempotencyKeyReused,
     InvalidCommand,
@@ -25,8 +26,7 @@ from domain.exceptions import (
     LeaseLost,
     UnknownToolCall,
 )
-from domain.execution import Execution
-from domain.values import (
+from domain.execution.values import (
     POLICY,
     SYSTEM,
     Actor,

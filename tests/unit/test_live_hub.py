@@ -9,9 +9,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from api.live import CLIENT_QUEUE, Client, LiveHub
-from projections import ExecutionFilter
-from projections.card import Card
+from api.http.live import CLIENT_QUEUE, Client, LiveHub
+from projections.views.card import Card
+from projections.views.filters import ExecutionFilter
 
 NOW = datetime(2026, 12, 4, tzinfo=UTC)
 pytestmark = pytest.mark.anyio

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.application import ExecutionService
-from domain.exceptions import DomainError
-from domain.values import Actor, ActorKind
-from projections.card import Card, fold
+from domain.execution.errors import DomainError
+from domain.execution.values import Actor, ActorKind
+from projections.views.card import Card, fold
 
 ALICE = Actor(ActorKind.USER, "alice")
 SHARED_FIELDS = (

@@ -14,12 +14,12 @@ from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresDatastore
 
 from domain.application import ExecutionService
-from domain.values import Actor, ActorKind
-from projections.board import BoardView
-from projections.card import CHANGE_TYPES, CHANGING_COLUMNS, COLUMN_TYPES, COLUMNS
-from projections.errors import BadEvent, InvalidQuery
-from projections.filters import Cursor, ExecutionFilter, parse_age
-from projections.log import LoggedEvent, LogReader, Undecodable
+from domain.execution.values import Actor, ActorKind
+from projections.engine.errors import BadEvent, InvalidQuery
+from projections.engine.log import LoggedEvent, LogReader, Undecodable
+from projections.views.board import BoardView
+from projections.views.card import CHANGE_TYPES, CHANGING_COLUMNS, COLUMN_TYPES, COLUMNS
+from projections.views.filters import Cursor, ExecutionFilter, parse_age
 
 ALICE = Actor(ActorKind.USER, "alice")
 CREATED = "agentboard.execution.Created.v1"

@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from domain import commands as c
 from domain.application import ExecutionService
-from domain.exceptions import DomainError, InvalidTransition, LeaseLost
-from domain.execution import Execution
-from domain.state import CommandResult, ExecutionState
-from domain.values import (
+from domain.execution import commands as c
+from domain.execution.aggregate import Execution
+from domain.execution.errors import DomainError, InvalidTransition, LeaseLost
+from domain.execution.state import CommandResult, ExecutionState
+from domain.execution.values import (
     Actor,
     ActorKind,
     FailureReason,

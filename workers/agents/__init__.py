@@ -10,7 +10,7 @@ An id this worker does not know fails with ``UnknownAgent``, itself an ``AgentFa
 
 from __future__ import annotations
 
-from domain.values import FailureReason
+from domain.execution.values import FailureReason
 from workers.agent import Agent, AgentFailed
 from workers.agents.script import script
 from workers.agents.shell import shell

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from domain.values import FailureReason, InputKind
+from domain.execution.values import FailureReason, InputKind
 from workers.agent import AgentContext, AgentFailed, ToolFailed
 
 

@@ -36,7 +36,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from domain.values import FailureReason
+from domain.execution.values import FailureReason
 from workers.agent import AgentContext, AgentFailed, ExecutionInfo, ToolCall, ToolFailed
 
 KILL_AFTER_SECONDS = 2.0

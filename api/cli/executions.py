@@ -1,0 +1,349 @@
+"""``agentboard exec`` and ``agentboard execution ...``: the CLI side of /v1/executions."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Column, Table
+from rich.text import Text
+
+from api.cli.client import EXIT_REFUSED, EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
+from api.cli.follow import follow
+from api.cli.format import ago, duration, fitted_table, status_text
+from infra.settings import Settings
+from projections.engine.errors import InvalidQuery
+from projections.views.filters import parse_age
+
+execution_cli = typer.Typer(help="List, inspect and act on executions.", no_args_is_help=True)
+
+STATUSES = ("pending", "running", "requires_input", "blocked", "completed", "failed", "cancelled")
+SHORT_ID_PATTERN = re.compile(r"[0-9a-f][0-9a-f-]{3,35}")
+SHORT_ID_SEARCH = 10_000  # executions a short id is looked up among
+PROMPT_LINES = 10  # of a prompt, on `get`; --output json has it all
+
+
+class Output(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
+IdArgument = Annotated[
+    str, typer.Argument(help="the execution's id, or its first 8 characters (a short id)")
+]
+StatusOption = Annotated[
+    list[str] | None, typer.Option("--status", help="a status (repeatable, or comma-separated)")
+]
+OlderOption = Annotated[str | None, typer.Option("--older-than", help="e.g. 30m, 12h, 7d")]
+
+
+def api_for(url: str | None, api_key: str | None) -> ApiClient:
+    return ApiClient(Settings(), url, api_key)
+
+
+def execution_id_of(api: ApiClient, text: str) -> str:
+    """The execution id ``text`` is, or starts (a short id, as a narrow `list` shows it),
+    looked up in the list; or one line and exit 2 (not an id, or ambiguous) or 1 (no such
+    execution), where the server would only say 404."""
+    try:
+        return str(UUID(text))
+    except ValueError:
+        pass
+    prefix = text.strip().lower()
+    if not SHORT_ID_PATTERN.fullmatch(prefix):
+        fail(f"{text[:60]!r} is not a valid execution id: a UUID, or its first 4 or more "
+             "characters, as `agentboard execution list` shows them", EXIT_USAGE)  # fmt: skip
+    found: list[str] = []
+    params: dict[str, Any] = {"limit": 500}
+    for _ in range(SHORT_ID_SEARCH // 500):
+        page = api.call("GET", "/v1/executions", params=params)
+        found += [item["id"] for item in page["items"] if item["id"].startswith(prefix)]
+        params["cursor"] = page.get("next_cursor")
+        if len(found) > 1 or not params["cursor"]:
+            break
+    else:
+        fail(f"more than {SHORT_ID_SEARCH:,} executions to look for {text!r} among: give "
+             "the whole id (`execution list -o json` shows it)", EXIT_USAGE)  # fmt: skip
+    if not found:
+        fail(f"no execution's id starts with {text!r}", EXIT_REFUSED)
+    if len(found) > 1:
+        fail(f"{text!r} starts more than one execution's id ({found[0]}, {found[1]}): give "
+             "more of it", EXIT_USAGE)  # fmt: skip
+    return found[0]
+
+
+def checked_filter(
+    status: list[str] | None, older_than: str | None, agent: str | None, team: str | None,
+    type_: str | None, queue: str | None, label: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The list filters of a request, checked here so a typo costs no round trip and the
+    message names the flag."""
+    statuses = [s.strip() for value in status or [] for s in value.split(",") if s.strip()]
+    unknown = [value for value in statuses if value not in STATUSES]
+    if unknown:
+        fail(f"unknown status {unknown[0]!r}; choose among {', '.join(STATUSES)}", EXIT_USAGE)
+    if older_than is not None:
+        try:
+            parse_age(older_than)
+        except InvalidQuery as error:
+            fail(f"--older-than: {error}", EXIT_USAGE)
+    if type_ is not None and type_ not in ("agent", "team"):
+        fail(f"--type is agent or team (got {type_!r})", EXIT_USAGE)
+    given = {"status": statuses or None, "older_than": older_than, "agent": agent,
+             "team": team, "type": type_, "queue": queue, "label": label}  # fmt: skip
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def parse_params(params: list[str]) -> dict[str, Any]:
+    """``k=v``: ``v`` as JSON when it parses as JSON, else as a string."""
+    parsed: dict[str, Any] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--param takes key=value (got {item!r})", EXIT_USAGE)
+        try:
+            parsed[key] = json.loads(value)
+        except ValueError:
+            parsed[key] = value
+    return parsed
+
+
+def first_line(prompt: str | None) -> str:
+    return prompt.strip().splitlines()[0] if prompt and prompt.strip() else ""
+
+
+@execution_cli.command("list")
+def list_executions(
+    status: StatusOption = None,
+    agent: Annotated[str | None, typer.Option()] = None,
+    team: Annotated[str | None, typer.Option()] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="agent or team")] = None,
+    queue: Annotated[str | None, typer.Option()] = None,
+    label: Annotated[str | None, typer.Option(help="key=value or key")] = None,
+    overdue: Annotated[bool, typer.Option(help="past their deadline, not ended")] = False,
+    older_than: OlderOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    cursor: Annotated[
+        str | None, typer.Option(help="the next page: the cursor a previous page printed")
+    ] = None,
+    output: OutputOption = Output.TABLE,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Executions, filtered, highest priority then oldest first; a page at a time (the next
+    page's --cursor is printed on stderr). On a narrow terminal the prompt is cut first, then
+    ids are shortened to their first 8 characters, which the other verbs take.
+
+    Examples:
+      agentboard execution list --status pending,running --agent shell
+      agentboard execution list --older-than 1h -o json | jq -r '.items[].id'"""
+    params: dict[str, Any] = {"limit": limit, "overdue": overdue}
+    params.update(checked_filter(status, older_than, agent, team, type_, queue, label))
+    if cursor:
+        params["cursor"] = cursor
+    page = api_for(url, api_key).call("GET", "/v1/executions", params=params)
+    if output is Output.JSON:
+        typer.echo(json.dumps(page, indent=2))
+        return
+    console = Console()
+    rows = [
+        [Text(item["id"]), status_text(item["status"]), Text(item["agent_id"]),
+         Text(item["worker_queue"]), Text(str(item["priority"])), Text(str(item["attempt"])),
+         Text(ago(item["created_at"])), Text(first_line(item["prompt"]))]
+        for item in page["items"]
+    ]  # fmt: skip
+    headers = ["id", "status", "agent", "queue", "prio", "attempt", "created", "prompt"]
+    if rows:
+        console.print(fitted_table(console, headers, rows, optional=("prio", "attempt")))
+    else:
+        typer.echo("no executions match")
+    if page.get("next_cursor"):
+        typer.echo(f"more: the same command with --cursor {page['next_cursor']}", err=True)
+
+
+@execution_cli.command("get")
+def get_execution(
+    execution_id: IdArgument,
+    output: OutputOption = Output.TABLE,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """One execution: what it was asked, where it stands, the time it spent in each status,
+    its tool calls and artifacts.
+
+    Examples:
+      agentboard execution get 3f2a9c0d
+      agentboard execution get 3f2a9c0d -o json | jq .result"""
+    api = api_for(url, api_key)
+    execution = api.call("GET", f"/v1/executions/{execution_id_of(api, execution_id)}")
+    if output is Output.JSON:
+        typer.echo(json.dumps(execution, indent=2))
+        return
+    console = Console()
+    console.print(Text.assemble((execution["id"], "bold"), "  ", status_text(execution["status"])))
+    console.print(_overview(execution))
+    if execution.get("tool_calls"):
+        calls = Table("tool", "arguments", "outcome", "took", "summary", title="tool calls",
+                      box=box.SIMPLE_HEAD)  # fmt: skip
+        for call in execution["tool_calls"]:
+            outcome = call.get("outcome") or "running"
+            calls.add_row(
+                Text(str(call.get("tool"))), Text(json.dumps(call.get("arguments") or {})),
+                Text(outcome, style="green" if outcome == "success" else "red"),
+                duration(call.get("duration_seconds") or 0),
+                Text(str(call.get("result_summary") or "")),
+            )  # fmt: skip
+        console.print(calls)
+    if execution.get("artifacts"):
+        files = Table("artifact", "type", "bytes", Column("download", overflow="fold"),
+                      title="artifacts",
+                      box=box.SIMPLE_HEAD)  # fmt: skip
+        for artifact in execution["artifacts"]:
+            files.add_row(Text(artifact["name"]), artifact["media_type"],
+                          f"{artifact['size']:,}", Text(artifact["url"]))  # fmt: skip
+        console.print(files)
+
+
+def _overview(execution: dict[str, Any]) -> Table:
+    """Label and value, one a line, leaving out what is not set."""
+    prompt_lines = execution["prompt"].splitlines() or [""]
+    prompt = "\n".join(prompt_lines[:PROMPT_LINES])
+    if len(prompt_lines) > PROMPT_LINES:
+        prompt += f"\n… {len(prompt_lines) - PROMPT_LINES} more lines (-o json has them all)"
+    by = execution.get("created_by") or {}
+    spent = execution.get("time_in_status") or {}
+    deadline = execution.get("deadline")
+    fields = {
+        "prompt": prompt,
+        "agent": execution["agent_id"] if execution["type"] == "agent"
+        else f"{execution['agent_id']} (team {execution.get('team_id')})",
+        "queue": execution["worker_queue"],
+        "priority": str(execution["priority"]),
+        "labels": ", ".join(f"{k}={v}" for k, v in execution.get("labels", {}).items()),
+        "deadline": f"{deadline} ({ago(deadline)})" if deadline else "",
+        "attempt": str(execution["attempt"]),
+        "worker": execution.get("worker_id") or "",
+        "created by": f"{by.get('kind')}:{by.get('id')}"
+        + (f" (via {by['via']})" if by.get("via") else "") if by else "",
+        "created": f"{execution['created_at']} ({ago(execution['created_at'])})",
+        "cancel": "requested" if execution.get("cancel_requested") else "",
+        "question": execution.get("question") or "",
+        "error": " ".join(filter(None, [execution.get("failure_reason"),
+                                        execution.get("error")])),
+        "notes": execution.get("completion_notes") or "",
+        "result": json.dumps(execution["result"]) if execution.get("result") is not None else "",
+        "time in status": ", ".join(f"{name} {duration(spent[name])}"
+                                    for name in STATUSES if name in spent),
+    }  # fmt: skip
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column()
+    for name, value in fields.items():
+        if value:
+            grid.add_row(f"  {name}", Text(value))
+    return grid
+
+
+@execution_cli.command("logs")
+def logs(
+    execution_id: IdArgument,
+    follow_: Annotated[
+        bool, typer.Option("--follow", "-f", help="stream output and tool calls until it ends")
+    ] = False,
+    output: OutputOption = Output.TABLE,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """The output an execution stored so far; with --follow, live until it ends (tool calls,
+    questions and changes of worker on stderr; a dropped stream is reconnected). With
+    --output json: its events as a JSON list, or with --follow one JSON object a line, the
+    last {"type": "end", "status": ...}.
+
+    Examples:
+      agentboard execution logs 3f2a9c0d --follow
+      agentboard execution logs 3f2a9c0d -o json | jq -r '.[].type'"""
+    api = api_for(url, api_key)
+    execution_id = execution_id_of(api, execution_id)
+    if follow_:
+        follow(api, execution_id, answer_questions=False, as_json=output is Output.JSON)
+    elif output is Output.JSON:
+        typer.echo(json.dumps(api.call("GET", f"/v1/executions/{execution_id}/events"), indent=2))
+    else:
+        typer.echo(api.text(f"/v1/executions/{execution_id}/logs"), nl=False)
+
+
+def act(api: ApiClient, execution_id: str, action: str, body: dict[str, Any] | None) -> None:
+    """One action on one execution; prints its id and its status after it."""
+    execution_id = execution_id_of(api, execution_id)
+    result = api.call("POST", f"/v1/executions/{execution_id}/{action}", json=body)
+    typer.echo(f"{result['id']} {result['status']}")
+
+
+# cancel, retry and complete (one execution, or in bulk) are in api/cli/bulk.py
+
+
+@execution_cli.command("respond")
+def respond(
+    execution_id: IdArgument,
+    answer: Annotated[str, typer.Argument(help="the answer (JSON if it parses, else text)")],
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Answer an execution that requires input (its question shows on `execution get`); it
+    goes back to running. Prints the id and the new status.
+
+    Examples:
+      agentboard execution respond 3f2a9c0d main
+      agentboard execution respond 3f2a9c0d '{"approve": true}'"""
+    try:
+        value: Any = json.loads(answer)
+    except ValueError:
+        value = answer
+    act(api_for(url, api_key), execution_id, "input", {"answer": value})
+
+
+def exec_command(
+    prompt: Annotated[str, typer.Argument(help="what the agent should do")],
+    agent: Annotated[str, typer.Option(help="the agent")] = "shell",
+    queue: Annotated[str, typer.Option(help="the worker queue")] = "default",
+    param: Annotated[list[str] | None, typer.Option(help="k=v, v as JSON if it parses")] = None,
+    wait: Annotated[bool, typer.Option(help="wait for the end: exit 1 if not completed")] = False,
+    follow_: Annotated[bool, typer.Option(
+        "--follow", "-f",
+        help="stream output and tool calls until the end, answer questions; exits as --wait",
+    )] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:  # fmt: skip
+    """Create an execution and print its id. With --wait, then its result (JSON) once it
+    completes, or exit 1 when it fails or is cancelled; with --follow, its output as it comes.
+
+    Examples:
+      agentboard exec "ls -la" --wait
+      agentboard exec deploy --agent script --param 'steps=[{"ask": "sure?"}]' -f"""
+    api = api_for(url, api_key)
+    body = {"agent_id": agent, "worker_queue": queue, "prompt": prompt,
+            "parameters": parse_params(param or [])}  # fmt: skip
+    created = api.call("POST", "/v1/executions", json=body)
+    typer.echo(created["id"])
+    if follow_:
+        follow(api, created["id"], answer_questions=True)
+    elif not wait:
+        return
+    while True:
+        execution = api.call("GET", f"/v1/executions/{created['id']}")
+        if execution["status"] in ("completed", "failed", "cancelled"):
+            break
+        time.sleep(0.2)
+    if execution["status"] != "completed":
+        error = execution.get("error")
+        fail(f"{execution['status']}: {error}" if error else execution["status"], EXIT_REFUSED)
+    typer.echo(json.dumps(execution["result"]))

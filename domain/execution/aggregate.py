@@ -1,0 +1,602 @@
+"""The Execution aggregate: one run of one agent (or team) on one prompt.
+
+Commands are methods that check their guards first and only then trigger events,
+so a refused command raises a named error and leaves the aggregate unchanged.
+Events carry explicit, versioned topics, never module paths, so code can move
+without breaking stored history. ``apply`` methods hold no rules: replaying the
+log never re-decides anything.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.execution.errors import (
+    IdempotencyKeyReused,
+    InvalidCommand,
+    InvalidTransition,
+    LeaseLost,
+    UnknownToolCall,
+)
+from domain.execution.values import (
+    LEASED,
+    POLICY,
+    SYSTEM,
+    Actor,
+    ExecutionType,
+    FailureReason,
+    InputKind,
+    RetryPolicy,
+    Status,
+    ToolOutcome,
+)
+
+_TOPIC = "agentboard.execution"
+# Names that travel in NATS subjects (agentboard.work.<queue>, ...) must be one token.
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_name(field: str, value: str) -> None:
+    if not _NAME.match(value):
+        raise InvalidCommand(
+            f"{field} must be 1-64 letters, digits, '-' or '_' (got {value[:80]!r})"
+        )
+
+
+class Execution(Aggregate):
+    TOPIC = f"{_TOPIC}.Execution.v1"
+
+    class Created(Aggregate.Created):
+        TOPIC = f"{_TOPIC}.Created.v1"
+        tenant: str
+        type: str
+        agent_id: str
+        team_id: str | None
+        worker_queue: str
+        prompt: str
+        parameters: dict[str, Any]
+        priority: int
+        labels: dict[str, str]
+        deadline: datetime | None
+        retry: dict[str, Any]
+        timeout_seconds: float | None
+        heartbeat_timeout_seconds: float | None
+        parent_execution_id: UUID | None
+        created_by: dict[str, str]
+        idempotency_key: str | None
+
+    class PickedUp(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.PickedUp.v1"
+        worker_id: str
+        attempt: int
+        lease: int
+        claim_token: str
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = Status.RUNNING
+            execution.worker_id = self.worker_id
+            execution.lease = self.lease
+            execution.claim_token = self.claim_token
+            execution.picked_up_at = self.timestamp
+            execution.output_sequence = 0  # each lease numbers its output chunks afresh
+
+    class ToolCalled(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.ToolCalled.v1"
+        call_id: str
+        tool: str
+        arguments: dict[str, Any]
+        lease: int
+
+        def apply(self, execution: Execution) -> None:
+            execution.tool_calls[self.call_id] = None
+
+    class ToolCallFinished(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.ToolCallFinished.v1"
+        call_id: str
+        outcome: str
+        result_summary: str
+        duration_seconds: float
+        lease: int
+
+        def apply(self, execution: Execution) -> None:
+            execution.tool_calls[self.call_id] = ToolOutcome(self.outcome)
+
+    class OutputAppended(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.OutputAppended.v1"
+        text: str
+        sequence: int
+        lease: int
+
+        def apply(self, execution: Execution) -> None:
+            execution.output_sequence = self.sequence
+            execution.output_chars += len(self.text)
+
+    class ArtifactAdded(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.ArtifactAdded.v1"
+        name: str
+        media_type: str
+        size: int
+        sha256: str
+        object_key: str
+        lease: int
+
+        def apply(self, execution: Execution) -> None:
+            execution.artifacts[self.name] = self.sha256
+
+    class InputRequested(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.InputRequested.v1"
+        question: str
+        kind: str
+        answer_schema: dict[str, Any] | None
+        lease: int
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = Status.REQUIRES_INPUT
+            execution.question = self.question
+            execution.answer = None
+
+    class InputProvided(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.InputProvided.v1"
+        answer: Any
+        actor: dict[str, str]
+        idempotency_key: str | None
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = Status.RUNNING
+            execution.question = None
+            execution.answer = self.answer
+            execution.remember_key(self.idempotency_key, "provide_input")
+
+    class Blocked(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.Blocked.v1"
+        reason: str
+        actor: dict[str, str]
+        idempotency_key: str | None
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = Status.BLOCKED
+            execution.remember_key(self.idempotency_key, "block")
+
+    class Unblocked(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.Unblocked.v1"
+        reason: str
+        actor: dict[str, str]
+        idempotency_key: str | None
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = Status.RUNNING
+            execution.remember_key(self.idempotency_key, "unblock")
+
+    class CancelRequested(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.CancelRequested.v1"
+        reason: str
+        actor: dict[str, str]
+        idempotency_key: str | None
+
+        def apply(self, execution: Execution) -> None:
+            execution.cancel_requested = True
+            execution.remember_key(self.idempotency_key, "cancel")
+
+    class Cancelled(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.Cancelled.v1"
+        reason: str
+        actor: dict[str, str]
+        idempotency_key: str | None
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = Status.CANCELLED
+            execution.worker_id = None
+            execution.remember_key(self.idempotency_key, "cancel")
+
+    class Completed(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.Completed.v1"
+        result: Any
+        completion_notes: str | None
+        actor: dict[str, str]
+        idempotency_key: str | None
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = Status.COMPLETED
+            execution.result = self.result
+            execution.completion_notes = self.completion_notes
+            execution.worker_id = None
+            execution.remember_key(self.idempotency_key, "complete")
+
+    class Failed(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.Failed.v1"
+        error: str
+        reason: str
+        actor: dict[str, str]
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = Status.FAILED
+            execution.error = self.error
+            execution.failure_reason = FailureReason(self.reason)
+            execution.worker_id = None
+
+    class LeaseExpired(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.LeaseExpired.v1"
+        lease: int
+        worker_id: str | None
+
+        def apply(self, execution: Execution) -> None:
+            execution.worker_id = None
+
+    class RetryScheduled(Aggregate.Event):
+        TOPIC = f"{_TOPIC}.RetryScheduled.v1"
+        attempt: int
+        not_before: datetime
+        actor: dict[str, str]
+        idempotency_key: str | None
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = Status.PENDING
+            execution.attempt = self.attempt
+            execution.not_before = self.not_before
+            execution.cancel_requested = False
+            execution.tool_calls = {}
+            execution.question = None
+            execution.error = None
+            execution.failure_reason = None
+            execution.remember_key(self.idempotency_key, "retry")
+
+    def __init__(
+        self,
+        tenant: str,
+        type: str,
+        agent_id: str,
+        team_id: str | None,
+        worker_queue: str,
+        prompt: str,
+        parameters: dict[str, Any],
+        priority: int,
+        labels: dict[str, str],
+        deadline: datetime | None,
+        retry: dict[str, Any],
+        timeout_seconds: float | None,
+        heartbeat_timeout_seconds: float | None,
+        parent_execution_id: UUID | None,
+        created_by: dict[str, str],
+        idempotency_key: str | None,
+    ) -> None:
+        self.tenant = tenant
+        self.type = type
+        self.agent_id = agent_id
+        self.team_id = team_id
+        self.worker_queue = worker_queue
+        self.prompt = prompt
+        self.parameters = parameters
+        self.priority = priority
+        self.labels = labels
+        self.deadline = deadline
+        self.retry_policy = RetryPolicy.from_dict(retry)
+        self.timeout_seconds = timeout_seconds
+        self.heartbeat_timeout_seconds = heartbeat_timeout_seconds
+        self.parent_execution_id = parent_execution_id
+        self.created_by = created_by
+        self.idempotency_key = idempotency_key
+        self.status = Status.PENDING
+        self.attempt = 1
+        self.lease = 0
+        self.claim_token: str | None = None
+        self.worker_id: str | None = None
+        self.picked_up_at: datetime | None = None
+        self.not_before: datetime | None = None
+        self.tool_calls: dict[str, ToolOutcome | None] = {}
+        self.output_sequence = 0
+        self.output_chars = 0
+        self.artifacts: dict[str, str] = {}
+        self.question: str | None = None
+        self.answer: Any = None
+        self.cancel_requested = False
+        self.result: Any = None
+        self.completion_notes: str | None = None
+        self.error: str | None = None
+        self.failure_reason: FailureReason | None = None
+        self.idempotency_keys: dict[str, str] = {}
+
+    @classmethod
+    def create(
+        cls,
+        execution_id: UUID,
+        *,
+        tenant: str,
+        type: ExecutionType,
+        agent_id: str,
+        team_id: str | None,
+        worker_queue: str,
+        prompt: str,
+        parameters: dict[str, Any],
+        priority: int,
+        labels: dict[str, str],
+        deadline: datetime | None,
+        retry: RetryPolicy,
+        timeout_seconds: float | None,
+        heartbeat_timeout_seconds: float | None,
+        parent_execution_id: UUID | None,
+        created_by: Actor,
+        idempotency_key: str | None,
+    ) -> Execution:
+        check_name("tenant", tenant)
+        check_name("worker_queue", worker_queue)
+        if not 0 < len(agent_id) <= 128:
+            raise InvalidCommand("agent_id must be 1-128 characters")
+        if not prompt.strip():
+            raise InvalidCommand("prompt must not be empty")
+        if type is ExecutionType.TEAM and not team_id:
+            raise InvalidCommand("a team execution needs a team_id")
+        for name, seconds in (
+            ("timeout_seconds", timeout_seconds),
+            ("heartbeat_timeout_seconds", heartbeat_timeout_seconds),
+        ):
+            if seconds is not None and seconds <= 0:
+                raise InvalidCommand(f"{name} must be positive")
+        return cls._create(
+            cls.Created,
+            id=execution_id,
+            tenant=tenant,
+            type=type.value,
+            agent_id=agent_id,
+            team_id=team_id,
+            worker_queue=worker_queue,
+            prompt=prompt,
+            parameters=parameters,
+            priority=priority,
+            labels=labels,
+            deadline=deadline,
+            retry=retry.as_dict(),
+            timeout_seconds=timeout_seconds,
+            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+            parent_execution_id=parent_execution_id,
+            created_by=created_by.as_dict(),
+            idempotency_key=idempotency_key,
+        )
+
+    # -- guards -------------------------------------------------------------------
+
+    def check_status(self, action: str, *allowed: Status) -> None:
+        if self.status not in allowed:
+            raise InvalidTransition(self.id, self.status.value, action)
+
+    def check_lease(self, lease: int, action: str) -> None:
+        """A report must carry the current lease: a worker presumed dead cannot finish
+        an execution that someone else now holds (fencing token)."""
+        if lease != self.lease:
+            raise LeaseLost(self.id, lease, self.lease)
+        if self.status is Status.PENDING and lease > 0:
+            raise LeaseLost(self.id, lease, self.lease, "it expired and the execution was requeued")
+        self.check_status(action, *LEASED)
+
+    def already_done(self, key: str | None, action: str) -> bool:
+        """True when this idempotency key already recorded this action."""
+        if key is None or key not in self.idempotency_keys:
+            return False
+        if self.idempotency_keys[key] != action:
+            raise IdempotencyKeyReused(key)
+        return True
+
+    def remember_key(self, key: str | None, action: str) -> None:
+        if key is not None:
+            self.idempotency_keys[key] = action
+
+    # -- worker reports -----------------------------------------------------------
+
+    def pick_up(self, worker_id: str, claim_token: str) -> int:
+        """Claim the execution for a worker; returns the new lease (fencing token)."""
+        if self.status is Status.RUNNING and self.claim_token == claim_token:
+            return self.lease  # the same claim, repeated: the first outcome stands
+        self.check_status("pick up", Status.PENDING)
+        self.trigger_event(
+            self.PickedUp,
+            worker_id=worker_id,
+            attempt=self.attempt,
+            lease=self.lease + 1,
+            claim_token=claim_token,
+        )
+        return self.lease
+
+    def record_tool_call(
+        self, lease: int, call_id: str, tool: str, arguments: dict[str, Any]
+    ) -> None:
+        self.check_lease(lease, "record a tool call on")
+        if call_id in self.tool_calls:
+            return
+        self.check_status("record a tool call on", Status.RUNNING)
+        self.trigger_event(
+            self.ToolCalled, call_id=call_id, tool=tool, arguments=arguments, lease=lease
+        )
+
+    def finish_tool_call(
+        self,
+        lease: int,
+        call_id: str,
+        outcome: ToolOutcome,
+        result_summary: str,
+        duration_seconds: float,
+    ) -> None:
+        self.check_lease(lease, "finish a tool call on")
+        if call_id not in self.tool_calls:
+            raise UnknownToolCall(self.id, call_id)
+        if self.tool_calls[call_id] is not None:
+            return
+        self.trigger_event(
+            self.ToolCallFinished,
+            call_id=call_id,
+            outcome=outcome.value,
+            result_summary=result_summary,
+            duration_seconds=duration_seconds,
+            lease=lease,
+        )
+
+    def append_output(self, lease: int, text: str, sequence: int) -> None:
+        self.check_lease(lease, "append output to")
+        if sequence <= self.output_sequence:
+            return  # a chunk already recorded, delivered again
+        self.trigger_event(self.OutputAppended, text=text, sequence=sequence, lease=lease)
+
+    def add_artifact(
+        self, lease: int, name: str, media_type: str, size: int, sha256: str, object_key: str
+    ) -> None:
+        self.check_lease(lease, "add an artifact to")
+        if self.artifacts.get(name) == sha256:
+            return
+        self.trigger_event(
+            self.ArtifactAdded,
+            name=name,
+            media_type=media_type,
+            size=size,
+            sha256=sha256,
+            object_key=object_key,
+            lease=lease,
+        )
+
+    def request_input(
+        self, lease: int, question: str, kind: InputKind, answer_schema: dict[str, Any] | None
+    ) -> None:
+        self.check_lease(lease, "request input on")
+        self.check_status("request input on", Status.RUNNING)
+        self.trigger_event(
+            self.InputRequested,
+            question=question,
+            kind=kind.value,
+            answer_schema=answer_schema,
+            lease=lease,
+        )
+
+    def complete(self, lease: int, result: Any, completion_notes: str | None) -> None:
+        self.check_lease(lease, "complete")
+        self.check_status("complete", Status.RUNNING)
+        actor = {"kind": "worker", "id": self.worker_id or ""}
+        self.trigger_event(
+            self.Completed,
+            result=result,
+            completion_notes=completion_notes,
+            actor=actor,
+            idempotency_key=None,
+        )
+
+    def fail(self, lease: int, error: str, reason: FailureReason) -> None:
+        self.check_lease(lease, "fail")
+        actor = {"kind": "worker", "id": self.worker_id or ""}
+        self.trigger_event(self.Failed, error=error, reason=reason.value, actor=actor)
+        self.retry_by_policy(reason)
+
+    def confirm_cancel(self, lease: int) -> None:
+        self.check_lease(lease, "confirm the cancellation of")
+        if not self.cancel_requested:
+            raise InvalidTransition(self.id, "not asked to cancel", "confirm the cancellation of")
+        actor = {"kind": "worker", "id": self.worker_id or ""}
+        self.trigger_event(
+            self.Cancelled, reason="stopped by worker", actor=actor, idempotency_key=None
+        )
+
+    def expire_lease(self, lease: int) -> None:
+        """The worker holding ``lease`` was lost: requeue, fail, or finish cancelling."""
+        self.check_lease(lease, "expire the lease of")
+        lost_worker = self.worker_id
+        self.trigger_event(self.LeaseExpired, lease=lease, worker_id=lost_worker)
+        if self.cancel_requested:
+            self.trigger_event(
+                self.Cancelled, reason="worker lost while cancelling",
+                actor=SYSTEM.as_dict(), idempotency_key=None,
+            )  # fmt: skip
+        elif self.retry_policy.allows_retry(self.attempt, FailureReason.WORKER_LOST):
+            self.schedule_retry(POLICY, self.modified_on, idempotency_key=None)
+        else:
+            self.trigger_event(
+                self.Failed, error=f"worker {lost_worker or '?'} was lost",
+                reason=FailureReason.WORKER_LOST.value, actor=SYSTEM.as_dict(),
+            )  # fmt: skip
+
+    def retry_by_policy(self, reason: FailureReason) -> None:
+        if not self.cancel_requested and self.retry_policy.allows_retry(self.attempt, reason):
+            self.schedule_retry(POLICY, self.modified_on, idempotency_key=None)
+
+    def schedule_retry(self, actor: Actor, now: datetime, idempotency_key: str | None) -> None:
+        delay = timedelta(seconds=self.retry_policy.delay_after(self.attempt))
+        self.trigger_event(
+            self.RetryScheduled,
+            attempt=self.attempt + 1,
+            not_before=now + delay if actor == POLICY else now,
+            actor=actor.as_dict(),
+            idempotency_key=idempotency_key,
+        )
+
+    # -- operator actions ---------------------------------------------------------
+
+    def provide_input(self, answer: Any, actor: Actor, idempotency_key: str | None) -> None:
+        if self.already_done(idempotency_key, "provide_input"):
+            return
+        self.check_status("answer", Status.REQUIRES_INPUT)
+        self.trigger_event(
+            self.InputProvided,
+            answer=answer,
+            actor=actor.as_dict(),
+            idempotency_key=idempotency_key,
+        )
+
+    def block(self, reason: str, actor: Actor, idempotency_key: str | None) -> None:
+        if self.already_done(idempotency_key, "block"):
+            return
+        self.check_status("block", Status.RUNNING)
+        self.trigger_event(
+            self.Blocked, reason=reason, actor=actor.as_dict(), idempotency_key=idempotency_key
+        )
+
+    def unblock(self, reason: str, actor: Actor, idempotency_key: str | None) -> None:
+        if self.already_done(idempotency_key, "unblock"):
+            return
+        self.check_status("unblock", Status.BLOCKED)
+        self.trigger_event(
+            self.Unblocked, reason=reason, actor=actor.as_dict(), idempotency_key=idempotency_key
+        )
+
+    def request_cancel(self, reason: str, actor: Actor, idempotency_key: str | None) -> None:
+        """Pending work is cancelled at once; held work is asked to stop, and the
+        worker confirms (or the lease expires)."""
+        if self.already_done(idempotency_key, "cancel"):
+            return
+        if self.status is Status.PENDING:
+            self.trigger_event(
+                self.Cancelled,
+                reason=reason,
+                actor=actor.as_dict(),
+                idempotency_key=idempotency_key,
+            )
+            return
+        self.check_status("cancel", *LEASED)
+        if self.cancel_requested:
+            return  # already asked; asking again changes nothing
+        self.trigger_event(
+            self.CancelRequested,
+            reason=reason,
+            actor=actor.as_dict(),
+            idempotency_key=idempotency_key,
+        )
+
+    def retry(self, actor: Actor, idempotency_key: str | None) -> None:
+        """A person retries a failed execution: a new attempt, whatever the policy says."""
+        if self.already_done(idempotency_key, "retry"):
+            return
+        self.check_status("retry", Status.FAILED)
+        self.schedule_retry(actor, self.modified_on, idempotency_key)
+
+    def force_complete(
+        self, actor: Actor, result: Any, completion_notes: str | None, idempotency_key: str | None
+    ) -> None:
+        """An operator closes work that began (bulk clean-up of stale executions)."""
+        if self.already_done(idempotency_key, "complete"):
+            return
+        self.check_status("complete", *LEASED)
+        self.trigger_event(
+            self.Completed,
+            result=result,
+            completion_notes=completion_notes,
+            actor=actor.as_dict(),
+            idempotency_key=idempotency_key,
+        )

@@ -1,0 +1,72 @@
+"""The views there are, and how to build one against a database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.conninfo import conninfo_to_dict
+
+from projections.audit.chain import AuditChainProjection
+from projections.audit.chain_view import AuditChainView
+from projections.engine.errors import UnknownView
+from projections.engine.projection import PageProjection
+from projections.engine.view import ViewRecorder
+from projections.views.board import BoardProjection, BoardView
+from projections.views.intervals import StatusIntervalsProjection, StatusIntervalsView
+from projections.views.tool_calls import ToolCallsProjection, ToolCallsView
+
+AnyProjection = PageProjection[Any]
+ProjectionFactory = Callable[[str, PostgresDatastore, str], AnyProjection]
+
+VIEWS: dict[str, tuple[type[AnyProjection], type[ViewRecorder]]] = {
+    "board": (BoardProjection, BoardView),
+    "status_intervals": (StatusIntervalsProjection, StatusIntervalsView),
+    "tool_calls": (ToolCallsProjection, ToolCallsView),
+    "audit_chain": (AuditChainProjection, AuditChainView),
+}
+
+
+def view_names(name: str | None = None) -> list[str]:
+    """All views, or the one named (raising ``UnknownView`` for a name we do not know)."""
+    if name is None:
+        return list(VIEWS)
+    if name not in VIEWS:
+        raise UnknownView(name, list(VIEWS))
+    return [name]
+
+
+def make_projection(name: str, datastore: PostgresDatastore, suffix: str = "") -> AnyProjection:
+    projection_class, view_class = VIEWS[view_names(name)[0]]
+    return projection_class(view_class(datastore, suffix=suffix))
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionOptions:
+    page_size: int = 2000
+    """Most events a live runner applies in one transaction."""
+    rebuild_page_size: int = 5000
+    poll_interval: float = 1.0
+    """A runner reads the log at least this often, whatever LISTEN says."""
+    min_backoff: float = 0.1
+    max_backoff: float = 30.0
+    pool_size: int = 6
+
+
+def datastore_for(database_url: str, *, pool_size: int = 6) -> PostgresDatastore:
+    """A connection pool of the read side's own, so projections never starve commands."""
+    params = conninfo_to_dict(database_url)
+    return PostgresDatastore(
+        dbname=str(params.get("dbname", "postgres")),
+        host=str(params.get("host", "127.0.0.1")),
+        port=str(params.get("port", "5432")),
+        user=str(params.get("user", "postgres")),
+        password=str(params.get("password", "")),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pre_ping=True,
+        lock_timeout=10,
+        idle_in_transaction_session_timeout=60,
+    )
