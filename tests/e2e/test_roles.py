@@ -91,6 +91,12 @@ def test_the_roles_run_as_processes_of_their_own(servers: dict[str, str], tmp_pa
 
         assert until(execution, 60, "the execution completes")["status"] == "completed"
         assert until(on_board, 30, "the board shows it completed")
+        refused = subprocess.run(
+            [AGENTBOARD, "worker", "--api-key", "ab_unknown_secret"],
+            env=env, capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert "refused this worker" in refused.stderr
     finally:
         for process in reversed(started):
             process.send_signal(signal.SIGTERM)
