@@ -1,13 +1,13 @@
 """Structured logs: one JSON object a line, carrying the request id of the request at hand.
 
-``AGENTBOARD_LOG_FORMAT=text`` gives plain lines for a person at a terminal instead.
+``AGENTBOARD_LOG_FORMAT=text`` (``Settings.log_format``) gives plain lines for a person at
+a terminal instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -33,9 +33,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
+def configure_logging(level: int = logging.INFO, *, text: bool = False) -> None:
     handler = logging.StreamHandler()
-    if os.environ.get("AGENTBOARD_LOG_FORMAT", "json").lower() == "text":
+    if text:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(JsonFormatter())

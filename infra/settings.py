@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STACK_FILE = "stack.json"  # where `agentboard up` says where its servers are
+
+
+class Unconfigured(Exception):
+    """A role lacks something it needs that only configuration can give (a server to
+    connect to, a key to report with); the message says which setting gives it."""
 
 
 class Settings(BaseSettings):
@@ -34,3 +41,19 @@ class Settings(BaseSettings):
     # Embedded PostgreSQL only: the test fixtures turn fsync off for speed; a real
     # deployment keeps it on, because acknowledged means durable.
     embedded_postgres_fsync: bool = True
+
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one object a line; text: plain lines for a person"
+    )
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+def child_environment(variables: dict[str, str]) -> dict[str, str]:
+    """This process's environment with ``variables`` set: what a child process of ours
+    (``agentboard up``'s relay, projections and worker) starts with, so it sees the same
+    configuration as its parent plus what the parent tells it."""
+    return {**os.environ, **variables}

@@ -1,13 +1,11 @@
-"""The ``agentboard`` command (DESIGN §7): ``up``, ``worker``, ``exec``, ``execution``,
-``projections``, ``keys``."""
+"""The ``agentboard`` command (DESIGN §7): ``up``, the process roles (``api``, ``relay``,
+``projections run``, ``worker``: thin verbs over infra/roles.py), ``exec``, ``execution``,
+``projections``, ``keys``, ``audit``."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -19,9 +17,8 @@ from api.cli.bulk import add_bulk_commands
 from api.cli.client import EXIT_USAGE, KeyOption, fail
 from api.cli.executions import Output, OutputOption, exec_command, execution_cli
 from api.cli.keys import keys_cli
-from infra.keys import WORKER_KEY_FILE, read_key_file
 from infra.logs import configure_logging
-from infra.settings import STACK_FILE, Settings
+from infra.settings import Settings, Unconfigured
 
 cli = typer.Typer(
     name="agentboard",
@@ -31,8 +28,17 @@ cli = typer.Typer(
 )
 
 
-def _logging() -> None:
-    configure_logging(logging.INFO)
+def _logging(settings: Settings) -> None:
+    configure_logging(logging.INFO, text=settings.log_format == "text")
+
+
+@contextmanager
+def _configured() -> Iterator[None]:
+    """A role or tool that lacks its configuration: one line saying which, and exit 2."""
+    try:
+        yield
+    except Unconfigured as missing:
+        fail(str(missing), EXIT_USAGE)
 
 
 @cli.command()
@@ -48,8 +54,28 @@ def up() -> None:
       AGENTBOARD_HTTP_PORT=8080 AGENTBOARD_DATA_DIR=/srv/agentboard agentboard up"""
     from api.cli.stack import serve_stack  # noqa: PLC0415 - the server's imports are heavy
 
-    _logging()
-    serve_stack(Settings())
+    settings = Settings()
+    _logging(settings)
+    serve_stack(settings)
+
+
+@cli.command("api")
+def api_command() -> None:
+    """Run the HTTP API and the board (what `agentboard up` runs in its own process) with the
+    command service for workers and the lease monitor, on AGENTBOARD_DATABASE_URL and
+    AGENTBOARD_NATS_URL (else the servers of the stack `up` runs here). It serves on
+    AGENTBOARD_HTTP_HOST and AGENTBOARD_HTTP_PORT and makes the event store's tables if
+    they are missing. A deployment runs the relay, the projections and workers beside it.
+    SIGTERM stops it.
+
+    Example:
+      AGENTBOARD_DATABASE_URL=postgresql://... AGENTBOARD_NATS_URL=nats://... agentboard api"""
+    from api.cli.stack import serve_api  # noqa: PLC0415 - the server's imports are heavy
+
+    settings = Settings()
+    _logging(settings)
+    with _configured():
+        serve_api(settings)
 
 
 QueueOption = Annotated[
@@ -71,68 +97,31 @@ def worker(
     Examples:
       agentboard worker --queue gpu --concurrency 8
       AGENTBOARD_API_KEY=ab_... agentboard worker --queue gpu --queue cpu"""
-    from workers.agents import BUILTIN_AGENTS  # noqa: PLC0415
+    from infra import roles  # noqa: PLC0415 - heavy imports
     from workers.client import CommandRefused  # noqa: PLC0415
-    from workers.runtime import Worker  # noqa: PLC0415
 
-    _logging()
     settings = Settings()
-    nats_url = settings.nats_url or _stack_nats_url(settings)
-    key = api_key or settings.api_key or read_key_file(settings.data_dir / WORKER_KEY_FILE)
-    if not key:
-        fail(
-            "a worker needs a key of role worker: --api-key or AGENTBOARD_API_KEY "
-            "(agentboard keys create --tenant default --role worker)",
-            EXIT_USAGE,
-        )
-    queues = tuple(queue or ["default"])
-    runner = Worker(nats_url, queues, dict(BUILTIN_AGENTS), concurrency=concurrency, api_key=key)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, runner.stop)
-        await runner.run()
-
+    _logging(settings)
+    with _configured():
+        role = roles.worker(settings, queue or [], concurrency=concurrency, api_key=api_key)
     try:
-        asyncio.run(main())
+        asyncio.run(roles.run_until_signalled(role))
     except CommandRefused as refusal:
         fail(f"the command service refused this worker: {refusal.detail}", EXIT_USAGE)
 
 
-@cli.command(hidden=True)
+@cli.command()
 def relay() -> None:
-    """Publish every stored event to NATS (what `agentboard up` runs beside the API); one
-    relay is active per database, others wait. SIGTERM stops it."""
-    from infra.services import run_relay  # noqa: PLC0415 - heavy imports
+    """Publish every stored event to NATS, and work to the workers (what `agentboard up` runs
+    beside the API), from AGENTBOARD_DATABASE_URL to AGENTBOARD_NATS_URL (else those of the
+    stack `up` runs here). One relay is active per database; others wait. SIGTERM stops it."""
+    from infra import roles  # noqa: PLC0415 - heavy imports
 
-    _logging()
     settings = Settings()
-    nats_url = settings.nats_url or _stack_nats_url(settings)
-    with _store(settings) as (service, url):
-
-        async def main() -> None:
-            stopping = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stopping.set)
-            await run_relay(service, nats_url, url, stopping)
-
-        asyncio.run(main())
-
-
-def _stack_nats_url(settings: Settings) -> str:
-    try:
-        stack = json.loads((settings.data_dir / STACK_FILE).read_text())
-    except (OSError, ValueError):
-        typer.echo(
-            "no NATS to connect to: set AGENTBOARD_NATS_URL, or start the stack with "
-            "`agentboard up` (it writes its URLs to <data dir>/stack.json)",
-            err=True,
-        )
-        raise typer.Exit(2) from None
-    url: str = stack["nats_url"]
-    return url
+    _logging(settings)
+    with _configured():
+        role = roles.relay(settings)
+    asyncio.run(roles.run_until_signalled(role))
 
 
 projections_cli = typer.Typer(help="Read models: status, rebuild, skip.", no_args_is_help=True)
@@ -141,44 +130,27 @@ cli.add_typer(projections_cli, name="projections")
 
 @contextmanager
 def _store(settings: Settings) -> Iterator[tuple[Any, str]]:
-    """The event store of the configured database, or of the running local stack. Never
-    starts servers: a second embedded PostgreSQL on the same data would stop the first."""
-    from domain.application import ExecutionService  # noqa: PLC0415 - heavy imports
-    from infra.eventstore import eventsourcing_env  # noqa: PLC0415
+    """The event store of the configured database, or of the running local stack."""
+    from infra.bootstrap import open_store  # noqa: PLC0415 - heavy imports
 
-    url = settings.database_url
-    if url is None:
-        try:
-            url = json.loads((settings.data_dir / STACK_FILE).read_text())["database_url"]
-        except (OSError, ValueError, KeyError):
-            fail(
-                "no database: set AGENTBOARD_DATABASE_URL, or start the stack with `agentboard up`",
-                EXIT_USAGE,
-            )
-    service = ExecutionService(eventsourcing_env(url, settings, create_table=False))
-    try:
-        yield service, url
-    finally:
-        service.close()
+    with _configured(), open_store(settings) as store:
+        yield store.service, store.database_url
 
 
 @projections_cli.command("run")
 def projections_run() -> None:
-    """Keep every view up to date (what `agentboard up` runs beside the API). SIGTERM stops.
+    """Keep every view up to date (what `agentboard up` runs beside the API), on
+    AGENTBOARD_DATABASE_URL (else that of the stack `up` runs here). SIGTERM stops it.
 
     Example:
       AGENTBOARD_DATABASE_URL=postgresql://... agentboard projections run"""
-    _logging()
-    settings = Settings()
-    from infra.bootstrap import run_projections  # noqa: PLC0415
+    from infra import roles  # noqa: PLC0415 - heavy imports
 
-    with _store(settings) as (_, url):
-        supervisor = run_projections(settings, url)
-        stopping = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stopping.set())
-        stopping.wait()
-        supervisor.stop()
+    settings = Settings()
+    _logging(settings)
+    with _configured():
+        role = roles.projections(settings)
+    asyncio.run(roles.run_until_signalled(role))
 
 
 @projections_cli.command("status")
