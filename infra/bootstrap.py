@@ -14,6 +14,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cachetools import LRUCache
+
 from domain.application import ExecutionService
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.eventstore import ensure_schema, eventsourcing_env
@@ -72,7 +74,8 @@ def bootstrap(
     with ``run_projections`` also keep the read models up to date in this process (else
     another process does: ``agentboard projections run``)."""
     env = eventsourcing_env(database_url, settings, create_table=False)
-    service = ExecutionService(env, cache_size=settings.writer_cache_size)
+    size = settings.writer_cache_size
+    service = ExecutionService(env, cache=LRUCache(size) if size else None)
     writer = GroupCommitWriter(service, max_batch=settings.writer_max_batch).start()
     if run_projections:
         supervisor = start_projections(service, database_url, ProjectionOptions())
@@ -91,7 +94,7 @@ def run_projections(settings: Settings, database_url: str) -> ProjectionSupervis
     """The projections of a stack, in this process (each page they commit announces
     itself to the API's readers: projections/engine/positions.py)."""
     env = eventsourcing_env(database_url, settings, create_table=False)
-    service = ExecutionService(env, cache_size=1_000)  # it only reads
+    service = ExecutionService(env)  # it only reads: no cache of executions
     options = ProjectionOptions()
     datastore = datastore_for(database_url, pool_size=options.pool_size)
     supervisor = ProjectionSupervisor(
