@@ -96,9 +96,8 @@ def remembered(cache: LRUCache[K, V], keys: Iterable[K]) -> tuple[dict[K, V], li
     found: dict[K, V] = {}
     missing: list[K] = []
     for key in keys:
-        value = cache.get(key)
-        if value is None:
+        try:  # not cache.get: it looks the key up twice (measured 2x slower per hit)
+            found[key] = cache[key]
+        except KeyError:
             missing.append(key)
-        else:
-            found[key] = value
     return found, missing
