@@ -14,17 +14,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import typer
-from httpx_sse import connect_sse
 from rich.console import Console
 from rich.markup import escape
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_fixed
 
 from api.cli.client import EXIT_REFUSED, ApiClient, fail
 from api.cli.format import duration
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 RECONNECT_FOR_SECONDS = 60.0
 RECONNECT_EVERY_SECONDS = 1.0
@@ -46,6 +47,8 @@ def follow(
 ) -> str:
     """Print the execution's events until it ends; its final status. A server that cannot be
     reached at first is exit 2 at once; a stream that broke is reconnected for a minute."""
+    from tenacity import Retrying, retry_if_exception_type, wait_fixed  # noqa: PLC0415 - slow
+
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     show = _print_json if as_json else _Shown(err).show
     ask = (lambda: _ask(api, execution_id, err)) if answer_questions else None
@@ -81,6 +84,8 @@ class _Stream:
 
     def read_to_end(self) -> str:
         """The final status; ``StreamBroke`` when the stream ends before it."""
+        from httpx_sse import connect_sse  # noqa: PLC0415 - only --follow needs it
+
         headers = {"Last-Event-ID": str(self.last)} if self.last is not None else {}
         timeout = httpx.Timeout(30, read=60)  # the server sends a comment every 15 s
         try:
