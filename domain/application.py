@@ -8,7 +8,9 @@ reload-and-retry, command by command.
 
 Who forms the batches is not decided here: by default each call is its own batch;
 ``infra.writer.GroupCommitWriter`` installs itself as ``send`` and batches whatever
-callers are waiting at that moment.
+callers are waiting at that moment. Nor is the cache of executions: the composition root
+gives the writer's service a bounded one (cachetools' ``LRUCache``); without it every
+command loads its execution from the store.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -48,10 +49,16 @@ class CorruptedAggregate(RuntimeError):
 class ExecutionService(Application[UUID]):
     name = "agentboard"
 
-    def __init__(self, env: dict[str, str] | None = None, *, cache_size: int = 20_000) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        cache: MutableMapping[UUID, Execution] | None = None,
+    ) -> None:
+        """``cache``: executions as the last commit left them, kept between commands (a
+        bounded map whose reads mark what is recently used); None: load each from the store."""
         super().__init__(env)
-        self._cache: OrderedDict[UUID, Execution] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = cache
         self._lock = threading.Lock()
         self.send: Callable[[c.Command], CommandResult] = self.process_one
 
@@ -185,9 +192,8 @@ class ExecutionService(Application[UUID]):
             return None
 
     def _load(self, execution_id: UUID) -> Execution:
-        cached = self._cache.get(execution_id)
+        cached = self._cache.get(execution_id) if self._cache is not None else None
         if cached is not None:
-            self._cache.move_to_end(execution_id)
             return cached
         try:
             execution: Execution = self.repository.get(execution_id)
@@ -196,15 +202,13 @@ class ExecutionService(Application[UUID]):
         return execution
 
     def _remember(self, executions: dict[UUID, Execution]) -> None:
-        for execution_id, execution in executions.items():
-            self._cache[execution_id] = execution
-            self._cache.move_to_end(execution_id)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        if self._cache is not None:
+            self._cache.update(executions)
 
     def _evict(self, executions: dict[UUID, Any]) -> None:
-        for execution_id in executions:
-            self._cache.pop(execution_id, None)
+        if self._cache is not None:
+            for execution_id in executions:
+                self._cache.pop(execution_id, None)
 
     # -- queries from the store -------------------------------------------------------
 

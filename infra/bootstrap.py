@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from cachetools import LRUCache
+
 from domain.application import ExecutionService
 from infra.eventstore import eventsourcing_env
 from infra.keys import KeyStore
@@ -88,7 +90,7 @@ def event_store(settings: Settings, database_url: str, *, cache_size: int) -> Ex
     """The event store of ``database_url`` (its tables must exist: ``ensure_schema``),
     keeping up to ``cache_size`` executions in memory."""
     env = eventsourcing_env(database_url, settings, create_table=False)
-    return ExecutionService(env, cache_size=cache_size)
+    return ExecutionService(env, cache=LRUCache(cache_size) if cache_size else None)
 
 
 @dataclass

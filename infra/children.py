@@ -14,22 +14,32 @@ import sys
 import time
 from pathlib import Path
 
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+
 from infra.processes import die_with_parent
 from infra.settings import child_environment
 
 log = logging.getLogger(__name__)
 
 RESTART_AFTER_SECONDS = (1.0, 30.0)  # a child process that exits: first pause, longest
-STEADY_SECONDS = 60.0  # up this long, a child that exits is restarted after the first pause
+STEADY_SECONDS = 60.0  # up this long, a child that exits is restarted at once
 EXIT_CONFIGURATION = 2  # `agentboard` refusing its input or configuration (api/cli/client.py)
+
+
+class ExitedUnasked(Exception):
+    """A child process of `agentboard up` exited without being asked."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"code {code}")
+        self.code = code
 
 
 class LocalProcess:
     """An ``agentboard`` subcommand in a process beside the API, stopped by the API when it
     stops, and dying with it if the API is killed. One that exits unasked (a crash, a kill,
-    the OOM killer) is started again, after a pause that doubles while it keeps exiting;
-    except on exit code 2, its own refusal of its configuration, which a restart would
-    only repeat."""
+    the OOM killer) is started again, after a pause that doubles while it keeps exiting
+    (at once after a steady run); except on exit code 2, its own refusal of its
+    configuration, which a restart would only repeat."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.command = [str(Path(sys.executable).parent / "agentboard"), *args]
@@ -45,32 +55,53 @@ class LocalProcess:
         await self._spawn()
         self._watcher = asyncio.create_task(self._restart_when_it_exits())
 
-    async def _spawn(self) -> None:
+    async def _spawn(self) -> asyncio.subprocess.Process:
         # its own session: Ctrl-C reaches `up`, which stops it in its turn
         self.process = await asyncio.create_subprocess_exec(
             *self.command, env=self.env, start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM),
         )  # fmt: skip
         self._started_at = time.monotonic()
+        return self.process
 
     async def _restart_when_it_exits(self) -> None:
-        delay = RESTART_AFTER_SECONDS[0]
-        while self.process is not None:
-            code = await self.process.wait()
-            if self._stopping:
-                return
-            if code == EXIT_CONFIGURATION:
-                log.error("%s exited refusing its configuration; not restarting it", self.name)
-                return
-            if time.monotonic() - self._started_at > STEADY_SECONDS:
-                delay = RESTART_AFTER_SECONDS[0]  # it had been running well
-            log.warning("%s exited (code %s); starting it again in %.0fs", self.name, code, delay)
-            await asyncio.sleep(delay)
-            if self._stopping:
-                return
-            await self._spawn()
+        def exited(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            log.warning("%s exited (%s); starting it again in %.0fs",
+                        self.name, error, state.upcoming_sleep)  # fmt: skip
+
+        restarts = AsyncRetrying(
+            retry=retry_if_exception_type(ExitedUnasked),
+            wait=wait_exponential(
+                multiplier=RESTART_AFTER_SECONDS[0], max=RESTART_AFTER_SECONDS[1]
+            ),
+            before_sleep=exited,
+        )
+        while await restarts(self._until_it_exits):
+            continue  # it had run steadily: again at once, and the pauses start over
+
+    async def _until_it_exits(self) -> bool:
+        """Start it unless it runs, and wait for it to exit: True if it ran steadily (start it
+        again), False if asked to stop or refusing its configuration (leave it), else raise
+        ``ExitedUnasked`` (start it again after a pause)."""
+        if self._stopping:
+            return False
+        process = self.process
+        if process is None or process.returncode is not None:
+            process = await self._spawn()
             self.restarts += 1
-            delay = min(delay * 2, RESTART_AFTER_SECONDS[1])
+        code = await process.wait()
+        if self._stopping:
+            return False
+        if code == EXIT_CONFIGURATION:
+            log.error("%s exited refusing its configuration; not restarting it", self.name)
+            return False
+        if time.monotonic() - self._started_at > STEADY_SECONDS:
+            log.warning(
+                "%s exited (code %s) after a steady run; starting it again", self.name, code
+            )
+            return True
+        raise ExitedUnasked(code)
 
     async def stop(self, timeout: float = 60) -> None:
         self._stopping = True

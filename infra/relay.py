@@ -24,13 +24,14 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
+from cachetools import LRUCache
 from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresDatastore
 from nats.aio.client import Client
@@ -100,7 +101,8 @@ class Relay:
         self._tracked_at = 0.0
         self.store_id = ""
         self.active = False
-        self._cards: OrderedDict[UUID, tuple[str, str, int]] = OrderedDict()
+        # tenant, queue and priority of each execution seen lately, for subjects
+        self._cards: LRUCache[UUID, tuple[str, str, int]] = LRUCache(100_000)
         self._queues_ready: set[str] = set()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -210,22 +212,17 @@ class Relay:
         events as they pass, else from the execution's first stored event."""
         for event in events:
             if isinstance(event, Execution.Created):
-                self._remember(
-                    event.originator_id, (event.tenant, event.worker_queue, event.priority)
+                self._cards[event.originator_id] = (
+                    event.tenant,
+                    event.worker_queue,
+                    event.priority,
                 )
         missing = {e.originator_id for e in events if e.originator_id not in self._cards}
         for execution_id in missing:
             [created] = await asyncio.to_thread(self.service.events.get, execution_id, lte=1)
-            self._remember(
-                execution_id,
-                (created.tenant, created.worker_queue, created.priority),  # type: ignore[attr-defined]
-            )
-
-    def _remember(self, execution_id: UUID, card: tuple[str, str, int]) -> None:
-        self._cards[execution_id] = card
-        self._cards.move_to_end(execution_id)
-        while len(self._cards) > 100_000:
-            self._cards.popitem(last=False)
+            self._cards[execution_id] = (
+                created.tenant, created.worker_queue, created.priority,  # type: ignore[attr-defined]
+            )  # fmt: skip
 
     async def _ensure_queue(self, queue: str) -> None:
         if queue not in self._queues_ready:

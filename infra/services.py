@@ -14,6 +14,7 @@ from functools import lru_cache
 from uuid import UUID
 
 from nats.aio.client import Client
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from infra.audit_anchor import AnchorPublisher
 from infra.bootstrap import Container
@@ -124,24 +125,37 @@ async def supervised(
     name: str, run: Callable[[], Awaitable[None]], stopping: asyncio.Event
 ) -> None:
     """Run until stopped; after a failure (a NATS outage outlasting a publish timeout, a
-    lost database connection) log it and start again from its tracked position."""
-    delay = 0.5
-    while not stopping.is_set():
-        try:
-            await run()
-            delay = 0.5
-        except asyncio.CancelledError:
+    lost database connection) log it and start again from its tracked position, after a
+    pause: 0.5 s doubling to 10 s while it keeps failing, over again after a clean return."""
+
+    def failure(error: BaseException) -> bool:
+        if isinstance(error, asyncio.CancelledError):
             task = asyncio.current_task()
-            if stopping.is_set() or (task is not None and task.cancelling()):
-                raise  # this task is being stopped
-            # a future inside it was cancelled (a timeout's): a failure like any other, not
-            # a reason to stop relaying for good
-            log.exception("%s failed (cancelled inside); restarting in %.1fs", name, delay)
-        except Exception:
-            log.exception("%s failed; restarting in %.1fs", name, delay)
-        else:
-            continue
-        try:
-            await asyncio.wait_for(stopping.wait(), delay)
-        except TimeoutError:
-            delay = min(delay * 2, 10.0)
+            # this task being stopped, or else a future inside it cancelled (a timeout's): a
+            # failure like any other, not a reason to stop relaying for good
+            return not (stopping.is_set() or (task is not None and task.cancelling()))
+        return isinstance(error, Exception)
+
+    def restarting(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.error("%s failed; restarting in %.1fs", name, state.upcoming_sleep, exc_info=error)
+
+    async def attempt() -> None:
+        if not stopping.is_set():  # stopped during the pause: do not start again
+            await run()
+
+    restarts = AsyncRetrying(
+        retry=retry_if_exception(failure),
+        wait=wait_exponential(multiplier=0.5, max=10.0),
+        stop=lambda _: stopping.is_set(),
+        sleep=lambda seconds: _pause_unless(stopping, seconds),
+        before_sleep=restarting,
+        retry_error_callback=lambda _: None,  # it failed as it was being stopped
+    )
+    while not stopping.is_set():
+        await restarts(attempt)
+
+
+async def _pause_unless(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)

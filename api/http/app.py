@@ -17,6 +17,7 @@ from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.response import Response
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import Scope
+from prometheus_client import CollectorRegistry
 
 from api.http.artifacts import download_artifact
 from api.http.audit import AuditController
@@ -25,7 +26,7 @@ from api.http.bulk import bulk
 from api.http.errors import is_refusal, problem_details_config
 from api.http.executions import ExecutionController
 from api.http.keys import KeyController
-from api.http.metrics import count_requests, metrics, view_positions
+from api.http.metrics import RequestMetrics, StackCollector, metrics, read_stack, view_positions
 from api.http.page import PUBLIC_PATTERNS, page_router
 from api.http.queries import QueryController
 from api.http.streams import board_stream, live_hub
@@ -105,7 +106,9 @@ def create_app(container: Container, *, role: ApiRole | None = None) -> Litestar
         KeyAuthentication,
         exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema", *PUBLIC_PATTERNS],
     )
-    return Litestar(
+    registry = CollectorRegistry()  # the app's own: tests run several apps in one process
+    requests = RequestMetrics(registry)
+    app = Litestar(
         route_handlers=[
             healthz,
             readyz,
@@ -119,11 +122,13 @@ def create_app(container: Container, *, role: ApiRole | None = None) -> Litestar
             AuditController,
             page_router(),
         ],
-        state=State({"container": container, "key_store": container.keys}),
+        state=State(
+            {"container": container, "key_store": container.keys, "metrics_registry": registry}
+        ),
         lifespan=[lifespan],
         logging_config=None,  # ours (infra/logs.py): JSON lines with request ids
         after_exception=[log_unexpected],
-        middleware=[count_requests, auth],
+        middleware=[requests.middleware, auth],
         plugins=[ProblemDetailsPlugin(problem_details_config())],
         openapi_config=OpenAPIConfig(
             title="agentboard",
@@ -138,3 +143,5 @@ def create_app(container: Container, *, role: ApiRole | None = None) -> Litestar
             security=[{"apiKey": []}],
         ),
     )
+    registry.register(StackCollector(lambda: read_stack(app.state)))
+    return app

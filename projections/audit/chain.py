@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import msgspec
+from cachetools import LRUCache
 from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from psycopg import Cursor
@@ -32,10 +33,9 @@ from domain.execution.aggregate import Execution
 from domain.execution.values import SYSTEM
 from projections.audit import format as fmt
 from projections.audit.chain_view import AuditChainView, Head, Stored, TenantHead, copy_text
-from projections.engine.cache import Lru
 from projections.engine.errors import BadEvent
 from projections.engine.log import LoggedEvent, Page, topic_of
-from projections.engine.projection import PageProjection
+from projections.engine.projection import PageProjection, remembered
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class AuditChainProjection(PageProjection[AuditChainView]):
 
     def __init__(self, view: AuditChainView) -> None:
         super().__init__(view)
-        self.known: Lru[str, Head] = Lru(self.cache_size)
+        self.known: LRUCache[str, Head] = LRUCache(self.cache_size)
         self.tenants: dict[str, TenantHead] = {}
 
     def forget(self) -> None:
@@ -132,12 +132,12 @@ class AuditChainProjection(PageProjection[AuditChainView]):
             heads[event.execution_id] = changed[event.execution_id] = head
             tenants[head.tenant] = TenantHead(event.position, tenant_hash, tenant.events + 1)
         self.view.save(curs, links, changed, tenants)
-        self.known.remember(changed)
+        self.known.update(changed)
         self.tenants.update(tenants)
 
     def _heads(self, curs: Cursor[DictRow], stored: list[Stored]) -> dict[str, Head]:
         earlier = list({e.execution_id for e in stored if e.topic != CREATED})
-        heads, missing = self.known.find(earlier)
+        heads, missing = remembered(self.known, earlier)
         heads.update(self.view.heads(curs, missing))
         return heads
 

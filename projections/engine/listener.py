@@ -15,6 +15,9 @@ import time
 
 import psycopg
 from psycopg import sql
+from tenacity import wait_exponential
+
+from projections.engine.restarts import run_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +62,15 @@ class Listener:
             event.set()
 
     def _run(self) -> None:
-        backoff = RECONNECT_BACKOFF[0]
-        while not self._stopping.is_set():
-            try:
-                self._listen()
-                backoff = RECONNECT_BACKOFF[0]
-            except Exception as error:  # whatever it was, views must not lose their wake-ups
-                log.warning(
-                    "LISTEN %s failed (%s); retrying in %.1fs", self.channel, error, backoff,
-                    exc_info=not isinstance(error, psycopg.Error),  # a bug: show where
-                )  # fmt: skip
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, RECONNECT_BACKOFF[1])
+        # whatever stops it, views must not lose their wake-ups: listen again after a backoff
+        backoff = wait_exponential(multiplier=RECONNECT_BACKOFF[0], max=RECONNECT_BACKOFF[1])
+        run_until_stopped(self._listen, self._stopping, backoff, self._failed)
+
+    def _failed(self, error: BaseException, pause: float) -> None:
+        log.warning(
+            "LISTEN %s failed (%s); retrying in %.1fs", self.channel, error, pause,
+            exc_info=not isinstance(error, psycopg.Error),  # a bug: show where
+        )  # fmt: skip
 
     def _listen(self) -> None:
         self._reconnect.clear()

@@ -16,9 +16,11 @@ import time
 
 import psycopg
 from eventsourcing.postgres import PostgresDatastore
+from tenacity import wait_fixed
 
 from projections.engine.errors import UnknownView
 from projections.engine.registry import make_projection, view_names
+from projections.engine.restarts import run_until_stopped
 from projections.engine.view import ANNOUNCE_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -81,12 +83,10 @@ class ViewPositions:
                 log.debug("view %s position unknown: %s", name, error)
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._listen()
-            except Exception as error:
-                log.warning("view positions: %s; listening again in 1 s", error)
-                self._stopping.wait(1)
+        run_until_stopped(self._listen, self._stopping, wait_fixed(1), self._failed)
+
+    def _failed(self, error: BaseException, pause: float) -> None:
+        log.warning("view positions: %s; listening again in %.0f s", error, pause)
 
     def _listen(self) -> None:
         with psycopg.connect(self.database_url, autocommit=True) as conn:

@@ -1,8 +1,8 @@
 """Runs one runner per view, restarts a runner that stops, and says how far each view is.
 
-A runner that raises is logged and replaced after a backoff (0.1 s doubling to 30 s,
-back to 0.1 s once a replacement makes progress); the replacement resumes from the
-view's tracking position. A bad stored event halts its view: the supervisor records
+A runner that raises is logged and replaced after a backoff (0.1 s doubling to 30 s), or
+at once if it had made progress (the backoff then starts over); the replacement resumes
+from the view's tracking position. A bad stored event halts its view: the supervisor records
 the error where ``agentboard projections status`` shows it, and keeps retrying slowly,
 so recording a skip (or deploying code that knows the event) resumes the view.
 """
@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from eventsourcing.postgres import PostgresDatastore
+from tenacity import wait_exponential
 
 from domain.application import ExecutionService
 from projections.engine.control import Control
@@ -28,6 +29,7 @@ from projections.engine.registry import (
     make_projection,
     view_names,
 )
+from projections.engine.restarts import run_until_stopped
 from projections.engine.runner import OnPage, ViewRunner
 from projections.views.read_models import ReadModels
 
@@ -191,21 +193,30 @@ class ProjectionSupervisor:
 
     def _supervise(self, name: str) -> None:
         wakeup = self.listener.wakeup()
-        backoff = self.options.min_backoff
-        while not self._stopping.is_set():
-            runner = self._runner(name, wakeup)
-            try:
-                runner.run(self._stopping)
-                return
-            except BadEvent as bad:
-                log.error("%s", bad)
-                self._failed(name, "halted", str(bad), bad.position)
-            except Exception as error:
-                log.exception("view %s failed; restarting in %.1fs", name, backoff)
-                self._failed(name, "restarting", str(error), None)
-            backoff = self.options.min_backoff if runner.pages else backoff
-            self._stopping.wait(backoff)
-            backoff = min(backoff * 2, self.options.max_backoff)
+        backoff = wait_exponential(
+            multiplier=self.options.min_backoff, max=self.options.max_backoff
+        )
+        run_until_stopped(
+            lambda: self._run_view(name, wakeup), self._stopping, backoff,
+            lambda error, pause: self._report(name, error, pause),
+        )  # fmt: skip
+
+    def _run_view(self, name: str, wakeup: threading.Event) -> None:
+        runner = self._runner(name, wakeup)
+        try:
+            runner.run(self._stopping)
+        except Exception as error:
+            if not runner.pages:
+                raise  # the next runner comes after a backoff
+            self._report(name, error, 0.0)  # it made progress: the next one at once
+
+    def _report(self, name: str, error: BaseException, pause: float) -> None:
+        if isinstance(error, BadEvent):
+            log.error("%s", error)
+            self._failed(name, "halted", str(error), error.position)
+        else:
+            log.error("view %s failed; restarting in %.1fs", name, pause, exc_info=error)
+            self._failed(name, "restarting", str(error), None)
 
     def _failed(self, name: str, state: str, error: str, position: int | None) -> None:
         health = self._health[name]

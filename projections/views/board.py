@@ -13,13 +13,13 @@ from collections import Counter
 from typing import ClassVar
 from uuid import UUID
 
+from cachetools import LRUCache
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
-from projections.engine.cache import Lru
 from projections.engine.errors import BadEvent
 from projections.engine.log import LoggedEvent, by_execution, is_created
-from projections.engine.projection import PageProjection
+from projections.engine.projection import PageProjection, remembered
 from projections.engine.view import ViewRecorder
 from projections.views.card import CHANGE_TYPES, CHANGING_COLUMNS, COLUMN_TYPES, COLUMNS, Card
 
@@ -154,7 +154,7 @@ class BoardProjection(PageProjection[BoardView]):
 
     def __init__(self, view: BoardView) -> None:
         super().__init__(view)
-        self.cards: Lru[UUID, Card] = Lru(self.cache_size)
+        self.cards: LRUCache[UUID, Card] = LRUCache(self.cache_size)
         self.unsaved: dict[UUID, Card] = {}
         """Write-behind: cards changed since the last save, each written once by it."""
         self.unstored: set[UUID] = set()
@@ -204,14 +204,14 @@ class BoardProjection(PageProjection[BoardView]):
         unstored = self.unstored
         self.view.insert_cards(curs, [c for i, c in self.unsaved.items() if i in unstored])
         self.view.update_cards(curs, [c for i, c in self.unsaved.items() if i not in unstored])
-        self.cards.remember(self.unsaved)
+        self.cards.update(self.unsaved)
         self.unsaved = {}
         self.unstored = set()
 
     def _find(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, Card]:
         """Cards as they stand: held back, remembered, or read from the view."""
         held = self.unsaved
-        cards, missing = self.cards.find([i for i in ids if i not in held] if held else ids)
+        cards, missing = remembered(self.cards, [i for i in ids if i not in held] if held else ids)
         if held:
             cards.update((i, card) for i in ids if (card := held.get(i)) is not None)
         cards.update(self.view.load_cards(curs, missing))

@@ -12,16 +12,16 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from cachetools import LRUCache
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from domain.execution.aggregate import Execution
-from projections.engine.cache import Lru
 from projections.engine.errors import BadEvent
 from projections.engine.log import LoggedEvent, by_execution, is_created, topic_of
-from projections.engine.projection import PageProjection
+from projections.engine.projection import PageProjection, remembered
 from projections.engine.view import ViewRecorder
 
 CREATE_CALLS = """
@@ -182,7 +182,7 @@ class ToolCallsProjection(PageProjection[ToolCallsView]):
 
     def __init__(self, view: ToolCallsView) -> None:
         super().__init__(view)
-        self.known: Lru[UUID, tuple[str, int]] = Lru(self.cache_size)
+        self.known: LRUCache[UUID, tuple[str, int]] = LRUCache(self.cache_size)
         self.calls: dict[Key, ToolCall] = {}
         """Calls made since the last save, finished in memory if they finish before it."""
         self.changed: dict[UUID, tuple[str, int]] = {}
@@ -237,7 +237,7 @@ class ToolCallsProjection(PageProjection[ToolCallsView]):
                     entry.topic,
                     f"tool call {key[2]!r} of execution {key[0]} (attempt {key[1]}) was never made",
                 )
-        self.known.remember({i: executions[i] for i in histories})
+        self.known.update({i: executions[i] for i in histories})
         if not self.write_behind or len(new) + len(changed) >= self.hold_limit:
             self._save(curs)
 
@@ -253,7 +253,9 @@ class ToolCallsProjection(PageProjection[ToolCallsView]):
     def _find(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, tuple[str, int]]:
         """Each execution's tenant and attempt: held back, remembered, or read."""
         held = self.changed
-        executions, missing = self.known.find([i for i in ids if i not in held] if held else ids)
+        executions, missing = remembered(
+            self.known, [i for i in ids if i not in held] if held else ids
+        )
         if held:
             executions.update((i, state) for i in ids if (state := held.get(i)) is not None)
         executions.update(self.view.executions(curs, missing))

@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from cachetools import LRUCache
 
 from domain.application import ExecutionService
 from domain.execution import commands as c
@@ -67,7 +68,7 @@ def sharing_the_store_of(service: ExecutionService) -> ExecutionService:
 
 @pytest.fixture
 def service() -> ExecutionService:
-    return ExecutionService(env=POPO)
+    return ExecutionService(env=POPO, cache=LRUCache(20_000))
 
 
 # -- a batch of several executions -------------------------------------------------
@@ -326,7 +327,7 @@ def test_a_repeated_operator_action_records_nothing_and_has_no_position(
 
 
 def test_keys_are_remembered_by_the_stored_log_not_only_by_the_cache() -> None:
-    service = ExecutionService(env=POPO, cache_size=0)  # every command reloads from the log
+    service = ExecutionService(env=POPO)  # no cache: every command reloads from the log
     execution_id = running_execution(service)
     service.block(execution_id, "waiting for CI", ALICE, idempotency_key="key-1")
 
@@ -339,7 +340,7 @@ def test_keys_are_remembered_by_the_stored_log_not_only_by_the_cache() -> None:
 
 
 def test_a_create_repeated_after_a_reload_returns_the_first_execution() -> None:
-    service = ExecutionService(env=POPO, cache_size=0)
+    service = ExecutionService(env=POPO)
     first = service.create(**REQUEST, idempotency_key="order-42")
 
     repeat = service.create(**REQUEST, idempotency_key="order-42")

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
+from cachetools import LRUCache
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -146,7 +147,7 @@ class ExecutionLifecycle(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.service = ExecutionService(env=POPO)
+        self.service = ExecutionService(env=POPO, cache=LRUCache(20_000))
         self.produced: dict[UUID, ExecutionState] = {}
         self.pickups: dict[UUID, int] = {}
 
