@@ -27,6 +27,7 @@ from infra.nats import WORK_STREAM, connect, ensure_topology, workers_bucket
 from infra.processes import die_with_parent
 from infra.relay import Relay
 from infra.worker_auth import ReportAuth
+from projections.engine.listener import Listener
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ class BackgroundServices:
             ),
         ]
         if self.with_relay:
-            relay = self.relay = Relay(container.service, self.nc, container.database_url)
+            relay = self.relay = Relay(
+                container.service, self.nc, container.database_url, listener=container.listener
+            )
             self.tasks.append(
                 asyncio.create_task(
                     supervised("relay", lambda: relay.run(self.stopping), self.stopping)
@@ -161,11 +164,13 @@ async def run_relay(
 ) -> None:
     """The relay alone (``agentboard relay``): one of them is active per database."""
     nc = await connect(nats_url, "agentboard relay")
+    listener = Listener(database_url).start()  # this process's one LISTEN connection
     try:
         await ensure_topology(nc.jetstream())
-        relay = Relay(service, nc, database_url)
+        relay = Relay(service, nc, database_url, listener=listener)
         await supervised("relay", lambda: relay.run(stopping), stopping)
     finally:
+        await asyncio.to_thread(listener.stop)
         with contextlib.suppress(Exception):
             await nc.drain()
 
