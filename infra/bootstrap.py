@@ -20,7 +20,9 @@ from infra.keys import KeyStore
 from infra.servers import database_url as database_url_of
 from infra.settings import Settings
 from infra.writer import GroupCommitWriter
+from projections.engine.listener import Listener
 from projections.engine.positions import ViewPositions
+from projections.engine.progress import ViewProgress
 from projections.engine.registry import ProjectionOptions, datastore_for
 from projections.engine.supervisor import (
     ProjectionSupervisor,
@@ -40,9 +42,9 @@ class Container:
     service: ExecutionService
     writer: GroupCommitWriter
     read_models: ReadModels
-    views: ProjectionSupervisor | ViewPositions
-    """Where each view is (``position``, ``wait_for``): the supervisor itself when the
-    projections run in this process, else what their process announces."""
+    listener: Listener
+    """The process's one LISTEN connection: the views' runners or their reader, and the
+    relay when it runs here, wake on it."""
     projections: ProjectionSupervisor | None = None
     keys: KeyStore = field(init=False)
     """API keys, one store per process: the HTTP API and the command service for workers
@@ -51,6 +53,12 @@ class Container:
 
     def __post_init__(self) -> None:
         self.keys = KeyStore(self.database_url)
+
+    @property
+    def views(self) -> ViewProgress:
+        """Where each view is (``position``, ``wait_for``): the supervisor itself when the
+        projections run in this process, else what their process announces."""
+        return self.read_models.progress
 
     def close(self) -> None:
         if self._closed:
@@ -61,6 +69,7 @@ class Container:
         elif isinstance(self.views, ViewPositions):
             self.views.stop()
             self.read_models.datastore.close()
+        self.listener.stop()
         self.writer.stop()
         self.service.close()
 
@@ -73,17 +82,18 @@ def bootstrap(
     another process does: ``agentboard projections run``)."""
     service = event_store(settings, database_url, cache_size=settings.writer_cache_size)
     writer = GroupCommitWriter(service, max_batch=settings.writer_max_batch).start()
+    listener = Listener(database_url).start()
     if run_projections:
-        supervisor = start_projections(service, database_url, ProjectionOptions())
+        supervisor = start_projections(service, database_url, ProjectionOptions(), listener)
         return Container(
-            settings, database_url, nats_url, service, writer,
-            supervisor.read_models, supervisor, supervisor,
+            settings, database_url, nats_url, service, writer, supervisor.read_models, listener,
+            supervisor,
         )  # fmt: skip
     datastore = datastore_for(database_url)
     create_view_tables(datastore)
-    views = ViewPositions(database_url, datastore).start()
-    read_models = ReadModels.build(service, datastore)
-    return Container(settings, database_url, nats_url, service, writer, read_models, views)
+    views = ViewPositions(database_url, datastore, listener=listener).start()
+    read_models = ReadModels.build(service, datastore, views)
+    return Container(settings, database_url, nats_url, service, writer, read_models, listener)
 
 
 def event_store(settings: Settings, database_url: str, *, cache_size: int) -> ExecutionService:

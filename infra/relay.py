@@ -16,6 +16,10 @@ A restart republishes what was published but not yet tracked, and JetStream drop
 duplicates by their message id. Exactly one relay is active:
 it holds a PostgreSQL advisory lock on its own connection; when it dies the lock goes
 with its connection and another relay takes over.
+
+It wakes on the log's NOTIFY through the process's listener (projections/engine/listener.py),
+and reads at least every second anyway: a read that finds what no NOTIFY announced tells
+the listener, which reconnects if it has gone silent.
 """
 
 from __future__ import annotations
@@ -47,12 +51,12 @@ from infra.nats import (
     event_subject,
     work_subject,
 )
+from projections.engine.listener import EVENTS_CHANNEL, Listener
 from projections.views.timeline import render
 
 log = logging.getLogger(__name__)
 
 RELAY_LOCK = 0x61_62_72_6C  # advisory lock id: one active relay per database
-CHANNEL = "agentboard_events"  # eventsourcing NOTIFYs on the events table's name
 SELECT_POSITION = "SELECT position FROM agentboard_relay_tracking WHERE id = 1"
 UPSERT_POSITION = (  # a fact ("published up to here"): whoever writes it, it never goes back
     "INSERT INTO agentboard_relay_tracking AS t (id, position) VALUES (1, %s) "
@@ -87,9 +91,12 @@ class Relay:
         nc: Client,
         database_url: str,
         *,
+        listener: Listener,
         page_size: int = 1000,
     ) -> None:
+        """``listener``: the process's LISTEN connection (started by its owner)."""
         self.service = service
+        self.listener = listener
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=10_000)
         self.database_url = database_url
@@ -121,8 +128,11 @@ class Relay:
                 return
             self.active = True
             log.info("relay active")
+            loop, stored = asyncio.get_running_loop(), asyncio.Event()
+            unsubscribe = self.listener.subscribe(
+                EVENTS_CHANNEL, lambda _: loop.call_soon_threadsafe(stored.set)
+            )
             try:
-                await conn.execute("LISTEN " + CHANNEL)
                 self.position = await self._load_position(conn)
                 self.published = self.acknowledged = self.position
                 # A run that failed (an acknowledgement that never came) left its pages
@@ -130,18 +140,28 @@ class Relay:
                 self._unsettled.clear()
                 row = await (await conn.execute(SELECT_STORE_ID)).fetchone()
                 self.store_id = str(row[0]) if row else "store"
-                while not stopping.is_set():
-                    if await self.relay_once(conn):
-                        continue
-                    if await self._settle(conn, everything=True):
-                        # A NOTIFY that arrives while another statement runs on the
-                        # listening connection is lost (psycopg hands it to no one): look
-                        # again before waiting for the next.
-                        continue
-                    await _wait_for_notify(conn, stopping)
+                await self._follow(conn, stored, stopping)
                 await self._settle(conn, everything=True)  # track what went out before stopping
             finally:
+                unsubscribe()
                 self.active = False
+
+    async def _follow(
+        self, conn: psycopg.AsyncConnection[Any], stored: asyncio.Event, stopping: asyncio.Event
+    ) -> None:
+        """Relay page after page; when there is none, wait for the log to grow (``stored``,
+        set by its NOTIFY), at most ``WAKE_UP_AT_LEAST_EVERY``."""
+        woken_by_timer = False
+        while not stopping.is_set():
+            stored.clear()  # before reading: a commit from now on wakes the next wait
+            if await self.relay_once(conn):
+                if woken_by_timer:
+                    self.listener.missed()
+                woken_by_timer = False
+                continue
+            if await self._settle(conn, everything=True):
+                continue
+            woken_by_timer = not await _woken(stored, stopping)
 
     async def relay_once(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Publish the next page (0: there was none)."""
@@ -271,19 +291,17 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
         return
 
 
-async def _wait_for_notify(conn: psycopg.AsyncConnection[Any], stopping: asyncio.Event) -> None:
-    """Wake on the events table's NOTIFY, at the latest after a second, or on stop."""
-
-    async def one_notify() -> None:
-        async for _ in conn.notifies(timeout=WAKE_UP_AT_LEAST_EVERY, stop_after=1):
-            return
-
-    waiter = asyncio.create_task(one_notify())
-    stopper = asyncio.create_task(stopping.wait())
-    _, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+async def _woken(stored: asyncio.Event, stopping: asyncio.Event) -> bool:
+    """Wait for ``stored`` or ``stopping``, at most ``WAKE_UP_AT_LEAST_EVERY``; False if
+    the time ran out."""
+    waits = {asyncio.create_task(stored.wait()), asyncio.create_task(stopping.wait())}
+    done, pending = await asyncio.wait(
+        waits, timeout=WAKE_UP_AT_LEAST_EVERY, return_when=asyncio.FIRST_COMPLETED
+    )
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+    return bool(done)
 
 
 def relay_position(datastore: PostgresDatastore) -> int:

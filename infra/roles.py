@@ -47,6 +47,7 @@ from infra.servers import Servers, database_url, located_servers, nats_url, runn
 from infra.servers import stack_file as announced
 from infra.services import BackgroundServices, supervised
 from infra.settings import Settings, Unconfigured
+from projections.engine.listener import Listener
 from projections.engine.registry import ProjectionOptions, datastore_for
 from projections.engine.supervisor import ProjectionSupervisor
 
@@ -174,12 +175,14 @@ class RelayRole(Role):
         self.service = event_store(settings, servers.database_url, cache_size=READER_CACHE_SIZE)
         self.stopping = asyncio.Event()
         self.nc: Client | None = None
+        self.listener: Listener | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.nc = await connect(self.servers.nats_url, "agentboard relay")
         await ensure_topology(self.nc.jetstream())
-        relay = Relay(self.service, self.nc, self.servers.database_url)
+        self.listener = Listener(self.servers.database_url).start()  # this process's one
+        relay = Relay(self.service, self.nc, self.servers.database_url, listener=self.listener)
         self.task = asyncio.create_task(
             supervised("relay", lambda: relay.run(self.stopping), self.stopping)
         )
@@ -188,6 +191,8 @@ class RelayRole(Role):
         self.stopping.set()
         if self.task is not None:
             await self.task
+        if self.listener is not None:
+            await asyncio.to_thread(self.listener.stop)
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.drain()

@@ -61,7 +61,9 @@ class BackgroundServices:
             ),
         ]
         if self.with_relay:
-            relay = self.relay = Relay(container.service, self.nc, container.database_url)
+            relay = self.relay = Relay(
+                container.service, self.nc, container.database_url, listener=container.listener
+            )
             self.tasks.append(
                 asyncio.create_task(
                     supervised("relay", lambda: relay.run(self.stopping), self.stopping)

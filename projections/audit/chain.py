@@ -5,7 +5,7 @@ which holds the hash of the same execution's previous event), the event's hash
 (SHA-256 of head and stored state) and the tenant chain's value after it (SHA-256 of the
 tenant's previous value and the event's hash), in the same transaction as its tracking
 record, like every view. An export line is then head, state and chain fields end to
-end: what was hashed is what is exported. See ``audit_format`` and docs/audit.md.
+end: what was hashed is what is exported. See ``format`` and docs/audit.md.
 
 Unlike the other views it reads the stored events raw (topic and state bytes), not
 decoded: the chain covers what is stored, whether or not this code understands it. A
