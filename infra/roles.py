@@ -40,7 +40,8 @@ from nats.aio.client import Client
 from infra.bootstrap import READER_CACHE_SIZE, Container, bootstrap, event_store
 from infra.children import LocalProjections, LocalRelay, LocalWorker
 from infra.eventstore import ensure_schema
-from infra.keys import WORKER_KEY_FILE, ensure_admin_key, ensure_worker_key, read_key_file
+from infra.keys import ensure_admin_key, ensure_worker_key
+from infra.local_keys import WORKER_KEY_FILE, read_key_file
 from infra.nats import connect, ensure_topology
 from infra.relay import Relay
 from infra.servers import Servers, database_url, located_servers, nats_url, running_servers

@@ -1,4 +1,5 @@
-"""Settings, from AGENTBOARD_* environment variables (DESIGN §9). Nothing else reads os.environ."""
+"""Settings, from AGENTBOARD_* environment variables (DESIGN §9). Nothing else reads os.environ
+but infra/client_settings.py: the CLI's three variables, read without pydantic."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.client_settings import DEFAULT_DATA_DIR, DEFAULT_URL
 
 STACK_FILE = "stack.json"  # where `agentboard up` says where its servers are
 
@@ -26,12 +29,12 @@ class Settings(BaseSettings):
     nats_url: str | None = Field(
         default=None, description="NATS URL; unset starts an embedded nats-server with JetStream"
     )
-    data_dir: Path = Field(default=Path(".agentboard"), description="embedded servers' data")
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="embedded servers' data")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
 
     # The CLI, as a client of a running API.
-    url: str = Field(default="http://127.0.0.1:8000", description="the API the CLI talks to")
+    url: str = Field(default=DEFAULT_URL, description="the API the CLI talks to")
     api_key: str | None = Field(default=None, description="unset: <data dir>/admin.key")
 
     writer_max_batch: int = Field(default=1000, ge=1, description="commands per group commit")
