@@ -18,6 +18,7 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from domain.execution.aggregate import Execution
+from domain.execution.events import ToolCallFinished
 from projections.engine.cache import Lru
 from projections.engine.errors import BadEvent
 from projections.engine.log import LoggedEvent, by_execution, is_created, topic_of
@@ -115,7 +116,7 @@ class ToolCall:
     def key(self) -> Key:
         return self.execution_id, self.attempt, self.call_id
 
-    def finish(self, event: Execution.ToolCallFinished, position: int) -> None:
+    def finish(self, event: ToolCallFinished, position: int) -> None:
         self.outcome = event.outcome
         self.result_summary = event.result_summary
         self.duration_seconds = float(event.duration_seconds)
