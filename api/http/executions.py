@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import anyio
 from litestar import Controller, Request, get, post
@@ -22,7 +22,7 @@ from api.http.streams import LastEventId, follow_execution
 from domain.execution import commands as c
 from domain.execution.aggregate import Execution as ExecutionAggregate
 from domain.execution.errors import ExecutionNotFound
-from domain.execution.state import CommandResult, ExecutionState, idempotent_execution_id
+from domain.execution.state import CommandResult, ExecutionState
 from domain.execution.values import Actor, ActorKind, ExecutionType, RetryPolicy
 from infra.bootstrap import Container
 from infra.keys import Principal
@@ -73,19 +73,16 @@ class ExecutionController(Controller):
             if data.created_by
             else Actor(ActorKind.API, key)
         )
-        execution_id = (
-            idempotent_execution_id(tenant, idempotency_key) if idempotency_key else uuid4()
-        )
         retry = RetryPolicy(**data.retry.model_dump()) if data.retry else RetryPolicy()
         result = await container.writer.send(
-            c.CreateExecution(
-                execution_id, tenant=tenant, agent_id=data.agent_id,
-                worker_queue=data.worker_queue, prompt=data.prompt, created_by=created_by,
+            c.CreateExecution.new(
+                tenant=tenant, agent_id=data.agent_id, worker_queue=data.worker_queue,
+                prompt=data.prompt, created_by=created_by, idempotency_key=idempotency_key,
                 type=ExecutionType(data.type), team_id=data.team_id,
                 parameters=data.parameters, priority=data.priority, labels=data.labels,
                 deadline=data.deadline, retry=retry, timeout_seconds=data.timeout_seconds,
                 heartbeat_timeout_seconds=data.heartbeat_timeout_seconds,
-                parent_execution_id=data.parent_execution_id, idempotency_key=idempotency_key,
+                parent_execution_id=data.parent_execution_id,
             )
         )  # fmt: skip
         note_written(request, result.position)

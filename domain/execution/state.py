@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
 
 from domain.execution.aggregate import Execution
 from domain.execution.shape import ExecutionFields
-
-_IDEMPOTENT_NAMESPACE = uuid5(NAMESPACE_URL, "agentboard:execution-idempotency-key")
-
-
-def idempotent_execution_id(tenant: str, idempotency_key: str) -> UUID:
-    """The same key, in the same tenant, always names the same execution, so a
-    repeated create finds the first one instead of recording a second."""
-    return uuid5(_IDEMPOTENT_NAMESPACE, f"{tenant}\x00{idempotency_key}")
 
 
 @dataclass(slots=True)
