@@ -71,24 +71,14 @@ class Execution(Aggregate):
     RetryScheduled = events.RetryScheduled
 
     def __init__(
-        self,
-        tenant: str,
-        type: str,
-        agent_id: str,
-        team_id: str | None,
-        worker_queue: str,
-        prompt: str,
-        parameters: dict[str, Any],
-        priority: int,
-        labels: dict[str, str],
-        deadline: datetime | None,
-        retry: dict[str, Any],
-        timeout_seconds: float | None,
-        heartbeat_timeout_seconds: float | None,
-        parent_execution_id: UUID | None,
-        created_by: dict[str, str],
-        idempotency_key: str | None,
-    ) -> None:
+        self, tenant: str, type: str, agent_id: str, team_id: str | None, worker_queue: str,
+        prompt: str, parameters: dict[str, Any], priority: int, labels: dict[str, str],
+        deadline: datetime | None, retry: dict[str, Any], timeout_seconds: float | None,
+        heartbeat_timeout_seconds: float | None, parent_execution_id: UUID | None,
+        created_by: dict[str, str], idempotency_key: str | None,
+    ) -> None:  # fmt: skip
+        """What ``Created`` recorded (eventsourcing calls this with its fields), and the
+        state every execution starts in."""
         self.tenant = tenant
         self.type = type
         self.agent_id = agent_id
@@ -131,26 +121,12 @@ class Execution(Aggregate):
 
     @classmethod
     def create(
-        cls,
-        execution_id: UUID,
-        *,
-        tenant: str,
-        type: ExecutionType,
-        agent_id: str,
-        team_id: str | None,
-        worker_queue: str,
-        prompt: str,
-        parameters: dict[str, Any],
-        priority: int,
-        labels: dict[str, str],
-        deadline: datetime | None,
-        retry: RetryPolicy,
-        timeout_seconds: float | None,
-        heartbeat_timeout_seconds: float | None,
-        parent_execution_id: UUID | None,
-        created_by: Actor,
-        idempotency_key: str | None,
-    ) -> Execution:
+        cls, execution_id: UUID, *, tenant: str, type: ExecutionType, agent_id: str,
+        team_id: str | None, worker_queue: str, prompt: str, parameters: dict[str, Any],
+        priority: int, labels: dict[str, str], deadline: datetime | None, retry: RetryPolicy,
+        timeout_seconds: float | None, heartbeat_timeout_seconds: float | None,
+        parent_execution_id: UUID | None, created_by: Actor, idempotency_key: str | None,
+    ) -> Execution:  # fmt: skip
         check_name("tenant", tenant)
         check_name("worker_queue", worker_queue)
         if not 0 < len(agent_id) <= 128:
@@ -166,25 +142,13 @@ class Execution(Aggregate):
             if seconds is not None and seconds <= 0:
                 raise InvalidCommand(f"{name} must be positive")
         return cls._create(
-            cls.Created,
-            id=execution_id,
-            tenant=tenant,
-            type=type.value,
-            agent_id=agent_id,
-            team_id=team_id,
-            worker_queue=worker_queue,
-            prompt=prompt,
-            parameters=parameters,
-            priority=priority,
-            labels=labels,
-            deadline=deadline,
-            retry=retry.as_dict(),
-            timeout_seconds=timeout_seconds,
-            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
-            parent_execution_id=parent_execution_id,
-            created_by=created_by.as_dict(),
+            cls.Created, id=execution_id, tenant=tenant, type=type.value, agent_id=agent_id,
+            team_id=team_id, worker_queue=worker_queue, prompt=prompt, parameters=parameters,
+            priority=priority, labels=labels, deadline=deadline, retry=retry.as_dict(),
+            timeout_seconds=timeout_seconds, heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+            parent_execution_id=parent_execution_id, created_by=created_by.as_dict(),
             idempotency_key=idempotency_key,
-        )
+        )  # fmt: skip
 
     def enter(self, status: Status, at: datetime) -> None:
         """Move to ``status`` (events call this): the clock of a status starts when the
