@@ -43,6 +43,10 @@ CREATED = topic_of(Execution.Created)
 PICKED_UP = topic_of(Execution.PickedUp)
 LEASE_EXPIRED = topic_of(Execution.LeaseExpired)
 SYSTEM_ACTOR = fmt.json_text(SYSTEM.as_dict())
+UNATTRIBUTED: frozenset[type[Any]] = frozenset()
+"""Events whose line names no actor (``null``): none. Every other event names who did it
+(``_actor``): Created its creator, an operator action its actor, a pick-up or a worker's
+report (it carries a lease) the worker, an expired lease the system."""
 GENESIS = bytes(32)
 
 

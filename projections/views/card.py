@@ -11,81 +11,24 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
-from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from domain.execution.aggregate import Execution
+from domain.execution import events
+from domain.execution.shape import ExecutionFields, created
 from domain.execution.values import Status
 
 
 @dataclass(slots=True)
-class Card:
-    id: UUID
-    tenant: str
-    type: str
-    agent_id: str
-    team_id: str | None
-    worker_queue: str
-    prompt: str
-    parameters: dict[str, Any]
-    priority: int
-    labels: dict[str, str]
-    status: str
-    attempt: int
-    worker_id: str | None
-    created_by: dict[str, str]
-    created_at: datetime
-    updated_at: datetime
-    deadline: datetime | None
-    not_before: datetime | None
-    result: Any
-    error: str | None
-    failure_reason: str | None
-    completion_notes: str | None
-    question: str | None
-    cancel_requested: bool
-    last_tool: str | None
-    last_tool_call_id: str | None
-    last_tool_outcome: str | None
-    status_entered_at: datetime
-    version: int
+class Card(ExecutionFields):
+    """The execution's fields (domain/execution/shape.py), and where in the log the card
+    stands."""
+
     position: int
 
     @classmethod
-    def created(cls, event: Execution.Created, position: int) -> Card:
-        return cls(
-            id=event.originator_id,
-            tenant=event.tenant,
-            type=event.type,
-            agent_id=event.agent_id,
-            team_id=event.team_id,
-            worker_queue=event.worker_queue,
-            prompt=event.prompt,
-            parameters=event.parameters,
-            priority=event.priority,
-            labels=event.labels,
-            status=PENDING,
-            attempt=1,
-            worker_id=None,
-            created_by=event.created_by,
-            created_at=event.timestamp,
-            updated_at=event.timestamp,
-            deadline=event.deadline,
-            not_before=None,
-            result=None,
-            error=None,
-            failure_reason=None,
-            completion_notes=None,
-            question=None,
-            cancel_requested=False,
-            last_tool=None,
-            last_tool_call_id=None,
-            last_tool_outcome=None,
-            status_entered_at=event.timestamp,
-            version=event.originator_version,
-            position=position,
-        )
+    def created(cls, event: events.Created, position: int) -> Card:
+        return cls(**created(event), position=position)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Card:
@@ -108,7 +51,7 @@ class Card:
 
     def apply(self, event: Any, position: int) -> None:
         evolve = EVOLVE.get(type(event))
-        if evolve is not None:  # output chunks and artifacts move only the clock
+        if evolve is not None:  # the others (CLOCK_ONLY) move only the clock
             evolve(self, event)
         self.updated_at = event.timestamp
         self.version = event.originator_version
@@ -119,57 +62,57 @@ class Card:
             self.status = status
             self.status_entered_at = at
 
-    def picked_up(self, event: Execution.PickedUp) -> None:
+    def picked_up(self, event: events.PickedUp) -> None:
         self.enter(RUNNING, event.timestamp)
         self.worker_id = event.worker_id
         self.attempt = event.attempt
 
-    def tool_called(self, event: Execution.ToolCalled) -> None:
+    def tool_called(self, event: events.ToolCalled) -> None:
         self.last_tool = event.tool
         self.last_tool_call_id = event.call_id
         self.last_tool_outcome = None
 
-    def tool_call_finished(self, event: Execution.ToolCallFinished) -> None:
+    def tool_call_finished(self, event: events.ToolCallFinished) -> None:
         if event.call_id == self.last_tool_call_id:
             self.last_tool_outcome = event.outcome
 
-    def input_requested(self, event: Execution.InputRequested) -> None:
+    def input_requested(self, event: events.InputRequested) -> None:
         self.enter(REQUIRES_INPUT, event.timestamp)
         self.question = event.question
 
-    def input_provided(self, event: Execution.InputProvided) -> None:
+    def input_provided(self, event: events.InputProvided) -> None:
         self.enter(RUNNING, event.timestamp)
         self.question = None
 
-    def blocked(self, event: Execution.Blocked) -> None:
+    def blocked(self, event: events.Blocked) -> None:
         self.enter(BLOCKED, event.timestamp)
 
-    def unblocked(self, event: Execution.Unblocked) -> None:
+    def unblocked(self, event: events.Unblocked) -> None:
         self.enter(RUNNING, event.timestamp)
 
-    def cancellation_requested(self, event: Execution.CancelRequested) -> None:
+    def cancellation_requested(self, event: events.CancelRequested) -> None:
         self.cancel_requested = True
 
-    def cancelled(self, event: Execution.Cancelled) -> None:
+    def cancelled(self, event: events.Cancelled) -> None:
         self.enter(CANCELLED, event.timestamp)
         self.worker_id = None
 
-    def completed(self, event: Execution.Completed) -> None:
+    def completed(self, event: events.Completed) -> None:
         self.enter(COMPLETED, event.timestamp)
         self.result = event.result
         self.completion_notes = event.completion_notes
         self.worker_id = None
 
-    def failed(self, event: Execution.Failed) -> None:
+    def failed(self, event: events.Failed) -> None:
         self.enter(FAILED, event.timestamp)
         self.error = event.error
         self.failure_reason = event.reason
         self.worker_id = None
 
-    def lease_expired(self, event: Execution.LeaseExpired) -> None:
+    def lease_expired(self, event: events.LeaseExpired) -> None:
         self.worker_id = None
 
-    def retry_scheduled(self, event: Execution.RetryScheduled) -> None:
+    def retry_scheduled(self, event: events.RetryScheduled) -> None:
         self.enter(PENDING, event.timestamp)
         self.attempt = event.attempt
         self.not_before = event.not_before
@@ -187,22 +130,24 @@ COMPLETED, FAILED, CANCELLED = (
     Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value,
 )  # fmt: skip
 EVOLVE: dict[type[Any], Callable[[Card, Any], None]] = {
-    Execution.PickedUp: Card.picked_up,
-    Execution.ToolCalled: Card.tool_called,
-    Execution.ToolCallFinished: Card.tool_call_finished,
-    Execution.InputRequested: Card.input_requested,
-    Execution.InputProvided: Card.input_provided,
-    Execution.Blocked: Card.blocked,
-    Execution.Unblocked: Card.unblocked,
-    Execution.CancelRequested: Card.cancellation_requested,
-    Execution.Cancelled: Card.cancelled,
-    Execution.Completed: Card.completed,
-    Execution.Failed: Card.failed,
-    Execution.LeaseExpired: Card.lease_expired,
-    Execution.RetryScheduled: Card.retry_scheduled,
+    events.PickedUp: Card.picked_up,
+    events.ToolCalled: Card.tool_called,
+    events.ToolCallFinished: Card.tool_call_finished,
+    events.InputRequested: Card.input_requested,
+    events.InputProvided: Card.input_provided,
+    events.Blocked: Card.blocked,
+    events.Unblocked: Card.unblocked,
+    events.CancelRequested: Card.cancellation_requested,
+    events.Cancelled: Card.cancelled,
+    events.Completed: Card.completed,
+    events.Failed: Card.failed,
+    events.LeaseExpired: Card.lease_expired,
+    events.RetryScheduled: Card.retry_scheduled,
 }
 """How each event changes a card (one method per event; a dict, not singledispatch,
-because a rebuild calls it for every stored event)."""
+because a rebuild calls it for every stored event). ``Created`` makes the card."""
+CLOCK_ONLY: frozenset[type[Any]] = frozenset({events.OutputAppended, events.ArtifactAdded})
+"""Events that change nothing a card shows but its clock (updated_at, version, position)."""
 
 COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(Card))
 _values = attrgetter(*COLUMNS)
@@ -231,11 +176,11 @@ JSON_COLUMNS = ("parameters", "labels", "created_by", "result")
 JSON_COLUMN_INDEXES = tuple(COLUMNS.index(name) for name in JSON_COLUMNS)
 
 
-def fold(events: list[tuple[int, Any]]) -> Card | None:
+def fold(history: list[tuple[int, Any]]) -> Card | None:
     """One execution's card after its ``(position, event)`` pairs, in order."""
     card: Card | None = None
-    for position, event in events:
-        if isinstance(event, Execution.Created):
+    for position, event in history:
+        if isinstance(event, events.Created):
             card = Card.created(event, position)
         elif card is not None:
             card.apply(event, position)

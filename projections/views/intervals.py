@@ -35,8 +35,14 @@ STATUS_AFTER: dict[type[Any], str] = {
     Execution.Failed: Status.FAILED.value,
     Execution.RetryScheduled: Status.PENDING.value,
 }
-PENDING = Status.PENDING.value
 """The events that move an execution to another status, and where they move it."""
+IGNORED: frozenset[type[Any]] = frozenset({
+    Execution.ToolCalled, Execution.ToolCallFinished, Execution.OutputAppended,
+    Execution.ArtifactAdded, Execution.CancelRequested, Execution.LeaseExpired,
+})  # fmt: skip
+"""The events that leave the status as it was (a lost worker's execution moves on with
+the event that follows, a retry, a failure or a cancellation): never decoded for this view."""
+PENDING = Status.PENDING.value
 
 CREATE_INTERVALS = """
 CREATE TABLE IF NOT EXISTS {status_intervals} (

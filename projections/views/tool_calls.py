@@ -19,6 +19,7 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from domain.execution.aggregate import Execution
+from domain.execution.events import ToolCallFinished
 from projections.engine.errors import BadEvent
 from projections.engine.log import LoggedEvent, by_execution, is_created, topic_of
 from projections.engine.projection import PageProjection, remembered
@@ -91,6 +92,16 @@ RETURNING t.execution_id, t.attempt, t.call_id
 """
 
 
+HANDLED = (Execution.Created, Execution.PickedUp, Execution.ToolCalled, Execution.ToolCallFinished)
+"""What this view reads: who the execution is, its attempt (a pick-up carries it), its calls."""
+IGNORED: frozenset[type[Any]] = frozenset({
+    Execution.OutputAppended, Execution.ArtifactAdded, Execution.InputRequested,
+    Execution.InputProvided, Execution.Blocked, Execution.Unblocked, Execution.CancelRequested,
+    Execution.Cancelled, Execution.Completed, Execution.Failed, Execution.LeaseExpired,
+    Execution.RetryScheduled,
+})  # fmt: skip
+"""Never decoded for this view: a retry's calls belong to the attempt its pick-up names."""
+
 Key = tuple[UUID, int, str]  # execution_id, attempt, call_id
 
 
@@ -115,7 +126,7 @@ class ToolCall:
     def key(self) -> Key:
         return self.execution_id, self.attempt, self.call_id
 
-    def finish(self, event: Execution.ToolCallFinished, position: int) -> None:
+    def finish(self, event: ToolCallFinished, position: int) -> None:
         self.outcome = event.outcome
         self.result_summary = event.result_summary
         self.duration_seconds = float(event.duration_seconds)
@@ -170,12 +181,7 @@ class ToolCallsView(ViewRecorder):
 
 class ToolCallsProjection(PageProjection[ToolCallsView]):
     name = "tool_calls"
-    decoded: ClassVar[frozenset[str] | None] = frozenset(
-        topic_of(cls)
-        for cls in (
-            Execution.Created, Execution.PickedUp, Execution.ToolCalled, Execution.ToolCallFinished,
-        )
-    )  # fmt: skip
+    decoded: ClassVar[frozenset[str] | None] = frozenset(topic_of(cls) for cls in HANDLED)
 
     can_write_behind = True
     cache_size = 100_000

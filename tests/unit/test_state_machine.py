@@ -161,13 +161,15 @@ class ExecutionLifecycle(RuleBasedStateMachine):
         self.create(policy)
 
     def create(self, policy: RetryPolicy) -> None:
-        result = self.service.create(
-            tenant="acme",
-            agent_id="reviewer",
-            worker_queue="default",
-            prompt="Review the pull request",
-            created_by=ALICE,
-            retry=policy,
+        result = self.service.process_one(
+            c.CreateExecution.new(
+                tenant="acme",
+                agent_id="reviewer",
+                worker_queue="default",
+                prompt="Review the pull request",
+                created_by=ALICE,
+                retry=policy,
+            )
         )
         self.execution_id = result.execution.id
         self.produced[self.execution_id] = result.execution
