@@ -44,3 +44,5 @@ def configure_logging(level: int = logging.INFO, *, text: bool = False) -> None:
     root.setLevel(level)
     for noisy in ("uvicorn.access",):  # requests are logged by the API, with their id
         logging.getLogger(noisy).disabled = True
+    # a line per request the webhooks send: their failures are logged with their ids
+    logging.getLogger("httpx").setLevel(logging.WARNING)

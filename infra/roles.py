@@ -7,7 +7,8 @@ api             ``agentboard api``    the HTTP API and the board (api/http/app.p
                                       lifespan starts and stops this role), the command
                                       side (group-commit writer), the read side, the
                                       command service for worker reports, the lease
-                                      monitor and the audit anchors
+                                      monitor, the audit anchors, and the webhooks
+                                      service (one active per database)
 relay           ``agentboard relay``  the relay: every stored event to NATS (one active
                                       per database, the others wait)
 projections     ``agentboard          every view's runner
@@ -47,6 +48,7 @@ from infra.servers import Servers, database_url, located_servers, nats_url, runn
 from infra.servers import stack_file as announced
 from infra.services import BackgroundServices, supervised
 from infra.settings import Settings, Unconfigured
+from infra.webhooks.service import WebhookService
 from projections.engine.registry import ProjectionOptions, datastore_for
 from projections.engine.supervisor import ProjectionSupervisor
 
@@ -107,6 +109,7 @@ class ApiRole(Role):
 
     container: Container
     services: BackgroundServices
+    webhooks: WebhookService
     parts: list[Part] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -125,7 +128,7 @@ def api(settings: Settings) -> Iterator[ApiRole]:
     servers = located_servers(settings)
     ensure_schema(servers.database_url, settings)
     with _api(settings, servers) as role:
-        role.parts = [role.services]
+        role.parts = [role.services, role.webhooks]
         yield role
 
 
@@ -148,6 +151,7 @@ def stack(settings: Settings) -> Iterator[Stack]:
         role.parts = [
             LocalProjections(servers.database_url),  # first: it catches up while the rest starts
             role.services,
+            role.webhooks,
             LocalRelay(servers.database_url, servers.nats_url),
             LocalWorker(servers.nats_url, worker_key, UP_WORKER_QUEUE),  # stopped first: it
         ]  # reports to the services, and finishes what it holds
@@ -160,7 +164,8 @@ def stack(settings: Settings) -> Iterator[Stack]:
 def _api(settings: Settings, servers: Servers) -> Iterator[ApiRole]:
     container = bootstrap(settings, database_url=servers.database_url, nats_url=servers.nats_url)
     try:
-        yield ApiRole(container, BackgroundServices(container, relay=False))
+        webhooks = WebhookService(settings, servers.database_url, container.service)
+        yield ApiRole(container, BackgroundServices(container, relay=False), webhooks)
     finally:
         container.close()
 

@@ -1,6 +1,6 @@
 """The ``agentboard`` command (DESIGN §7): ``up``, the process roles (``api``, ``relay``,
 ``projections run``, ``worker``: thin verbs over infra/roles.py), ``exec``, ``execution``,
-``projections``, ``keys``, ``audit``."""
+``projections``, ``keys``, ``webhooks``, ``audit``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from api.cli.bulk import add_bulk_commands
 from api.cli.client import EXIT_USAGE, KeyOption, fail
 from api.cli.executions import Output, OutputOption, exec_command, execution_cli
 from api.cli.keys import keys_cli
+from api.cli.webhooks import webhooks_cli
 from infra.logs import configure_logging
 from infra.settings import Settings, Unconfigured
 
@@ -206,6 +207,7 @@ cli.add_typer(execution_cli, name="execution")
 cli.add_typer(audit_cli, name="audit")
 cli.command("exec")(exec_command)
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(webhooks_cli, name="webhooks")
 
 
 def main() -> None:
