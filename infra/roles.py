@@ -34,10 +34,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
+from eventsourcing.postgres import PostgresDatastore
 from nats.aio.client import Client
 
+from domain.application import ExecutionService
 from infra.bootstrap import READER_CACHE_SIZE, Container, bootstrap, event_store
 from infra.children import LocalProjections, LocalRelay, LocalWorker
 from infra.eventstore import ensure_schema
@@ -49,13 +51,21 @@ from infra.servers import stack_file as announced
 from infra.services import BackgroundServices, supervised
 from infra.settings import Settings, Unconfigured
 from infra.webhooks.service import WebhookService
-from projections.engine.registry import ProjectionOptions, datastore_for
+from projections.engine.registry import (
+    AnyProjection,
+    ProjectionFactory,
+    ProjectionOptions,
+    datastore_for,
+    make_projection,
+    view_names,
+)
 from projections.engine.supervisor import ProjectionSupervisor
 
 if TYPE_CHECKING:
     from workers.runtime import Worker
 
 UP_WORKER_QUEUE = "default"  # the queue of the worker `agentboard up` runs
+TRACES = "traces"  # the runner exporting traces (infra/traces.py), when tracing is on
 
 
 class NoWorkerKey(Unconfigured):
@@ -214,9 +224,12 @@ class ProjectionsRole(Role):
     def __init__(self, settings: Settings, database: str) -> None:
         self.service = event_store(settings, database, cache_size=READER_CACHE_SIZE)
         options = ProjectionOptions()
+        names, factory = view_names(), cast(ProjectionFactory, make_projection)
+        if settings.tracing:  # every execution exported as a trace, by a runner of its own
+            names, factory = [*names, TRACES], _with_traces(self.service)
         self.supervisor = ProjectionSupervisor(
             self.service, datastore_for(database, pool_size=options.pool_size),
-            database_url=database, options=options,
+            database_url=database, options=options, names=names, factory=factory,
         )  # fmt: skip
         self._started = False
 
@@ -229,6 +242,22 @@ class ProjectionsRole(Role):
             self._started = False
             await asyncio.to_thread(self.supervisor.stop)
         self.service.close()
+
+
+def _with_traces(service: ExecutionService) -> ProjectionFactory:
+    from infra.traces import otlp_exporter, traces_factory  # noqa: PLC0415 - when tracing only
+
+    def history(execution_id: Any, version: int) -> list[Any]:
+        return list(service.events.get(execution_id, lte=version))
+
+    traces = traces_factory(history, otlp_exporter())
+
+    def factory(name: str, datastore: PostgresDatastore, suffix: str) -> AnyProjection:
+        if name == TRACES:
+            return traces(name, datastore, suffix)
+        return make_projection(name, datastore, suffix)
+
+    return factory
 
 
 def projections(settings: Settings) -> ProjectionsRole:

@@ -69,6 +69,9 @@ class Execution(Aggregate):
         parent_execution_id: UUID | None
         created_by: dict[str, str]
         idempotency_key: str | None
+        # Added later, so with a default: events stored before it load without it.
+        traceparent: str | None = None
+        """The W3C trace context its creator sent: its trace continues into the run."""
 
     class PickedUp(Aggregate.Event):
         TOPIC = f"{_TOPIC}.PickedUp.v1"
@@ -263,6 +266,7 @@ class Execution(Aggregate):
         parent_execution_id: UUID | None,
         created_by: dict[str, str],
         idempotency_key: str | None,
+        traceparent: str | None = None,
     ) -> None:
         self.tenant = tenant
         self.type = type
@@ -280,6 +284,7 @@ class Execution(Aggregate):
         self.parent_execution_id = parent_execution_id
         self.created_by = created_by
         self.idempotency_key = idempotency_key
+        self.traceparent = traceparent
         self.status = Status.PENDING
         self.attempt = 1
         self.lease = 0
@@ -321,6 +326,7 @@ class Execution(Aggregate):
         parent_execution_id: UUID | None,
         created_by: Actor,
         idempotency_key: str | None,
+        traceparent: str | None = None,
     ) -> Execution:
         check_name("tenant", tenant)
         check_name("worker_queue", worker_queue)
@@ -355,6 +361,7 @@ class Execution(Aggregate):
             parent_execution_id=parent_execution_id,
             created_by=created_by.as_dict(),
             idempotency_key=idempotency_key,
+            traceparent=traceparent,
         )
 
     # -- guards -------------------------------------------------------------------
