@@ -6,6 +6,7 @@ that was disabled for failing. Everything is scoped to the admin's tenant. Bad i
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from projections.engine.errors import InvalidQuery
 from projections.views.filters import STATUSES
 
 MAX_URL_LENGTH = 2048
+WEBHOOK_ID = re.compile(r"wh_[0-9a-f]{16}")
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 Status = Literal["pending", "running", "requires_input", "blocked", "completed", "failed",
@@ -193,10 +195,9 @@ def _is_local(host: str) -> bool:
 class WebhookController(Controller):
     path = "/v1/webhooks"
     tags = ["webhooks"]
-    guards = [admins]
     exception_handlers = {ValidationException: _unprocessable}
 
-    @post("/", operation_id="createWebhook", status_code=201)
+    @post("/", operation_id="createWebhook", guards=[admins], status_code=201)
     async def create(
         self, request: Request[Principal, Any, State], data: JSONBody[WebhookCreate]
     ) -> Response[WebhookOut]:
@@ -219,7 +220,7 @@ class WebhookController(Controller):
         return Response(WebhookCreated(**out.model_dump(), secret=registered.secret),
                         status_code=201)  # fmt: skip
 
-    @get("/", operation_id="listWebhooks")
+    @get("/", operation_id="listWebhooks", guards=[admins])
     async def list_webhooks(self, request: Request[Principal, Any, State]) -> WebhookList:
         """The tenant's endpoints, enabled or not; never their secrets."""
         webhooks = await anyio.to_thread.run_sync(
@@ -227,7 +228,7 @@ class WebhookController(Controller):
         )
         return WebhookList(items=[WebhookOut.of(webhook) for webhook in webhooks])
 
-    @get("/{webhook_id:str}", operation_id="getWebhook")
+    @get("/{webhook_id:str}", operation_id="getWebhook", guards=[admins])
     async def get_one(
         self, request: Request[Principal, Any, State], webhook_id: FromPath[str]
     ) -> WebhookOut:
@@ -235,14 +236,15 @@ class WebhookController(Controller):
         store, tenant = _store(request), request.user.tenant
         return WebhookOut.of(await _call(store.get, tenant, webhook_id))
 
-    @delete("/{webhook_id:str}", operation_id="deleteWebhook", status_code=204)
+    @delete("/{webhook_id:str}", operation_id="deleteWebhook", guards=[admins], status_code=204)
     async def delete_one(
         self, request: Request[Principal, Any, State], webhook_id: FromPath[str]
     ) -> None:
         """Delete an endpoint, with what it had still to be delivered and its attempts."""
         await _call(_store(request).delete, request.user.tenant, webhook_id)
 
-    @post("/{webhook_id:str}/enable", operation_id="enableWebhook", status_code=200)
+    @post("/{webhook_id:str}/enable", operation_id="enableWebhook", guards=[admins],
+          status_code=200)  # fmt: skip
     async def enable(
         self, request: Request[Principal, Any, State], webhook_id: FromPath[str]
     ) -> WebhookOut:
@@ -250,7 +252,7 @@ class WebhookController(Controller):
         events from now on."""
         return WebhookOut.of(await _call(_store(request).enable, request.user.tenant, webhook_id))
 
-    @get("/{webhook_id:str}/deliveries", operation_id="listWebhookDeliveries")
+    @get("/{webhook_id:str}/deliveries", operation_id="listWebhookDeliveries", guards=[admins])
     async def deliveries(
         self, request: Request[Principal, Any, State], webhook_id: FromPath[str],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
@@ -265,6 +267,8 @@ class WebhookController(Controller):
 
 
 async def _call(function: Any, tenant: str, webhook_id: str, *args: Any) -> Any:
+    if not WEBHOOK_ID.fullmatch(webhook_id):  # not one of ours; and no NUL reaches the SQL
+        raise NotFound(f"webhook {webhook_id[:40]!r} does not exist")
     try:
         return await anyio.to_thread.run_sync(function, tenant, webhook_id, *args)
     except WebhookNotFound:

@@ -72,16 +72,16 @@ def test_a_person_is_told_when_an_agent_needs_them_and_when_it_fails(
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"url": "ftp://example.com/hook", "events": ["failed"]}, "url"),
-        ({"url": "https://user:pw@example.com/hook", "events": ["failed"]}, "url"),
-        ({"url": "https://example.com/" + "a" * 2048, "events": ["failed"]}, "url"),
+        ({"url": "ftp://hooks.invalid/hook", "events": ["failed"]}, "url"),
+        ({"url": "https://user:pw@hooks.invalid/hook", "events": ["failed"]}, "url"),
+        ({"url": "https://hooks.invalid/" + "a" * 2048, "events": ["failed"]}, "url"),
         ({"url": "not a url", "events": ["failed"]}, "url"),
-        ({"url": "https://example.com/hook", "events": ["sleeping"]}, "events"),
-        ({"url": "https://example.com/hook", "events": ["*", "failed"]}, "events"),
-        ({"url": "https://example.com/hook", "events": []}, "events"),
-        ({"url": "https://example.com/hook", "events": ["failed"], "filter": {"colour": 1}},
+        ({"url": "https://hooks.invalid/hook", "events": ["sleeping"]}, "events"),
+        ({"url": "https://hooks.invalid/hook", "events": ["*", "failed"]}, "events"),
+        ({"url": "https://hooks.invalid/hook", "events": []}, "events"),
+        ({"url": "https://hooks.invalid/hook", "events": ["failed"], "filter": {"colour": 1}},
          "filter"),
-        ({"url": "https://example.com/hook", "events": ["failed"],
+        ({"url": "https://hooks.invalid/hook", "events": ["failed"],
           "filter": {"older_than": "7 weeks"}}, "filter"),
     ],
 )  # fmt: skip
@@ -104,7 +104,7 @@ def test_a_webhook_to_the_api_itself_is_refused(stack: RunningStack, api: httpx.
 def test_only_admins_manage_webhooks_of_their_own_tenant(
     stack: RunningStack, api: httpx.Client
 ) -> None:
-    made = api.post("/v1/webhooks", json={"url": "https://example.com/a", "events": ["*"]})
+    made = api.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/a", "events": ["*"]})
     operator = api.post("/v1/keys", json={"tenant": "default", "role": "operator"}).json()["key"]
     other_admin = api.post("/v1/keys", json={"tenant": "acme", "role": "admin"}).json()["key"]
     headers = {"Authorization": f"Bearer {operator}"}
@@ -120,12 +120,12 @@ def test_only_admins_manage_webhooks_of_their_own_tenant(
 
 
 def test_the_cli_creates_lists_shows_deliveries_and_deletes(stack: RunningStack) -> None:
-    made = run_cli(stack, "webhooks", "create", "https://example.com/cli", "--event",
+    made = run_cli(stack, "webhooks", "create", "http://127.0.0.1:9/cli", "--event",
                    "requires_input", "--event", "failed", "--filter", "agent=coder")  # fmt: skip
     assert made.returncode == 0, made.stderr
     webhook_id = made.stdout.split()[0]
     assert "secret: whsec_" in made.stdout
-    again = run_cli(stack, "webhooks", "create", "https://example.com/cli", "--event", "failed",
+    again = run_cli(stack, "webhooks", "create", "http://127.0.0.1:9/cli", "--event", "failed",
                     "--event", "requires_input", "--filter", "agent=coder")  # fmt: skip
     assert again.stdout.split()[0] == webhook_id
     assert "whsec_" not in again.stdout
@@ -138,7 +138,7 @@ def test_the_cli_creates_lists_shows_deliveries_and_deletes(stack: RunningStack)
     gone = run_cli(stack, "webhooks", "delete", webhook_id)
     assert gone.returncode == 1
     assert "does not exist" in gone.stderr
-    bad = run_cli(stack, "webhooks", "create", "ftp://example.com", "--event", "failed")
+    bad = run_cli(stack, "webhooks", "create", "ftp://hooks.invalid", "--event", "failed")
     assert bad.returncode == 2  # bad input, refused by the server (422)
     assert "url: must be an http:// or https:// URL" in bad.stderr
 

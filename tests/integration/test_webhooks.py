@@ -173,9 +173,9 @@ async def test_a_receiver_that_never_answers_holds_up_no_other_endpoint(
 
 
 async def test_registering_the_same_endpoint_twice_returns_the_first(container: Container) -> None:
-    first = register(container, "https://example.com/hook", ["failed", "completed"])
-    again = register(container, "https://example.com/hook", ["completed", "failed"])
-    other = register(container, "https://example.com/hook", ["failed"])
+    first = register(container, "http://127.0.0.1:9/hook", ["failed", "completed"])
+    again = register(container, "http://127.0.0.1:9/hook", ["completed", "failed"])
+    other = register(container, "http://127.0.0.1:9/hook", ["failed"])
 
     assert first.secret is not None
     assert first.secret.startswith("whsec_")
