@@ -201,3 +201,33 @@ async def test_a_filter_picks_the_executions_announced(container: Container) -> 
             await asyncio.to_thread(receiver.wait_for, lambda got: len(got) >= 2)
 
     assert [r.message["data"]["id"] for r in receiver.received] == [str(red), str(last)]
+
+
+async def test_another_api_process_takes_over_what_was_not_yet_delivered(
+    container: Container,
+) -> None:
+    accepting = asyncio.Event()
+    receiver = Receiver(lambda received, n: 200 if accepting.is_set() else 500)
+    with receiving(receiver) as url:
+        first = WebhookService(Settings(**FAST), container.database_url, container.service)
+        second = WebhookService(Settings(**FAST), container.database_url, container.service)
+        await first.start()
+        await second.start()
+        try:
+            while not first.active:
+                await asyncio.sleep(0.02)
+            assert not second.active  # one active per database
+            register(container, url, ["running"])
+            await asyncio.to_thread(running, container)
+            await asyncio.to_thread(receiver.wait_for, lambda got: len(got) >= 1)
+            await first.stop()  # with the message still to be delivered
+            accepting.set()
+            await asyncio.to_thread(receiver.wait_for, lambda got: len(got) >= 2)
+            assert second.active
+        finally:
+            await first.stop()
+            await second.stop()
+
+    refused, accepted = receiver.received[0], receiver.received[-1]
+    assert refused.webhook_id == accepted.webhook_id
+    assert accepted.message["type"] == "execution.running"
