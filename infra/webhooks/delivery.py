@@ -61,11 +61,13 @@ CROSS JOIN LATERAL (
 ) m
 WHERE w.enabled
 """
+# (the endpoint may have been deleted while its message was on the way: nothing to record)
 INSERT_ATTEMPT = """
 INSERT INTO agentboard_webhook_attempts (webhook_id, position, message_id, event_type,
     execution_id, attempt, attempted_at, status_code, error, duration_ms, delivered)
-VALUES (%(webhook_id)s, %(position)s, %(message_id)s, %(event_type)s, %(execution_id)s,
-    %(attempt)s, %(attempted_at)s, %(status_code)s, %(error)s, %(duration_ms)s, %(delivered)s)
+SELECT %(webhook_id)s, %(position)s, %(message_id)s, %(event_type)s, %(execution_id)s,
+    %(attempt)s, %(attempted_at)s, %(status_code)s, %(error)s, %(duration_ms)s, %(delivered)s
+WHERE EXISTS (SELECT 1 FROM agentboard_webhooks WHERE id = %(webhook_id)s)
 """
 DELIVERED = (
     "UPDATE agentboard_webhook_messages SET state = 'delivered', attempts = attempts + 1 "

@@ -148,7 +148,7 @@ class OutboxProjection(PageProjection[OutboxView]):
                 ):
                     continue
                 if body is None:
-                    data = execution_document(so_far, entry.position)
+                    data = execution_document(so_far, entry.position, state)
                     body = message_body(f"execution.{status}", entry.event.timestamp, data)
                 messages.append((
                     endpoint.id, entry.position, message_id(execution_id, version),

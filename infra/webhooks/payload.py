@@ -55,9 +55,12 @@ def fold(events: Sequence[Any]) -> Execution:
     return execution  # type: ignore[no-any-return]
 
 
-def execution_document(events: Sequence[Any], position: int | None) -> dict[str, Any]:
-    """The execution JSON after ``events``, its last event at log ``position``."""
-    state = ExecutionState.of(fold(events))
+def execution_document(
+    events: Sequence[Any], position: int | None, state: ExecutionState | None = None
+) -> dict[str, Any]:
+    """The execution JSON after ``events``, its last event at log ``position`` (``state``:
+    the execution after them, when the caller has folded it already)."""
+    state = state or ExecutionState.of(fold(events))
     document = {
         name: getattr(state, name) for name in ExecutionState.__slots__ if name not in NOT_SHOWN
     }
