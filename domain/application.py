@@ -181,6 +181,7 @@ class ExecutionService(Application[UUID]):
             parent_execution_id=command.parent_execution_id,
             created_by=command.created_by,
             idempotency_key=command.idempotency_key,
+            traceparent=command.traceparent,
         )
         return execution, list(execution.pending_events)
 

@@ -19,6 +19,7 @@ from infra.eventstore import eventsourcing_env
 from infra.keys import KeyStore
 from infra.servers import database_url as database_url_of
 from infra.settings import Settings
+from infra.webhooks.store import WebhookStore
 from infra.writer import GroupCommitWriter
 from projections.engine.listener import Listener
 from projections.engine.positions import ViewPositions
@@ -49,10 +50,13 @@ class Container:
     keys: KeyStore = field(init=False)
     """API keys, one store per process: the HTTP API and the command service for workers
     share what it remembers, so a key revoked here is refused by both at once."""
+    webhooks: WebhookStore = field(init=False)
+    """Webhook endpoints and their deliveries (infra/webhooks/)."""
     _closed: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyStore(self.database_url)
+        self.webhooks = WebhookStore(self.database_url)
 
     @property
     def views(self) -> ViewProgress:

@@ -7,7 +7,8 @@ api             ``agentboard api``    the HTTP API and the board (api/http/app.p
                                       lifespan starts and stops this role), the command
                                       side (group-commit writer), the read side, the
                                       command service for worker reports, the lease
-                                      monitor and the audit anchors
+                                      monitor, the audit anchors, and the webhooks
+                                      service (one active per database)
 relay           ``agentboard relay``  the relay: every stored event to NATS (one active
                                       per database, the others wait)
 projections     ``agentboard          every view's runner
@@ -33,10 +34,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
+from eventsourcing.postgres import PostgresDatastore
 from nats.aio.client import Client
 
+from domain.application import ExecutionService
 from infra.bootstrap import READER_CACHE_SIZE, Container, bootstrap, event_store
 from infra.children import LocalProjections, LocalRelay, LocalWorker
 from infra.eventstore import ensure_schema
@@ -48,14 +51,23 @@ from infra.servers import Servers, database_url, located_servers, nats_url, runn
 from infra.servers import stack_file as announced
 from infra.services import BackgroundServices, supervised
 from infra.settings import Settings, Unconfigured
+from infra.webhooks.service import WebhookService
 from projections.engine.listener import Listener
-from projections.engine.registry import ProjectionOptions, datastore_for
+from projections.engine.registry import (
+    AnyProjection,
+    ProjectionFactory,
+    ProjectionOptions,
+    datastore_for,
+    make_projection,
+    view_names,
+)
 from projections.engine.supervisor import ProjectionSupervisor
 
 if TYPE_CHECKING:
     from workers.runtime import Worker
 
 UP_WORKER_QUEUE = "default"  # the queue of the worker `agentboard up` runs
+TRACES = "traces"  # the runner exporting traces (infra/traces.py), when tracing is on
 
 
 class NoWorkerKey(Unconfigured):
@@ -109,6 +121,7 @@ class ApiRole(Role):
 
     container: Container
     services: BackgroundServices
+    webhooks: WebhookService
     parts: list[Part] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -127,7 +140,7 @@ def api(settings: Settings) -> Iterator[ApiRole]:
     servers = located_servers(settings)
     ensure_schema(servers.database_url, settings)
     with _api(settings, servers) as role:
-        role.parts = [role.services]
+        role.parts = [role.services, role.webhooks]
         yield role
 
 
@@ -150,6 +163,7 @@ def stack(settings: Settings) -> Iterator[Stack]:
         role.parts = [
             LocalProjections(servers.database_url),  # first: it catches up while the rest starts
             role.services,
+            role.webhooks,
             LocalRelay(servers.database_url, servers.nats_url),
             LocalWorker(servers.nats_url, worker_key, UP_WORKER_QUEUE),  # stopped first: it
         ]  # reports to the services, and finishes what it holds
@@ -162,7 +176,8 @@ def stack(settings: Settings) -> Iterator[Stack]:
 def _api(settings: Settings, servers: Servers) -> Iterator[ApiRole]:
     container = bootstrap(settings, database_url=servers.database_url, nats_url=servers.nats_url)
     try:
-        yield ApiRole(container, BackgroundServices(container, relay=False))
+        webhooks = WebhookService(settings, servers.database_url, container.service)
+        yield ApiRole(container, BackgroundServices(container, relay=False), webhooks)
     finally:
         container.close()
 
@@ -215,9 +230,12 @@ class ProjectionsRole(Role):
     def __init__(self, settings: Settings, database: str) -> None:
         self.service = event_store(settings, database, cache_size=READER_CACHE_SIZE)
         options = ProjectionOptions()
+        names, factory = view_names(), cast(ProjectionFactory, make_projection)
+        if settings.tracing:  # every execution exported as a trace, by a runner of its own
+            names, factory = [*names, TRACES], _with_traces(self.service)
         self.supervisor = ProjectionSupervisor(
             self.service, datastore_for(database, pool_size=options.pool_size),
-            database_url=database, options=options,
+            database_url=database, options=options, names=names, factory=factory,
         )  # fmt: skip
         self._started = False
 
@@ -230,6 +248,22 @@ class ProjectionsRole(Role):
             self._started = False
             await asyncio.to_thread(self.supervisor.stop)
         self.service.close()
+
+
+def _with_traces(service: ExecutionService) -> ProjectionFactory:
+    from infra.traces import otlp_exporter, traces_factory  # noqa: PLC0415 - when tracing only
+
+    def history(execution_id: Any, version: int) -> list[Any]:
+        return list(service.events.get(execution_id, lte=version))
+
+    traces = traces_factory(history, otlp_exporter())
+
+    def factory(name: str, datastore: PostgresDatastore, suffix: str) -> AnyProjection:
+        if name == TRACES:
+            return traces(name, datastore, suffix)
+        return make_projection(name, datastore, suffix)
+
+    return factory
 
 
 def projections(settings: Settings) -> ProjectionsRole:

@@ -45,9 +45,36 @@ class Settings(BaseSettings):
     # deployment keeps it on, because acknowledged means durable.
     embedded_postgres_fsync: bool = True
 
+    # Webhooks (docs/webhooks.md): how deliveries are retried, and when an endpoint that
+    # keeps failing is disabled. Tests shorten them; a deployment keeps the day.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="per delivery")
+    webhook_backoff_seconds: float = Field(default=5.0, gt=0, description="first retry after")
+    webhook_max_backoff_seconds: float = Field(default=3600.0, gt=0)
+    webhook_retry_for_seconds: float = Field(
+        default=86_400.0, gt=0, description="a delivery is retried this long, then given up"
+    )
+    webhook_disable_after_seconds: float = Field(
+        default=86_400.0, gt=0, description="an endpoint failing this long is disabled"
+    )
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, description="due retries looked for")
+
+    # OpenTelemetry (DESIGN §14): set, every execution is exported as a trace. The SDK
+    # reads the other standard OTEL_* variables (headers, timeout, service name) itself.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+
     log_format: Literal["json", "text"] = Field(
         default="json", description="json: one object a line; text: plain lines for a person"
     )
+
+    @property
+    def tracing(self) -> bool:
+        """Whether executions are exported as traces (an OTLP endpoint is configured)."""
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
 
     @field_validator("log_format", mode="before")
     @classmethod

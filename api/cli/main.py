@@ -1,6 +1,6 @@
 """The ``agentboard`` command (DESIGN §7): ``up``, the process roles (``api``, ``relay``,
 ``projections run``, ``worker``: thin verbs over infra/roles.py), ``exec``, ``execution``,
-``projections``, ``audit``, ``keys``.
+``projections``, ``keys``, ``webhooks``, ``audit``.
 
 Only typer and the verb modules are imported to build the command; a verb imports what it
 needs when it runs: httpx and rich for the verbs that talk to the API, the server's code
@@ -23,6 +23,7 @@ from api.cli.client import EXIT_USAGE, KeyOption, fail
 from api.cli.executions import Output, OutputOption, exec_command, execution_cli
 from api.cli.group import root_group, verb_group
 from api.cli.keys import keys_cli
+from api.cli.webhooks import webhooks_cli
 
 if TYPE_CHECKING:
     from infra.settings import Settings
@@ -258,6 +259,7 @@ cli.add_typer(execution_cli, name="execution")
 cli.add_typer(audit_cli, name="audit")
 cli.command("exec")(exec_command)
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(webhooks_cli, name="webhooks")
 
 
 def main() -> None:

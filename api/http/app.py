@@ -30,6 +30,7 @@ from api.http.metrics import RequestMetrics, StackCollector, metrics, read_stack
 from api.http.page import PUBLIC_PATTERNS, page_router
 from api.http.queries import QueryController
 from api.http.streams import board_stream, live_hub
+from api.http.webhooks import WebhookController
 from infra.bootstrap import Container
 from infra.services import BackgroundServices
 from projections.engine.control import Control
@@ -120,6 +121,7 @@ def create_app(container: Container, *, role: ApiRole | None = None) -> Litestar
             download_artifact,
             KeyController,
             AuditController,
+            WebhookController,
             page_router(),
         ],
         state=State(
@@ -144,4 +146,7 @@ def create_app(container: Container, *, role: ApiRole | None = None) -> Litestar
         ),
     )
     registry.register(StackCollector(lambda: read_stack(app.state)))
+    if role is not None:  # webhook deliveries, counted where they are made
+        for collector in role.webhooks.metrics.collectors():
+            registry.register(collector)
     return app

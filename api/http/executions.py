@@ -26,12 +26,18 @@ from domain.execution.state import CommandResult, ExecutionState
 from domain.execution.values import Actor, ActorKind, ExecutionType, RetryPolicy
 from infra.bootstrap import Container
 from infra.keys import Principal
+from infra.tracecontext import parse_traceparent
 from projections.engine.errors import NotFound as ReadNotFound
 from projections.views.filters import ExecutionFilter
 from projections.views.read_models import ReadModels
 
 OutputAppended = ExecutionAggregate.OutputAppended
 
+TraceParentHeader = Annotated[
+    str | None,
+    HeaderParameter(name="traceparent", required=False, max_length=512,
+                    description="W3C trace context: the execution's trace continues yours"),
+]  # fmt: skip
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(name="Idempotency-Key", required=False, max_length=255,
@@ -62,9 +68,10 @@ class ExecutionController(Controller):
     @post("/", operation_id="createExecution", guards=[operators], status_code=201)
     async def create(
         self, request: Request[Principal, Any, State], data: JSONBody[ExecutionCreate],
-        idempotency_key: IdempotencyKey = None,
+        idempotency_key: IdempotencyKey = None, traceparent: TraceParentHeader = None,
     ) -> Execution:  # fmt: skip
-        """Create an execution; it waits in `pending` until a worker of its queue takes it."""
+        """Create an execution; it waits in `pending` until a worker of its queue takes it.
+        With a `traceparent` header, its trace (OpenTelemetry) continues the caller's."""
         container: Container = request.app.state.container
         tenant = request.user.tenant
         key = f"key:{request.user.key_id}"
@@ -83,6 +90,7 @@ class ExecutionController(Controller):
                 deadline=data.deadline, retry=retry, timeout_seconds=data.timeout_seconds,
                 heartbeat_timeout_seconds=data.heartbeat_timeout_seconds,
                 parent_execution_id=data.parent_execution_id,
+                traceparent=_trace_context(traceparent),
             )
         )  # fmt: skip
         note_written(request, result.position)
@@ -219,6 +227,12 @@ class ExecutionController(Controller):
         reason = reason_or(data, "unblocked")
         command = c.Unblock(execution_id, reason, actor_of(request), idempotency_key)
         return await self._act(request, execution_id, command)
+
+
+def _trace_context(header: str | None) -> str | None:
+    """The caller's trace context, normalised; one that is not valid is ignored (W3C)."""
+    parent = parse_traceparent(header)
+    return parent.header() if parent is not None else None
 
 
 def _time_in_status(models: ReadModels, tenant: str, execution_id: UUID) -> dict[str, float]:

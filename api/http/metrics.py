@@ -39,6 +39,7 @@ from infra.logs import request_id
 from infra.nats import BANDS, WORK_STREAM, work_consumer
 from infra.relay import relay_position
 from infra.services import BackgroundServices
+from infra.tracecontext import parse_traceparent, trace_id
 
 log = logging.getLogger("agentboard.http")
 
@@ -77,9 +78,12 @@ class RequestMetrics:
                 return
             started = time.perf_counter()
             status = 500
-            given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+            headers = dict(scope["headers"])
+            given = headers.get(b"x-request-id", b"").decode("latin-1")
             rid = given if _REQUEST_ID.match(given) else f"{_PROCESS}{next(_SERIAL):08x}"
             token = request_id.set(rid)
+            parent = parse_traceparent(headers.get(b"traceparent", b"").decode("latin-1"))
+            trace = trace_id.set(f"{parent.trace_id:032x}" if parent is not None else None)
 
             async def sending(message: Message) -> None:
                 nonlocal status
@@ -104,6 +108,7 @@ class RequestMetrics:
                     extra={"route": route, "status": status, "ms": round(seconds * 1000, 2)},
                 )  # fmt: skip
                 request_id.reset(token)
+                trace_id.reset(trace)
 
         return middleware
 

@@ -75,7 +75,7 @@ class Execution(Aggregate):
         prompt: str, parameters: dict[str, Any], priority: int, labels: dict[str, str],
         deadline: datetime | None, retry: dict[str, Any], timeout_seconds: float | None,
         heartbeat_timeout_seconds: float | None, parent_execution_id: UUID | None,
-        created_by: dict[str, str], idempotency_key: str | None,
+        created_by: dict[str, str], idempotency_key: str | None, traceparent: str | None = None,
     ) -> None:  # fmt: skip
         """What ``Created`` recorded (eventsourcing calls this with its fields), and the
         state every execution starts in."""
@@ -95,6 +95,7 @@ class Execution(Aggregate):
         self.parent_execution_id = parent_execution_id
         self.created_by = created_by
         self.idempotency_key = idempotency_key
+        self.traceparent = traceparent
         self.status = Status.PENDING
         self.status_entered_at = self.created_on
         self.attempt = 1
@@ -126,6 +127,7 @@ class Execution(Aggregate):
         priority: int, labels: dict[str, str], deadline: datetime | None, retry: RetryPolicy,
         timeout_seconds: float | None, heartbeat_timeout_seconds: float | None,
         parent_execution_id: UUID | None, created_by: Actor, idempotency_key: str | None,
+        traceparent: str | None = None,
     ) -> Execution:  # fmt: skip
         check_name("tenant", tenant)
         check_name("worker_queue", worker_queue)
@@ -147,7 +149,7 @@ class Execution(Aggregate):
             priority=priority, labels=labels, deadline=deadline, retry=retry.as_dict(),
             timeout_seconds=timeout_seconds, heartbeat_timeout_seconds=heartbeat_timeout_seconds,
             parent_execution_id=parent_execution_id, created_by=created_by.as_dict(),
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, traceparent=traceparent,
         )  # fmt: skip
 
     def enter(self, status: Status, at: datetime) -> None:

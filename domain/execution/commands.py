@@ -66,6 +66,7 @@ class CreateExecution(Command):
     heartbeat_timeout_seconds: float | None = None
     parent_execution_id: UUID | None = None
     idempotency_key: str | None = None
+    traceparent: str | None = None  # W3C trace context of the caller, if it sent one
 
     def __post_init__(self) -> None:
         _coerce(self, "type", ExecutionType)

@@ -48,6 +48,9 @@ class Created(ExecutionEvent, Aggregate.Created):
     parent_execution_id: UUID | None
     created_by: dict[str, str]
     idempotency_key: str | None
+    # Added later, so with a default: events stored before it load without it.
+    traceparent: str | None = None
+    """The W3C trace context its creator sent: its trace continues into the run."""
 
 
 class PickedUp(ExecutionEvent):
