@@ -181,6 +181,8 @@ class ExecutionService(Application[UUID]):
             parent_execution_id=command.parent_execution_id,
             created_by=command.created_by,
             idempotency_key=command.idempotency_key,
+            pipeline=command.pipeline,
+            output_schema=command.output_schema,
         )
         return execution, list(execution.pending_events)
 

@@ -158,6 +158,24 @@ def relay() -> None:
     asyncio.run(roles.run_until_signalled(role))
 
 
+@cli.command()
+def conductor() -> None:
+    """Move pipelines on: dispatch each step as its items reach it.
+
+    What `agentboard up` runs beside the API, on AGENTBOARD_DATABASE_URL (else the
+    stack's). One conductor is active per database; others wait. SIGTERM stops it.
+    """
+    import asyncio  # noqa: PLC0415 - the conductor's runtime: the stores
+
+    from infra import roles  # noqa: PLC0415
+
+    settings = _settings()
+    _logging(settings)
+    with _configured():
+        role = roles.conductor(settings)
+    asyncio.run(roles.run_until_signalled(role))
+
+
 projections_cli = verb_group("Read models: status, rebuild, skip.")
 cli.add_typer(projections_cli, name="projections")
 

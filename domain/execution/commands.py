@@ -66,6 +66,8 @@ class CreateExecution(Command):
     heartbeat_timeout_seconds: float | None = None
     parent_execution_id: UUID | None = None
     idempotency_key: str | None = None
+    pipeline: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _coerce(self, "type", ExecutionType)

@@ -48,6 +48,9 @@ class Created(ExecutionEvent, Aggregate.Created):
     parent_execution_id: UUID | None
     created_by: dict[str, str]
     idempotency_key: str | None
+    # Added with pipelines (DESIGN §12); events stored before them load with None.
+    pipeline: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
 
 
 class PickedUp(ExecutionEvent):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import MISSING
 from datetime import datetime
 from operator import itemgetter
 from typing import Any, Union
@@ -105,9 +106,31 @@ def _values_of(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
 
 CREATED = topic_of(Execution.Created)
 FIELD_CHECKS = {topic: _field_checks(cls) for topic, cls in KNOWN_EVENTS.items()}
-_REQUIRED = {topic: frozenset(checks) for topic, checks in FIELD_CHECKS.items()}
+# Fields added to an event with a default (Created's ``pipeline``): stored events from
+# before them lack them, and load with the default.
+_OPTIONAL = {
+    topic: frozenset(
+        name
+        for name, spec in getattr(KNOWN_EVENTS[topic], "__dataclass_fields__", {}).items()
+        if name in checks and (spec.default is not MISSING or spec.default_factory is not MISSING)
+    )
+    for topic, checks in FIELD_CHECKS.items()
+}
+_REQUIRED = {topic: frozenset(checks) - _OPTIONAL[topic] for topic, checks in FIELD_CHECKS.items()}
 _TYPED = {
-    topic: tuple((name, accepted) for name, accepted in checks.items() if accepted is not None)
+    topic: tuple(
+        (name, accepted)
+        for name, accepted in checks.items()
+        if accepted is not None and name not in _OPTIONAL[topic]
+    )
+    for topic, checks in FIELD_CHECKS.items()
+}
+_TYPED_OPTIONAL = {
+    topic: tuple(
+        (name, accepted)
+        for name, accepted in checks.items()
+        if accepted is not None and name in _OPTIONAL[topic]
+    )
     for topic, checks in FIELD_CHECKS.items()
 }
 # The same checks, as a getter of the values and a tuple of their types: all fields of an
@@ -123,6 +146,9 @@ def problem_with(topic: str, state: dict[str, Any]) -> str | None:
     if not state.keys() >= _REQUIRED[topic]:
         missing = sorted(_REQUIRED[topic] - state.keys())
         return f"field {missing[0]!r} is missing"
+    for name, accepted in _TYPED_OPTIONAL[topic]:
+        if name in state and not isinstance(state[name], accepted):
+            return f"field {name!r} holds {type(state[name]).__name__}"
     values, types_ = _TYPED_AT_ONCE[topic]
     if all(map(isinstance, values(state), types_)):
         return None
