@@ -88,7 +88,7 @@ def fold_change(state: dict[str, Any], name: str, event: Any) -> None:
         state["items"].extend(str(item["id"]) for item in event.items)
     elif name == "StepDispatched":
         state["status"] = "running"
-        state["steps"][f"{event.column}\x00{event.item_id}"] = {
+        state["steps"][f"{event.column}/{event.item_id}"] = {
             "iteration": event.iteration,
             "status": "running",
             "execution_id": str(event.execution_id),
@@ -97,7 +97,7 @@ def fold_change(state: dict[str, Any], name: str, event: Any) -> None:
             "error": None,
         }
     elif name == "StepEnded":
-        step = state["steps"].get(f"{event.column}\x00{event.item_id}")
+        step = state["steps"].get(f"{event.column}/{event.item_id}")
         if step is not None and step["iteration"] == event.iteration:
             step.update(
                 status=event.status, output=event.output, error=event.error, attempt=event.attempt
@@ -123,7 +123,7 @@ def render(state: dict[str, Any], position: int) -> dict[str, Any]:
     for column in state["columns"]:
         items = []
         for item_id in state["items"]:
-            step = state["steps"].get(f"{column}\x00{item_id}")
+            step = state["steps"].get(f"{column}/{item_id}")
             if step is None:
                 step = {**NOT_REACHED, "status": "skipped" if ended else "waiting"}
             items.append({"item_id": item_id, **step})
