@@ -1,0 +1,111 @@
+"""Pipelines through the running stack (`agentboard up`): a YAML pipeline of 2 columns x 3
+items over the built-in `script` agent, run with `agentboard pipeline run --wait`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import RunningStack, admin_client, module_stack
+
+PIPELINE = """
+name: e2e-two-columns
+items: [{id: A, size: 1}, {id: B, size: 2}, {id: C, size: 3}]
+columns:
+  - name: plan
+    agent_id: script
+    worker_queue: default
+    prompt: "Plan {{ item.id }} of size {{ item.size }}"
+    parameters: {steps: [{say: planned}]}
+    output_schema: {type: object, required: [answers]}
+  - name: build
+    agent_id: script
+    worker_queue: default
+    max_concurrency: 1
+    prompt: "Build {{ item.id }} after {{ outputs.plan.answers | length }} answers"
+    parameters: {steps: [{tool: compile, args: {}, seconds: 0.05}]}
+"""
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    yield from module_stack(tmp_path_factory, "pipelines")
+
+
+def cli(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENTBOARD_URL": stack.url, "AGENTBOARD_DATA_DIR": str(stack.data_dir)}
+    env.pop("AGENTBOARD_API_KEY", None)
+    agentboard = Path(sys.executable).parent / "agentboard"
+    return subprocess.run(
+        [str(agentboard), *args], env=env, capture_output=True, text=True, timeout=180,
+        check=False,
+    )  # fmt: skip
+
+
+def test_a_yaml_pipeline_runs_to_the_end_with_wait(running: RunningStack, tmp_path: Path) -> None:
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(PIPELINE)
+    ran = cli(running, "pipeline", "run", str(spec), "--wait", "--output", "json")
+    assert ran.returncode == 0, ran.stderr
+    pipeline_id, shown = ran.stdout.split("\n", 1)
+    pipeline = json.loads(shown)
+    assert pipeline["status"] == "completed"
+    assert [column["name"] for column in pipeline["columns"]] == ["plan", "build"]
+    for column in pipeline["columns"]:
+        assert column["counts"] == {"completed": 3}
+        assert [item["item_id"] for item in column["items"]] == ["A", "B", "C"]
+    with admin_client(running) as http:
+        steps = http.get("/v1/executions", params={"pipeline": pipeline_id}).json()["items"]
+    assert len(steps) == 6
+    assert {step["created_by"]["kind"] for step in steps} == {"pipeline"}
+    prompts = sorted(step["prompt"] for step in steps)
+    assert "Build A after 0 answers" in prompts
+    assert "Plan C of size 3" in prompts
+
+
+def test_a_spec_that_cannot_run_is_refused_naming_the_field(
+    running: RunningStack, tmp_path: Path
+) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\ncolumns: [{name: x, worker_queue: default, prompt: '{{'}]\n")
+    ran = cli(running, "pipeline", "run", str(spec))
+    assert ran.returncode == 2
+    assert "columns[0].prompt: not a template" in ran.stderr
+    with admin_client(running) as http:
+        response = http.post("/v1/pipelines", json={"name": "x", "columns": []})
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "columns" in response.json()["detail"]
+
+
+def test_cancel_skips_what_waits(running: RunningStack) -> None:
+    slow = {
+        "name": "slow", "items": [{"id": n} for n in range(4)],
+        "columns": [{"name": "wait", "agent_id": "script", "worker_queue": "default",
+                     "max_concurrency": 1, "parameters": {"steps": [{"sleep": 30}]}}],
+    }  # fmt: skip
+    with admin_client(running) as http:
+        started = http.post("/v1/pipelines", json=slow)
+        assert started.status_code == 201, started.text
+        pipeline_id = started.json()["id"]
+        cancelled = http.post(f"/v1/pipelines/{pipeline_id}/cancel")
+        assert cancelled.status_code == 200
+        assert cancelled.json()["status"] == "cancelled"
+        items = cancelled.json()["columns"][0]["items"]
+        assert sum(item["status"] == "skipped" for item in items) >= 3
+        assert http.get("/v1/pipelines", params={"status": "cancelled"}).json()["items"]
+        # the step that ran is cancelled by the conductor, and the pipeline shows it
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            shown = http.get(f"/v1/pipelines/{pipeline_id}").json()
+            if shown["columns"][0]["counts"].get("cancelled") == 1:
+                break
+            time.sleep(0.2)
+        assert shown["columns"][0]["counts"] == {"cancelled": 1, "skipped": 3}
