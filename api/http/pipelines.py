@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -20,12 +22,15 @@ import anyio
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import HeaderParameter, Parameter
+from litestar.response import Stream
 
 from api.http.auth import operators
 from api.http.errors import BadRequest
+from api.http.streams import HEARTBEAT_SECONDS, LastEventId
 from domain.pipeline.errors import InvalidPipeline, PipelineNotFound
 from infra.bootstrap import Container
 from infra.keys import Principal
+from projections.engine.listener import PIPELINE_EVENTS_CHANNEL
 from projections.views import pipelines as view
 
 CAUGHT_UP_SECONDS = 5.0
@@ -65,6 +70,51 @@ async def _read(url: str, tenant: str, pipeline_id: UUID, after: int = 0) -> dic
                 raise PipelineNotFound(pipeline_id)
             return found
         await asyncio.sleep(0.05)
+
+
+async def _events_of(container: Container, pipeline_id: UUID, after: int) -> AsyncIterator[bytes]:
+    """The pipeline's events after version ``after`` as SSE messages, then live ones, until
+    it ends; a comment every ``HEARTBEAT_SECONDS`` keeps an idle connection open."""
+    loop, stored = asyncio.get_running_loop(), asyncio.Event()
+    unsubscribe = container.listener.subscribe(
+        PIPELINE_EVENTS_CHANNEL, lambda _: loop.call_soon_threadsafe(stored.set)
+    )
+    try:
+        while True:
+            stored.clear()
+            events = await anyio.to_thread.run_sync(_stored_after, container, pipeline_id, after)
+            for event in events:
+                after = event.originator_version
+                name = type(event).__name__
+                data = json.dumps(_event_json(event, name), default=str)
+                yield f"id: {after}\nevent: {name}\ndata: {data}\n\n".encode()
+                if name in ("Completed", "Failed", "Cancelled"):
+                    return
+            try:
+                await asyncio.wait_for(stored.wait(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                yield b": keepalive\n\n"
+    finally:
+        unsubscribe()
+
+
+def _stored_after(container: Container, pipeline_id: UUID, after: int) -> list[Any]:
+    return list(container.pipelines.events.get(pipeline_id, gt=after))
+
+
+def _event_json(event: Any, name: str) -> dict[str, Any]:
+    fields = {
+        key: value
+        for key, value in vars(event).items()
+        if key not in ("originator_id", "originator_version", "timestamp", "originator_topic")
+    }
+    return {
+        "pipeline_id": str(event.originator_id),
+        "position": event.originator_version,
+        "event": name,
+        "at": event.timestamp.isoformat(),
+        **fields,
+    }
 
 
 def _last_position(container: Container) -> int:
@@ -126,6 +176,21 @@ class PipelineController(Controller):
         if found is None:
             raise PipelineNotFound(pipeline_id)
         return found
+
+    @get("/{pipeline_id:uuid}/stream", operation_id="streamPipeline")
+    async def stream(
+        self, request: Request[Principal, Any, State], pipeline_id: UUID,
+        last_event_id: LastEventId = None,
+    ) -> Stream:  # fmt: skip
+        """The pipeline's events as SSE (`id:` its version: resume with `Last-Event-ID`),
+        one per item move (`StepDispatched`, `StepEnded`) and change, until it ends."""
+        container: Container = request.app.state.container
+        await anyio.to_thread.run_sync(container.pipelines.get, pipeline_id, request.user.tenant)
+        return Stream(
+            _events_of(container, pipeline_id, last_event_id or 0),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
 
     @post("/{pipeline_id:uuid}/cancel", operation_id="cancelPipeline", guards=[operators],
           status_code=200)  # fmt: skip

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +110,37 @@ def test_cancel_skips_what_waits(running: RunningStack) -> None:
                 break
             time.sleep(0.2)
         assert shown["columns"][0]["counts"] == {"cancelled": 1, "skipped": 3}
+
+
+def test_the_stream_shows_every_move_and_resumes_after_the_last_id(running: RunningStack) -> None:
+    spec = {
+        "name": "streamed", "items": [{"id": "x"}, {"id": "y"}],
+        "columns": [{"name": n, "agent_id": "script", "worker_queue": "default",
+                     "parameters": {"steps": [{"say": n}]}} for n in ("one", "two")],
+    }  # fmt: skip
+    with admin_client(running) as http:
+        pipeline_id = http.post("/v1/pipelines", json=spec).json()["id"]
+        seen = read_stream(http, pipeline_id)
+        assert seen[-1][1] == "Completed"
+        names = [name for _, name in seen]
+        assert names.count("StepDispatched") == 4
+        assert names.count("StepEnded") == 4
+        resumed = read_stream(http, pipeline_id, after=seen[-3][0])
+        assert resumed == seen[-2:]
+
+
+def read_stream(http: Any, pipeline_id: str, after: int | None = None) -> list[tuple[int, str]]:
+    """(id, event) of each message of the pipeline's stream, until it ends."""
+    headers = {} if after is None else {"Last-Event-ID": str(after)}
+    seen: list[tuple[int, str]] = []
+    with http.stream(
+        "GET", f"/v1/pipelines/{pipeline_id}/stream", headers=headers, timeout=60
+    ) as response:
+        assert response.status_code == 200
+        message_id = 0
+        for line in response.iter_lines():
+            if line.startswith("id: "):
+                message_id = int(line[4:])
+            elif line.startswith("event: "):
+                seen.append((message_id, line[7:]))
+    return seen

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from uuid import UUID, uuid4
 
+from cachetools import LRUCache
+
 from domain.application import ExecutionService
 from domain.execution import commands as c
 from domain.execution.aggregate import Execution
@@ -14,6 +16,7 @@ from domain.pipeline.conduct import StepOrigin
 from domain.pipeline.decide import StepRequest
 from domain.pipeline.values import StepStatus
 from infra.conductor import ExecutionSteps
+from tests.unit.test_application import ALICE, sharing_the_store_of
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 SCHEMA = {"type": "object", "required": ["verdict"]}
@@ -74,3 +77,18 @@ def test_an_output_the_schema_accepts_completes_the_step() -> None:
     assert end is not None
     assert end.status is StepStatus.COMPLETED
     assert end.output == {"verdict": "ship it"}
+
+
+def test_a_refusal_is_decided_on_the_stored_execution_not_a_stale_cached_copy() -> None:
+    """The conductor asks a step to cancel from its own process; the worker's confirmation
+    reaches the API's writer, whose cached copy predates the request. It must be accepted
+    (it was refused as "not asked to cancel", and the step ran on)."""
+    api = ExecutionService(POPO, cache=LRUCache(100))
+    conductor = sharing_the_store_of(api)
+    request = {"tenant": "default", "agent_id": "script", "worker_queue": "default"}
+    created = api.process_one(c.CreateExecution.new(**request, prompt="Wait", created_by=ALICE))
+    execution_id = created.execution.id
+    picked = api.process_one(c.PickUp(execution_id, "w1", "claim-1"))
+    conductor.process_one(c.RequestCancel(execution_id, "its pipeline ended", ALICE))
+    api.process_one(c.ConfirmCancel(execution_id, picked.execution.lease))
+    assert api.state(execution_id).status == "cancelled"
