@@ -2,8 +2,9 @@
 
 Writes go to the pipelines' command side (domain/pipeline/application.py); reads come
 from the pipelines view (projections/views/pipelines.py). A write answers with the view's
-row once the view has folded it (within ``CAUGHT_UP_SECONDS``), so a client reads its
-own write; the conductor moves the pipeline on meanwhile.
+pipeline as its stored events make it (folded as the view folds them, ``position`` then
+null), so a client reads its own write whether or not the view has caught up; the
+conductor moves the pipeline on meanwhile.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import base64
 import binascii
 import json
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -33,7 +33,6 @@ from infra.keys import Principal
 from projections.engine.listener import PIPELINE_EVENTS_CHANNEL
 from projections.views import pipelines as view
 
-CAUGHT_UP_SECONDS = 5.0
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 
 IdempotencyKey = Annotated[
@@ -58,18 +57,14 @@ def _actor(request: Request[Principal, Any, State]) -> dict[str, str]:
     return {"kind": "user", "id": f"key:{request.user.key_id}"}
 
 
-async def _read(url: str, tenant: str, pipeline_id: UUID, after: int = 0) -> dict[str, Any]:
-    """The pipeline as the view has it, once the view holds a version at least ``after``."""
-    deadline = time.monotonic() + CAUGHT_UP_SECONDS
-    while True:
-        found = await anyio.to_thread.run_sync(view.get_pipeline, url, tenant, pipeline_id)
-        if found is not None and found["position"] >= after:
-            return found
-        if time.monotonic() > deadline:
-            if found is None:
-                raise PipelineNotFound(pipeline_id)
-            return found
-        await asyncio.sleep(0.05)
+def _as_written(container: Container, pipeline_id: UUID) -> dict[str, Any]:
+    """The pipeline as its stored events make it, in the view's shape."""
+    state: dict[str, Any] | None = None
+    for event in container.pipelines.events.get(pipeline_id):
+        state = view.fold(state, type(event).__name__, event)
+    if state is None:
+        raise PipelineNotFound(pipeline_id)
+    return {**view.render(state, 0), "position": None}
 
 
 async def _events_of(container: Container, pipeline_id: UUID, after: int) -> AsyncIterator[bytes]:
@@ -117,10 +112,6 @@ def _event_json(event: Any, name: str) -> dict[str, Any]:
     }
 
 
-def _last_position(container: Container) -> int:
-    return container.pipelines.recorder.max_notification_id() or 0
-
-
 class PipelineController(Controller):
     path = "/v1/pipelines"
     tags = ["pipelines"]
@@ -132,14 +123,12 @@ class PipelineController(Controller):
         """Start a pipeline from its spec (DESIGN §12); 422 names what is wrong in it."""
         container: Container = request.app.state.container
         data = await _json_body(request)
-        url = await _database(request)
         pipeline = await anyio.to_thread.run_sync(
             lambda: container.pipelines.start(
                 request.user.tenant, data, _actor(request), idempotency_key
             )
         )
-        after = await anyio.to_thread.run_sync(_last_position, container)
-        return await _read(url, request.user.tenant, pipeline.id, after)
+        return await anyio.to_thread.run_sync(_as_written, container, pipeline.id)
 
     @get("/", operation_id="listPipelines")
     async def list_pipelines(
@@ -199,14 +188,12 @@ class PipelineController(Controller):
     ) -> dict[str, Any]:
         """Cancel: the conductor cancels what runs; what waits is skipped."""
         container: Container = request.app.state.container
-        url = await _database(request)
         await anyio.to_thread.run_sync(
             lambda: container.pipelines.cancel(
                 pipeline_id, request.user.tenant, "cancelled by request", _actor(request)
             )
         )
-        after = await anyio.to_thread.run_sync(_last_position, container)
-        return await _read(url, request.user.tenant, pipeline_id, after)
+        return await anyio.to_thread.run_sync(_as_written, container, pipeline_id)
 
     @post("/{pipeline_id:uuid}/items", operation_id="addPipelineItems", guards=[operators],
           status_code=200)  # fmt: skip
@@ -218,14 +205,12 @@ class PipelineController(Controller):
         data = await _json_body(request)
         if not isinstance(data, dict) or not isinstance(data.get("items"), list):
             raise InvalidPipeline("items: a list of items, each an object with an id")
-        url = await _database(request)
         await anyio.to_thread.run_sync(
             lambda: container.pipelines.add_items(
                 pipeline_id, request.user.tenant, data["items"], _actor(request)
             )
         )
-        after = await anyio.to_thread.run_sync(_last_position, container)
-        return await _read(url, request.user.tenant, pipeline_id, after)
+        return await anyio.to_thread.run_sync(_as_written, container, pipeline_id)
 
 
 async def _json_body(request: Request[Principal, Any, State]) -> Any:
