@@ -66,9 +66,21 @@ def test_a_yaml_pipeline_runs_to_the_end_with_wait(running: RunningStack, tmp_pa
         steps = http.get("/v1/executions", params={"pipeline": pipeline_id}).json()["items"]
     assert len(steps) == 6
     assert {step["created_by"]["kind"] for step in steps} == {"pipeline"}
+    assert {step["pipeline"]["id"] for step in steps} == {pipeline_id}
+    assert sorted((s["pipeline"]["column"], s["pipeline"]["item_id"]) for s in steps) == [
+        (column, item) for column in ("build", "plan") for item in "ABC"
+    ]
+    one = http_get_execution(running, steps[0]["id"])
+    assert one["pipeline"] == steps[0]["pipeline"]
     prompts = sorted(step["prompt"] for step in steps)
     assert "Build A after 0 answers" in prompts
     assert "Plan C of size 3" in prompts
+
+
+def http_get_execution(running: RunningStack, execution_id: str) -> dict[str, Any]:
+    with admin_client(running) as http:
+        found: dict[str, Any] = http.get(f"/v1/executions/{execution_id}").json()
+    return found
 
 
 def test_a_spec_that_cannot_run_is_refused_naming_the_field(
@@ -101,15 +113,16 @@ def test_cancel_skips_what_waits(running: RunningStack) -> None:
         assert cancelled.json()["status"] == "cancelled"
         items = cancelled.json()["columns"][0]["items"]
         assert sum(item["status"] == "skipped" for item in items) >= 3
-        assert http.get("/v1/pipelines", params={"status": "cancelled"}).json()["items"]
-        # the step that ran is cancelled by the conductor, and the pipeline shows it
+        # the step that ran is cancelled by the conductor, and the view shows it
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            shown = http.get(f"/v1/pipelines/{pipeline_id}").json()
-            if shown["columns"][0]["counts"].get("cancelled") == 1:
+            shown = http.get(f"/v1/pipelines/{pipeline_id}")
+            if shown.status_code == 200 and shown.json()["columns"][0]["counts"].get("cancelled"):
                 break
             time.sleep(0.2)
-        assert shown["columns"][0]["counts"] == {"cancelled": 1, "skipped": 3}
+        assert shown.json()["columns"][0]["counts"] == {"cancelled": 1, "skipped": 3}
+        listed = http.get("/v1/pipelines", params={"status": "cancelled"}).json()["items"]
+        assert pipeline_id in [pipeline["id"] for pipeline in listed]
 
 
 def test_the_stream_shows_every_move_and_resumes_after_the_last_id(running: RunningStack) -> None:
