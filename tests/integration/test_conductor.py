@@ -5,6 +5,11 @@ and the other takes over when it stops."""
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,7 +21,7 @@ import pytest
 from domain.application import ExecutionService
 from domain.execution import commands as c
 from domain.pipeline.application import PipelineService
-from domain.pipeline.values import PipelineStatus
+from domain.pipeline.values import PipelineStatus, StepStatus
 from infra.bootstrap import event_store, pipeline_store
 from infra.conductor import Conductor
 from infra.eventstore import ensure_schema
@@ -71,7 +76,9 @@ def work_on(stores: Stores, pipeline_id: UUID, column: str, items: str) -> None:
     """A worker: pick up and complete the running steps of ``column`` for ``items``."""
     pipeline = stores.pipelines.get(pipeline_id)
     for key, step in pipeline.running_steps():
-        if key.column == column and key.item_id in items:
+        if key.column != column or key.item_id not in items:
+            continue
+        if stores.executions.state(step.execution_id).status == "pending":  # not done yet
             picked = stores.executions.process_one(c.PickUp(step.execution_id, "w", str(uuid4())))
             lease = picked.execution.lease
             stores.executions.process_one(c.Complete(step.execution_id, lease, {"by": column}))
@@ -132,3 +139,51 @@ async def test_one_conductor_is_active_and_another_takes_over_when_it_stops(
     await until(lambda: running_in(stores, pipeline_id, "one") == 3)
     stop_second.set()
     await second_task
+
+
+def test_a_conductor_process_sigkilled_at_random_moments_creates_each_step_once(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """`agentboard conductor` as a process, killed with SIGKILL at random moments while a
+    worker (here, in the test) completes whatever runs: the pipeline ends as an
+    uninterrupted run would, every step created exactly once."""
+    spec = {
+        "name": "killed", "flow": "stream", "max_concurrency": 2,
+        "items": [{"id": f"i{n}"} for n in range(4)],
+        "columns": [{"name": n, "agent_id": "script", "worker_queue": "default"}
+                    for n in ("one", "two", "three")],
+    }  # fmt: skip
+    pipeline_id = stores.pipelines.start("default", spec, USER).id
+    env = {
+        **os.environ,
+        "AGENTBOARD_DATABASE_URL": stores.url,
+        "AGENTBOARD_DATA_DIR": str(tmp_path),
+    }
+    agentboard = str(Path(sys.executable).parent / "agentboard")
+    chance = random.Random(14)
+    kills = 0
+    deadline = time.monotonic() + 120
+    while stores.pipelines.get(pipeline_id).status is not PipelineStatus.COMPLETED:
+        assert time.monotonic() < deadline, "the pipeline did not finish"
+        process = subprocess.Popen(
+            [agentboard, "conductor"], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            lived = time.monotonic() + chance.uniform(0.3, 2.5)
+            while time.monotonic() < lived:
+                pipeline = stores.pipelines.get(pipeline_id)
+                if pipeline.status is PipelineStatus.COMPLETED:
+                    break
+                for key, _ in pipeline.running_steps()[:1]:
+                    work_on(stores, pipeline_id, key.column, key.item_id)
+                time.sleep(0.05)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+    pipeline = stores.pipelines.get(pipeline_id)
+    assert len(pipeline.steps) == 12
+    assert all(step.status is StepStatus.COMPLETED for step in pipeline.steps.values())
+    assert created_steps(stores) == 12
+    assert kills >= 2
