@@ -43,6 +43,10 @@ def read_spec(path: Path) -> Any:
 def run(
     file: FileArgument,
     wait: Annotated[bool, typer.Option(help="wait for the end: exit 1 if not completed")] = False,
+    follow_: Annotated[
+        bool,
+        typer.Option("--follow", help="print each item's moves until the end; exits as --wait"),
+    ] = False,
     output: OutputOption = Output.TABLE,
     url: UrlOption = None,
     api_key: KeyOption = None,
@@ -50,7 +54,7 @@ def run(
     """Start the pipeline FILE describes (YAML or JSON); print its id.
 
     With --wait, then its columns once it ends: exit 0 if it completed, 1 if it failed or
-    was cancelled.
+    was cancelled. With --follow, each item's moves as they happen, then as --wait.
 
     \b
     Examples:
@@ -59,7 +63,9 @@ def run(
     api = api_for(url, api_key)
     started = api.call("POST", "/v1/pipelines", json=read_spec(file))
     typer.echo(started["id"])
-    if not wait:
+    if follow_:
+        _follow(api, started["id"])
+    elif not wait:
         return
     pipeline = started
     while pipeline["status"] not in ENDED:
@@ -134,6 +140,41 @@ def add_items(
     api = api_for(url, api_key)
     pipeline = api.call("POST", f"/v1/pipelines/{pipeline_id}/items", json={"items": items})
     typer.echo(f"{len(pipeline['items'])} items")
+
+
+def _follow(api: Any, pipeline_id: str) -> None:
+    """Print the pipeline's moves from its stream (GET /v1/pipelines/{id}/stream) until it
+    ends. A broken stream ends the following; the caller then waits as --wait does."""
+    from httpx_sse import connect_sse  # noqa: PLC0415 - only when following
+
+    with connect_sse(
+        api.http, "GET", f"/v1/pipelines/{pipeline_id}/stream", timeout=None
+    ) as source:
+        for message in source.iter_sse():
+            if not message.data:
+                continue
+            event = json.loads(message.data)
+            line = _move(message.event, event)
+            if line:
+                typer.echo(line)
+            if message.event in ENDED_EVENTS:
+                return
+
+
+ENDED_EVENTS = ("Completed", "Failed", "Cancelled")
+
+
+def _move(name: str, event: dict[str, Any]) -> str | None:
+    where = f"{event.get('column')} {event.get('item_id')} (iteration {event.get('iteration')})"
+    if name == "StepDispatched":
+        return f"-> {where}: execution {str(event['execution_id'])[:8]}"
+    if name == "StepEnded":
+        return f"<- {where}: {event['status']}"
+    if name == "IterationEnded":
+        return f"iteration {event['iteration']} ended"
+    if name in ENDED_EVENTS:
+        return f"pipeline {name.lower()}"
+    return None
 
 
 def _show(pipeline: dict[str, Any], output: Output) -> None:

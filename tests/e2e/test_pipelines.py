@@ -108,6 +108,12 @@ def test_cancel_skips_what_waits(running: RunningStack) -> None:
         started = http.post("/v1/pipelines", json=slow)
         assert started.status_code == 201, started.text
         pipeline_id = started.json()["id"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the first step runs: a worker holds it
+            steps = http.get("/v1/executions", params={"pipeline": pipeline_id}).json()
+            if [step for step in steps["items"] if step["status"] == "running"]:
+                break
+            time.sleep(0.1)
         cancelled = http.post(f"/v1/pipelines/{pipeline_id}/cancel")
         assert cancelled.status_code == 200
         assert cancelled.json()["status"] == "cancelled"
@@ -157,3 +163,14 @@ def read_stream(http: Any, pipeline_id: str, after: int | None = None) -> list[t
             elif line.startswith("event: "):
                 seen.append((message_id, line[7:]))
     return seen
+
+
+def test_follow_prints_each_move_until_the_end(running: RunningStack, tmp_path: Path) -> None:
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(PIPELINE.replace("e2e-two-columns", "followed"))
+    ran = cli(running, "pipeline", "run", str(spec), "--follow")
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert "-> plan A (iteration 1)" in "\n".join(lines)
+    assert sum(line.startswith("<- build") and "completed" in line for line in lines) == 3
+    assert "pipeline completed" in lines
