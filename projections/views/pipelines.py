@@ -83,6 +83,14 @@ def fold(state: dict[str, Any] | None, name: str, event: Any) -> dict[str, Any]:
     return state
 
 
+FOLDED = frozenset({
+    "Started", "ItemsAdded", "StepDispatched", "StepEnded", "IterationEnded",
+    "SummaryDispatched", "Completed", "Failed", "Cancelled",
+})  # fmt: skip
+IGNORED = frozenset({"UntilHeld"})
+"""Events that change nothing the view shows (a test checks that these two name them all)."""
+
+
 def fold_change(state: dict[str, Any], name: str, event: Any) -> None:
     if name == "ItemsAdded":
         state["items"].extend(str(item["id"]) for item in event.items)
