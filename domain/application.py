@@ -137,11 +137,26 @@ class ExecutionService(Application[UUID]):
     ) -> tuple[Execution, list[DomainEventProtocol[UUID]]]:
         if isinstance(command, c.CreateExecution):
             return self._create(command, touched)
+        cached = command.execution_id not in touched and self._cache is not None
         execution = touched.get(command.execution_id) or self._load(command.execution_id)
         if isinstance(command, c.Within):
             command.check(execution.tenant, execution.worker_queue)
             command = command.command
         touched[execution.id] = execution  # from here on it may change: evict it on failure
+        try:
+            return execution, self._handle(execution, command)
+        except DomainError:
+            if not cached:
+                raise
+            # Another process (the conductor, another API) may have written since this copy
+            # was cached: a refusal is decided on the stored execution, never a stale copy.
+            stored = self._load_stored(execution.id)
+            if stored.version == execution.version:
+                raise
+            touched[execution.id] = stored
+            return stored, self._handle(stored, command)
+
+    def _handle(self, execution: Execution, command: c.Command) -> list[DomainEventProtocol[UUID]]:
         already_pending = len(execution.pending_events)
         version = execution.version
         try:
@@ -152,7 +167,7 @@ class ExecutionService(Application[UUID]):
             raise
         except Exception as error:
             raise CorruptedAggregate(f"{type(command).__name__} raised {error!r}") from error
-        return execution, list(execution.pending_events[already_pending:])
+        return list(execution.pending_events[already_pending:])
 
     def _create(
         self, command: c.CreateExecution, touched: dict[UUID, Execution]
@@ -182,6 +197,8 @@ class ExecutionService(Application[UUID]):
             created_by=command.created_by,
             idempotency_key=command.idempotency_key,
             traceparent=command.traceparent,
+            pipeline=command.pipeline,
+            output_schema=command.output_schema,
         )
         return execution, list(execution.pending_events)
 
@@ -197,6 +214,13 @@ class ExecutionService(Application[UUID]):
         cached = self._cache.get(execution_id) if self._cache is not None else None
         if cached is not None:
             return cached
+        try:
+            execution: Execution = self.repository.get(execution_id)
+        except AggregateNotFoundError:
+            raise ExecutionNotFound(execution_id) from None
+        return execution
+
+    def _load_stored(self, execution_id: UUID) -> Execution:
         try:
             execution: Execution = self.repository.get(execution_id)
         except AggregateNotFoundError:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from cachetools import LRUCache
 
 from domain.application import ExecutionService
+from domain.pipeline.application import PipelineService
 from infra.eventstore import eventsourcing_env
 from infra.keys import KeyStore
 from infra.servers import database_url as database_url_of
@@ -46,6 +47,8 @@ class Container:
     listener: Listener
     """The process's one LISTEN connection: the views' runners or their reader, and the
     relay when it runs here, wake on it."""
+    pipelines: PipelineService
+    """The pipelines' command side (their own log: domain/pipeline/application.py)."""
     projections: ProjectionSupervisor | None = None
     keys: KeyStore = field(init=False)
     """API keys, one store per process: the HTTP API and the command service for workers
@@ -76,6 +79,7 @@ class Container:
         self.listener.stop()
         self.writer.stop()
         self.service.close()
+        self.pipelines.close()
 
 
 def bootstrap(
@@ -91,13 +95,16 @@ def bootstrap(
         supervisor = start_projections(service, database_url, ProjectionOptions(), listener)
         return Container(
             settings, database_url, nats_url, service, writer, supervisor.read_models, listener,
-            supervisor,
+            pipeline_store(settings, database_url), supervisor,
         )  # fmt: skip
     datastore = datastore_for(database_url)
     create_view_tables(datastore)
     views = ViewPositions(database_url, datastore, listener=listener).start()
     read_models = ReadModels.build(service, datastore, views)
-    return Container(settings, database_url, nats_url, service, writer, read_models, listener)
+    pipelines = pipeline_store(settings, database_url)
+    return Container(
+        settings, database_url, nats_url, service, writer, read_models, listener, pipelines
+    )
 
 
 def event_store(settings: Settings, database_url: str, *, cache_size: int) -> ExecutionService:
@@ -105,6 +112,11 @@ def event_store(settings: Settings, database_url: str, *, cache_size: int) -> Ex
     keeping up to ``cache_size`` executions in memory."""
     env = eventsourcing_env(database_url, settings, create_table=False)
     return ExecutionService(env, cache=LRUCache(cache_size) if cache_size else None)
+
+
+def pipeline_store(settings: Settings, database_url: str) -> PipelineService:
+    """The pipelines' log of ``database_url`` (its table made by ``ensure_schema``)."""
+    return PipelineService(eventsourcing_env(database_url, settings, create_table=False))
 
 
 @dataclass

@@ -144,3 +144,10 @@ class LocalProjections(LocalProcess):
 
     def __init__(self, database_url: str) -> None:
         super().__init__(["projections", "run"], {"AGENTBOARD_DATABASE_URL": database_url})
+
+
+class LocalConductor(LocalProcess):
+    """The pipelines' conductor in its own process (``agentboard conductor``)."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(["conductor"], {"AGENTBOARD_DATABASE_URL": database_url})

@@ -6,6 +6,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from domain.application import ExecutionService
+from domain.pipeline.application import PipelineService
 from infra.keys import KEY_COLUMNS_ADDED, KEYS_TABLE
 from infra.pgstore import TOPIC as RECORDER_TOPIC
 from infra.settings import Settings
@@ -61,6 +62,7 @@ def ensure_schema(database_url: str, settings: Settings) -> bool:
         try:
             for statement in OWN_TABLES:
                 conn.execute(statement)
+            PipelineService(eventsourcing_env(database_url, settings, create_table=True)).close()
             row = conn.execute("SELECT to_regclass(%s)", (EVENTS_TABLE,)).fetchone()
             if row is not None and row[0] is not None:
                 return False

@@ -13,6 +13,8 @@ relay           ``agentboard relay``  the relay: every stored event to NATS (one
                                       per database, the others wait)
 projections     ``agentboard          every view's runner
                 projections run``
+conductor       ``agentboard          the pipelines' conductor (one active per database,
+                conductor``           the others wait) and the pipelines view's runner
 worker          ``agentboard worker`` a worker with the built-in agents
 up              ``agentboard up``     embedded servers where unset, the api role in this
                                       process and one process of each other role beside
@@ -21,7 +23,7 @@ up              ``agentboard up``     embedded servers where unset, the api role
 
 A role started on its own connects to ``AGENTBOARD_DATABASE_URL`` and
 ``AGENTBOARD_NATS_URL``, or to the local stack's servers (infra/servers.py). The
-conductor and the scheduler are roles to come, built here the same way.
+scheduler is a role to come, built here the same way.
 """
 
 from __future__ import annotations
@@ -40,8 +42,15 @@ from eventsourcing.postgres import PostgresDatastore
 from nats.aio.client import Client
 
 from domain.application import ExecutionService
-from infra.bootstrap import READER_CACHE_SIZE, Container, bootstrap, event_store
-from infra.children import LocalProjections, LocalRelay, LocalWorker
+from infra.bootstrap import (
+    READER_CACHE_SIZE,
+    Container,
+    bootstrap,
+    event_store,
+    pipeline_store,
+)
+from infra.children import LocalConductor, LocalProjections, LocalRelay, LocalWorker
+from infra.conductor import Conductor
 from infra.eventstore import ensure_schema
 from infra.keys import ensure_admin_key, ensure_worker_key
 from infra.local_keys import WORKER_KEY_FILE, read_key_file
@@ -155,8 +164,8 @@ class Stack:
 @contextmanager
 def stack(settings: Settings) -> Iterator[Stack]:
     """``agentboard up``: embedded servers unless configured, the api role, and a process
-    each of projections, relay and a worker on ``default``; ``<data dir>/stack.json`` says
-    where it all is while it runs."""
+    each of projections, relay, conductor and a worker on ``default``;
+    ``<data dir>/stack.json`` says where it all is while it runs."""
     with running_servers(settings) as servers, _api(settings, servers) as role:
         keys = role.container.keys
         worker_key = ensure_worker_key(settings.data_dir, keys)
@@ -165,6 +174,7 @@ def stack(settings: Settings) -> Iterator[Stack]:
             role.services,
             role.webhooks,
             LocalRelay(servers.database_url, servers.nats_url),
+            LocalConductor(servers.database_url),
             LocalWorker(servers.nats_url, worker_key, UP_WORKER_QUEUE),  # stopped first: it
         ]  # reports to the services, and finishes what it holds
         http_url = f"http://{settings.http_host}:{settings.http_port}"
@@ -218,6 +228,51 @@ class RelayRole(Role):
 def relay(settings: Settings) -> RelayRole:
     """``agentboard relay``."""
     return RelayRole(settings, located_servers(settings))
+
+
+# -- conductor ---------------------------------------------------------------------------
+
+
+class ConductorRole(Role):
+    """The pipelines' conductor (infra/conductor.py) and the pipelines view's runner
+    (projections/views/pipelines.py)."""
+
+    def __init__(self, settings: Settings, database: str) -> None:
+        self.database = database
+        self.service = event_store(settings, database, cache_size=READER_CACHE_SIZE)
+        self.pipelines = pipeline_store(settings, database)
+        self.stopping = asyncio.Event()
+        self.listener: Listener | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        from projections.views.pipelines import PipelinesView  # noqa: PLC0415
+
+        self.listener = Listener(self.database).start()
+        conductor = Conductor(self.service, self.pipelines, self.database, listener=self.listener)
+        view = PipelinesView(self.pipelines, self.database, listener=self.listener)
+        self.tasks = [
+            asyncio.create_task(
+                supervised("conductor", lambda: conductor.run(self.stopping), self.stopping)
+            ),
+            asyncio.create_task(
+                supervised("pipelines view", lambda: view.run(self.stopping), self.stopping)
+            ),
+        ]
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for task in self.tasks:
+            await task
+        if self.listener is not None:
+            await asyncio.to_thread(self.listener.stop)
+        self.service.close()
+        self.pipelines.close()
+
+
+def conductor(settings: Settings) -> ConductorRole:
+    """``agentboard conductor``."""
+    return ConductorRole(settings, database_url(settings))
 
 
 # -- projections -------------------------------------------------------------------------

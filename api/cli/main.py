@@ -23,6 +23,7 @@ from api.cli.client import EXIT_USAGE, KeyOption, fail
 from api.cli.executions import Output, OutputOption, exec_command, execution_cli
 from api.cli.group import root_group, verb_group
 from api.cli.keys import keys_cli
+from api.cli.pipelines import pipeline_cli
 from api.cli.webhooks import webhooks_cli
 
 if TYPE_CHECKING:
@@ -159,6 +160,24 @@ def relay() -> None:
     asyncio.run(roles.run_until_signalled(role))
 
 
+@cli.command()
+def conductor() -> None:
+    """Move pipelines on: dispatch each step as its items reach it.
+
+    What `agentboard up` runs beside the API, on AGENTBOARD_DATABASE_URL (else the
+    stack's). One conductor is active per database; others wait. SIGTERM stops it.
+    """
+    import asyncio  # noqa: PLC0415 - the conductor's runtime: the stores
+
+    from infra import roles  # noqa: PLC0415
+
+    settings = _settings()
+    _logging(settings)
+    with _configured():
+        role = roles.conductor(settings)
+    asyncio.run(roles.run_until_signalled(role))
+
+
 projections_cli = verb_group("Read models: status, rebuild, skip.")
 cli.add_typer(projections_cli, name="projections")
 
@@ -260,6 +279,7 @@ cli.add_typer(audit_cli, name="audit")
 cli.command("exec")(exec_command)
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(webhooks_cli, name="webhooks")
+cli.add_typer(pipeline_cli, name="pipeline")
 
 
 def main() -> None:

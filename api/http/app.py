@@ -28,6 +28,7 @@ from api.http.executions import ExecutionController
 from api.http.keys import KeyController
 from api.http.metrics import RequestMetrics, StackCollector, metrics, read_stack, view_positions
 from api.http.page import PUBLIC_PATTERNS, page_router
+from api.http.pipelines import PipelineController
 from api.http.queries import QueryController
 from api.http.streams import board_stream, live_hub
 from api.http.webhooks import WebhookController
@@ -122,6 +123,7 @@ def create_app(container: Container, *, role: ApiRole | None = None) -> Litestar
             KeyController,
             AuditController,
             WebhookController,
+            PipelineController,
             page_router(),
         ],
         state=State(

@@ -17,6 +17,12 @@ from domain.execution.errors import (
     LeaseLost,
     UnknownToolCall,
 )
+from domain.pipeline.errors import (
+    InvalidPipeline,
+    PipelineEnded,
+    PipelineNotFound,
+    StepNotDispatched,
+)
 from projections.engine.errors import InvalidQuery, ProjectionError
 from projections.engine.errors import NotFound as ReadNotFound
 
@@ -28,6 +34,10 @@ PROBLEMS: dict[type[DomainError], tuple[int, str]] = {
     IdempotencyKeyReused: (422, "Idempotency key reused for a different request"),
     InvalidCommand: (422, "Invalid request"),
     UnknownToolCall: (404, "Tool call not found"),
+    InvalidPipeline: (422, "Invalid pipeline"),
+    PipelineNotFound: (404, "Pipeline not found"),
+    PipelineEnded: (409, "The pipeline has ended"),
+    StepNotDispatched: (409, "No such step"),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 import anyio
 from litestar import Controller, Request, get
@@ -61,8 +62,14 @@ def execution_filter(
         required=False, max_length=32, description="an age: 30m, 12h, 7d, 2w")] = None,
     q: Annotated[str | None, QueryParameter(
         required=False, max_length=256, description="text in the prompt")] = None,
+    pipeline: Annotated[UUID | None, QueryParameter(
+        required=False, description="a pipeline's steps (its id)")] = None,
 ) -> ExecutionFilter:  # fmt: skip
     """The list filters from the query string (a dependency shared by every filtered read)."""
+    if pipeline is not None:  # its steps are the executions it created (DESIGN §12)
+        if created_by is not None:
+            raise InvalidQuery("pipeline and created_by cannot be given together")
+        created_by = f"pipeline:{pipeline}"
     for name, text in {"label": label, "created_by": created_by, "q": q}.items():
         if text and "\x00" in text:  # as NO_NUL says for the others
             raise InvalidQuery(f"{name} must not contain NUL characters")

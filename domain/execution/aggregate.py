@@ -76,6 +76,7 @@ class Execution(Aggregate):
         deadline: datetime | None, retry: dict[str, Any], timeout_seconds: float | None,
         heartbeat_timeout_seconds: float | None, parent_execution_id: UUID | None,
         created_by: dict[str, str], idempotency_key: str | None, traceparent: str | None = None,
+        pipeline: dict[str, Any] | None = None, output_schema: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         """What ``Created`` recorded (eventsourcing calls this with its fields), and the
         state every execution starts in."""
@@ -96,6 +97,8 @@ class Execution(Aggregate):
         self.created_by = created_by
         self.idempotency_key = idempotency_key
         self.traceparent = traceparent
+        self.pipeline = pipeline
+        self.output_schema = output_schema
         self.status = Status.PENDING
         self.status_entered_at = self.created_on
         self.attempt = 1
@@ -128,6 +131,7 @@ class Execution(Aggregate):
         timeout_seconds: float | None, heartbeat_timeout_seconds: float | None,
         parent_execution_id: UUID | None, created_by: Actor, idempotency_key: str | None,
         traceparent: str | None = None,
+        pipeline: dict[str, Any] | None = None, output_schema: dict[str, Any] | None = None,
     ) -> Execution:  # fmt: skip
         check_name("tenant", tenant)
         check_name("worker_queue", worker_queue)
@@ -150,6 +154,7 @@ class Execution(Aggregate):
             timeout_seconds=timeout_seconds, heartbeat_timeout_seconds=heartbeat_timeout_seconds,
             parent_execution_id=parent_execution_id, created_by=created_by.as_dict(),
             idempotency_key=idempotency_key, traceparent=traceparent,
+            pipeline=pipeline, output_schema=output_schema,
         )  # fmt: skip
 
     def enter(self, status: Status, at: datetime) -> None:

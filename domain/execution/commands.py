@@ -67,6 +67,8 @@ class CreateExecution(Command):
     parent_execution_id: UUID | None = None
     idempotency_key: str | None = None
     traceparent: str | None = None  # W3C trace context of the caller, if it sent one
+    pipeline: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _coerce(self, "type", ExecutionType)

@@ -48,9 +48,13 @@ class Created(ExecutionEvent, Aggregate.Created):
     parent_execution_id: UUID | None
     created_by: dict[str, str]
     idempotency_key: str | None
-    # Added later, so with a default: events stored before it load without it.
+    # Added later, so with defaults: events stored before them load without them.
     traceparent: str | None = None
     """The W3C trace context its creator sent: its trace continues into the run."""
+    pipeline: dict[str, Any] | None = None
+    """Its place in a pipeline (DESIGN §12): ``{id, column, item_id, iteration}``."""
+    output_schema: dict[str, Any] | None = None
+    """The JSON Schema its result must satisfy (a pipeline column's)."""
 
 
 class PickedUp(ExecutionEvent):

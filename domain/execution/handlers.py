@@ -11,6 +11,8 @@ from typing import Any
 
 from domain.execution import commands as c
 from domain.execution.aggregate import Execution
+from domain.execution.values import FailureReason, Status
+from domain.pipeline.rules import output_problem
 
 
 def pick_up(execution: Execution, command: c.PickUp) -> None:
@@ -71,6 +73,16 @@ def confirm_cancel(execution: Execution, command: c.ConfirmCancel) -> None:
 
 
 def complete(execution: Execution, command: c.Complete) -> None:
+    """Complete, or, when the result does not satisfy the execution's output schema (a
+    pipeline column's), fail it with ``invalid_output``: retried as its policy allows."""
+    if execution.output_schema is not None:
+        execution.check_lease(command.lease, "complete")
+        execution.check_status("complete", Status.RUNNING)
+        problem = output_problem(execution.output_schema, command.result)
+        if problem is not None:
+            error = f"the result does not satisfy the output schema: {problem}"
+            execution.fail(command.lease, error, FailureReason.INVALID_OUTPUT)
+            return
     execution.complete(command.lease, command.result, command.completion_notes)
 
 

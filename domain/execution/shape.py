@@ -54,6 +54,8 @@ class ExecutionFields:
     last_tool_outcome: str | None
     status_entered_at: datetime
     version: int
+    pipeline: dict[str, Any] | None
+    """A pipeline's step: ``{id, column, item_id, iteration}`` (DESIGN §12); else None."""
 
 
 FIELDS: tuple[str, ...] = tuple(field.name for field in fields(ExecutionFields))

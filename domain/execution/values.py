@@ -42,6 +42,7 @@ class ActorKind(StrEnum):
     AGENT = "agent"
     HEARTBEAT = "heartbeat"
     SCHEDULE = "schedule"
+    PIPELINE = "pipeline"
     API = "api"
     WORKER = "worker"
     POLICY = "policy"
@@ -55,6 +56,7 @@ class FailureReason(StrEnum):
     WORKER_LOST = "worker_lost"
     TIMEOUT = "timeout"
     AGENT_ERROR = "agent_error"
+    INVALID_OUTPUT = "invalid_output"  # a result its output_schema refuses (pipelines)
 
 
 class InputKind(StrEnum):

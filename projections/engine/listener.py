@@ -1,6 +1,6 @@
 """One LISTEN connection per process, shared by everything in it that waits for a NOTIFY.
 
-agentboard announces on two channels (``CHANNELS``, the one place their names are):
+agentboard announces on three channels (``CHANNELS``, the one place their names are):
 
 * ``EVENTS_CHANNEL``: the event store NOTIFYs it on every commit to the log
   (eventsourcing's recorder, on its events table's name). Projection runners and the
@@ -8,6 +8,8 @@ agentboard announces on two channels (``CHANNELS``, the one place their names ar
 * ``VIEWS_CHANNEL``: every page a live view commits says ``"<view> <position>"`` here,
   from the page's own transaction (projections/engine/view.py). Processes that read the
   views without running them (the API) learn how far each view is from it.
+* ``PIPELINE_EVENTS_CHANNEL``: the pipelines' own log NOTIFYs it on every commit; the
+  conductor and the pipelines view wake on it.
 
 A part of the process subscribes a callback to a channel; the listener LISTENs to the
 channels someone subscribed to, on one connection, and calls each callback on its own
@@ -39,7 +41,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = f"{ExecutionService.name.lower()}_events"  # the events table's name
 VIEWS_CHANNEL = "agentboard_views"
-CHANNELS = (EVENTS_CHANNEL, VIEWS_CHANNEL)
+PIPELINE_EVENTS_CHANNEL = "agentboard_pipeline_events"  # the pipelines' log (its table)
+CHANNELS = (EVENTS_CHANNEL, VIEWS_CHANNEL, PIPELINE_EVENTS_CHANNEL)
 RECONNECT_BACKOFF = (0.1, 5.0)
 QUIET_SECONDS = 1.0  # heard nothing for this long: a poll that found news means it is silent
 

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS {board_cards} (
     last_tool_outcome text,
     status_entered_at timestamptz NOT NULL,
     version integer NOT NULL,
+    pipeline jsonb,
     position bigint NOT NULL
 ) WITH (fillfactor = 85)
 """
@@ -90,6 +91,9 @@ CREATE_INDEXES = (
     f"(tenant, (created_by->>'id'), {_KEY})",
 )
 
+# A board made before pipelines (DESIGN §12) gains the column; its cards keep null there
+# until a rebuild, which fills it from the stored Created events.
+ADD_PIPELINE = "ALTER TABLE {board_cards} ADD COLUMN IF NOT EXISTS pipeline jsonb"
 _COLUMN_LIST = ", ".join(COLUMNS)
 SELECT_CARDS = f"SELECT {_COLUMN_LIST} FROM {{board_cards}} WHERE id = ANY(%s)"
 CREATE_CHANGES = (
@@ -115,7 +119,7 @@ DROP_EMPTY_COLUMNS = "DELETE FROM {board_columns} WHERE count = 0"
 class BoardView(ViewRecorder):
     name = "board"
     tables = ("board_cards", "board_columns")
-    create_tables = (CREATE_CARDS, CREATE_COLUMNS)
+    create_tables = (CREATE_CARDS, ADD_PIPELINE, CREATE_COLUMNS)
     create_indexes = CREATE_INDEXES
 
     def load_cards(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, Card]:

@@ -168,11 +168,11 @@ COLUMN_TYPES = {
     "failure_reason": "text", "completion_notes": "text", "question": "text",
     "cancel_requested": "bool", "last_tool": "text", "last_tool_call_id": "text",
     "last_tool_outcome": "text", "status_entered_at": "timestamptz", "version": "int4",
-    "position": "int8",
+    "pipeline": "jsonb", "position": "int8",
 }  # fmt: skip
 """PostgreSQL types of the card's columns, in ``COLUMNS`` order (binary COPY needs them)."""
 CHANGE_TYPES = {name: COLUMN_TYPES[name] for name in ("id", *CHANGING_COLUMNS)}
-JSON_COLUMNS = ("parameters", "labels", "created_by", "result")
+JSON_COLUMNS = ("parameters", "labels", "created_by", "result", "pipeline")
 JSON_COLUMN_INDEXES = tuple(COLUMNS.index(name) for name in JSON_COLUMNS)
 
 

@@ -30,7 +30,7 @@ def card(execution_id: UUID, tenant: str = "acme", agent: str = "script") -> Car
         created_at=NOW, updated_at=NOW, deadline=None, not_before=None, result=None,
         error=None, failure_reason=None, completion_notes=None, question=None,
         cancel_requested=False, last_tool=None, last_tool_call_id=None,
-        last_tool_outcome=None, status_entered_at=NOW, version=1, position=1,
+        last_tool_outcome=None, status_entered_at=NOW, version=1, pipeline=None, position=1,
     )  # fmt: skip
 
 
