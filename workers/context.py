@@ -179,11 +179,12 @@ class RunContext:
         self,
         question: str,
         *,
-        kind: InputKind = InputKind.CLARIFICATION,
+        kind: str = InputKind.CLARIFICATION,
         schema: dict[str, Any] | None = None,
     ) -> Any:
         await self.flush()
-        await self.report(c.RequestInput(self._info.id, self.lease, question, kind, schema))
+        asked = c.RequestInput(self._info.id, self.lease, question, InputKind(kind), schema)
+        await self.report(asked)
         if self.slot is not None:
             self.slot.give_back()  # nobody runs while a person thinks
         try:

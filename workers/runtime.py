@@ -311,7 +311,7 @@ class Worker:
             await self._fail(context, f"ran longer than {timeout}s", FailureReason.TIMEOUT)
             return
         except AgentFailed as failure:
-            await self._fail(context, failure.error, failure.reason)
+            await self._fail(context, failure.error, _reason_of(failure))
             return
         except ToolFailed as failure:
             await self._fail(context, str(failure), FailureReason.TOOL_ERROR)
@@ -373,3 +373,12 @@ def _check_queues(queues: tuple[str, ...], allowed: list[str] | None) -> None:
             f"this key serves only queues {', '.join(allowed or ())}, not "
             f"{', '.join(outside)}: start the worker on those, or use another key",
         )
+
+
+def _reason_of(failure: AgentFailed) -> FailureReason:
+    """The reason an agent gave (a string, as the SDK takes it), or ``agent_error`` for one
+    the domain does not know."""
+    try:
+        return FailureReason(failure.reason)
+    except ValueError:
+        return FailureReason.AGENT_ERROR
