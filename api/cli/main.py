@@ -110,11 +110,17 @@ QueueOption = Annotated[
 def worker(
     queue: QueueOption = None,
     concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 4,
+    agent: Annotated[
+        list[str] | None,
+        typer.Option("--agent", "-a", help="NAME=module:callable, an agent of yours (repeatable)"),
+    ] = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Run a worker with the built-in agents.
+    """Run a worker with the built-in agents and yours.
 
-    The agents are shell and script; the queues are those given (default: `default`). SIGTERM
+    The agents are shell and script, those installed packages declare under the entry-point
+    group agentboard.agents, and those given with --agent (docs/agents.md); one that does
+    not load stops it at once (exit 2). The queues are those given (default: `default`). SIGTERM
     drains it. It reports with a key of role worker: --api-key, else AGENTBOARD_API_KEY, else
     the local stack's <data dir>/worker.key. A key of tenant default serves every tenant; a
     key of another tenant only that tenant's executions.
@@ -123,16 +129,23 @@ def worker(
     Examples:
       agentboard worker --queue gpu --concurrency 8
       AGENTBOARD_API_KEY=ab_... agentboard worker --queue gpu --queue cpu
+      agentboard worker --agent triage=my_agents.triage:run
     """
     import asyncio  # noqa: PLC0415 - the worker's runtime: NATS, the agents
 
     from infra import roles  # noqa: PLC0415
     from workers.client import CommandRefused  # noqa: PLC0415
+    from workers.loading import AgentNotLoaded  # noqa: PLC0415
 
     settings = _settings()
     _logging(settings)
     with _configured():
-        role = roles.worker(settings, queue or [], concurrency=concurrency, api_key=api_key)
+        try:
+            role = roles.worker(
+                settings, queue or [], concurrency=concurrency, api_key=api_key, agents=agent or ()
+            )
+        except AgentNotLoaded as error:
+            fail(str(error), EXIT_USAGE)
     try:
         asyncio.run(roles.run_until_signalled(role))
     except CommandRefused as refusal:
