@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 
 from domain.execution import commands as c
+from domain.execution.errors import InvalidCommand
 from domain.execution.values import InputKind, ToolOutcome
 from infra.nats import log_subject
 from workers.agent import ExecutionInfo
@@ -204,6 +206,18 @@ class RunContext:
                     raise asyncio.CancelledError from None
                 if state.get("status") == "running" and state.get("lease") == self.lease:
                     return state.get("answer")
+
+    async def usage(
+        self, model: str, input_tokens: int, output_tokens: int, cost_usd: float | None = None
+    ) -> None:
+        """Recorded with the run's next report; a value the domain refuses raises
+        ``ValueError`` here, before anything is sent."""
+        try:
+            command = c.RecordUsage(self._info.id, self.lease, model, input_tokens,
+                                    output_tokens, uuid.uuid4().hex, cost_usd)  # fmt: skip
+        except InvalidCommand as error:
+            raise ValueError(str(error)) from None
+        self.defer(command)
 
     async def artifact(self, name: str, data: bytes, media_type: str = "text/plain") -> None:
         key = f"{self._info.id}/{name}"

@@ -8,6 +8,7 @@ agent does on the way goes through its context, which records it:
         async with context.tool("bash", {"command": "echo hi"}) as call:
             await call.output("hi\\n")
             call.summary = "printed hi"
+        await context.usage("gpt-4o", input_tokens=1200, output_tokens=300, cost_usd=0.006)
         answer = await context.ask("Shall I go on?")
         await context.artifact("answer.txt", str(answer).encode())
         return {"answer": answer}
@@ -106,6 +107,12 @@ class AgentContext(Protocol):
 
     async def artifact(self, name: str, data: bytes, media_type: str = "text/plain") -> None:
         """Store a file produced by the run (object store, with its sha256)."""
+
+    async def usage(
+        self, model: str, input_tokens: int, output_tokens: int, cost_usd: float | None = None
+    ) -> None:
+        """Record tokens a model used for this run (``UsageRecorded``), and their cost in US
+        dollars when known; the execution's ``usage`` sums them."""
 
 
 Agent = Callable[[AgentContext], Awaitable[Any]]

@@ -52,6 +52,14 @@ class Question:
 
 
 @dataclass(frozen=True)
+class Usage:
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+
+
+@dataclass(frozen=True)
 class Artifact:
     name: str
     data: bytes
@@ -80,6 +88,7 @@ class RecordingContext:
         self.said: list[str] = []
         self.questions: list[Question] = []
         self.artifacts: list[Artifact] = []
+        self.usages: list[Usage] = []
 
     @property
     def execution(self) -> ExecutionInfo:
@@ -120,3 +129,8 @@ class RecordingContext:
 
     async def artifact(self, name: str, data: bytes, media_type: str = "text/plain") -> None:
         self.artifacts.append(Artifact(name, data, media_type))
+
+    async def usage(
+        self, model: str, input_tokens: int, output_tokens: int, cost_usd: float | None = None
+    ) -> None:
+        self.usages.append(Usage(model, input_tokens, output_tokens, cost_usd))
