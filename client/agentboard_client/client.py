@@ -188,6 +188,21 @@ class Executions:
         return self._act(execution_id, "unblock", _reason(reason), idempotency_key)
 
 
+class Stats:
+    """``client.stats``: what the views sum up."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def usage(self, group_by: str = "agent") -> list[dict[str, Any]]:
+        """Tokens and cost per ``agent``, ``model``, ``team`` or ``queue``
+        (``GET /v1/stats/usage``): sums, and p50/p95 per execution."""
+        rows: list[dict[str, Any]] = self._t.call(
+            "GET", "/v1/stats/usage", params={"group_by": group_by}
+        )
+        return rows
+
+
 class Client:
     """The API at ``url`` with ``api_key``; use it as a context manager, or ``close()`` it."""
 
@@ -199,6 +214,7 @@ class Client:
             url, api_key, timeout=timeout, retries=retries, http_transport=http_transport
         )
         self.executions = Executions(self.transport)
+        self.stats = Stats(self.transport)
 
     def __enter__(self) -> Client:
         return self
@@ -328,6 +344,19 @@ class AsyncExecutions:
         return await self._act(execution_id, "unblock", _reason(reason), idempotency_key)
 
 
+class AsyncStats:
+    """``client.stats`` of an ``AsyncClient``."""
+
+    def __init__(self, transport: AsyncTransport) -> None:
+        self._t = transport
+
+    async def usage(self, group_by: str = "agent") -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._t.call(
+            "GET", "/v1/stats/usage", params={"group_by": group_by}
+        )
+        return rows
+
+
 class AsyncClient:
     """As ``Client``, for asyncio: ``async with AsyncClient(url, api_key) as client``."""
 
@@ -339,6 +368,7 @@ class AsyncClient:
             url, api_key, timeout=timeout, retries=retries, http_transport=http_transport
         )
         self.executions = AsyncExecutions(self.transport)
+        self.stats = AsyncStats(self.transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self
