@@ -23,6 +23,7 @@ from api.cli.client import EXIT_USAGE, KeyOption, fail
 from api.cli.executions import Output, OutputOption, exec_command, execution_cli
 from api.cli.group import root_group, verb_group
 from api.cli.keys import keys_cli
+from api.cli.stats import stats_cli
 
 if TYPE_CHECKING:
     from infra.settings import Settings
@@ -271,6 +272,7 @@ cli.add_typer(execution_cli, name="execution")
 cli.add_typer(audit_cli, name="audit")
 cli.command("exec")(exec_command)
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(stats_cli, name="stats")
 
 
 def main() -> None:

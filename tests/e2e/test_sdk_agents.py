@@ -4,6 +4,7 @@ follow), its token usage on the execution and in the usage stats."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,6 +89,21 @@ def test_the_sdk_drives_an_agent_of_ours_run_by_a_worker_started_with_agent(
     assert by_agent["greeter"]["cost_usd"] == pytest.approx(0.002)
     with pytest.raises(BadRequest, match="group_by"):
         client.stats.usage("moon")
+
+
+def test_the_cli_shows_usage_per_model(worker: None, running: RunningStack, client: Client) -> None:
+    created = client.executions.create(agent_id="greeter", worker_queue="byo", prompt="bo")
+    assert client.executions.wait(created.id, timeout=90).status == "completed"
+    key = (running.data_dir / "admin.key").read_text().strip()
+    shown = subprocess.run(
+        [str(AGENTBOARD), "stats", "usage", "--group-by", "model", "-o", "json"],
+        env={**os.environ, "AGENTBOARD_URL": running.url, "AGENTBOARD_API_KEY": key},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    [row] = [row for row in json.loads(shown.stdout) if row["key"] == "test-model"]
+    assert row["executions"] >= 1
+    assert row["input_tokens"] == 120 * row["executions"]
 
 
 def test_a_refusal_carries_the_problems_detail(running: RunningStack, client: Client) -> None:
