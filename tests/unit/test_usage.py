@@ -9,6 +9,7 @@ from uuid import uuid4
 import pytest
 from agentboard_client.testing import RecordingContext, Usage
 
+from api.cli.format import usage_text
 from domain.execution import commands as c
 from domain.execution import wire
 from domain.execution.errors import InvalidCommand, LeaseLost
@@ -70,3 +71,11 @@ def test_a_recording_context_keeps_what_an_agent_reported() -> None:
     context = RecordingContext()
     asyncio.run(agent(context))
     assert context.usages == [Usage("gpt-4o", 10, 2, 0.001)]
+
+
+def test_execution_get_shows_usage_in_one_line_and_nothing_without_reports() -> None:
+    shown = usage_text({"input_tokens": 1200, "output_tokens": 300, "cost_usd": 0.0066,
+                        "reports": 2})  # fmt: skip
+    assert shown == "1,200 in + 300 out tokens, $0.0066 (2 reports)"
+    assert usage_text(dict(NO_USAGE)) == ""
+    assert usage_text(None) == ""
