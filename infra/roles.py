@@ -282,7 +282,14 @@ def worker(
         )
     found = nats_url(settings)
     return WorkerRole(
-        Worker(found, tuple(queues or ["default"]), loaded, concurrency=concurrency, api_key=key)
+        Worker(
+            found,
+            tuple(queues or ["default"]),
+            loaded,
+            concurrency=concurrency,
+            api_key=key,
+            prices={model: (price.input, price.output) for model, price in settings.prices.items()},
+        )
     )
 
 

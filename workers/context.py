@@ -90,8 +90,10 @@ class RunContext:
         artifacts: ObjectStore,
         slot: Slot | None = None,
         worker_id: str = "",
+        prices: dict[str, tuple[float, float]] | None = None,
     ) -> None:
         self.slot = slot
+        self.prices = prices or {}
         self._info = info
         self.tenant = tenant
         self.lease = lease
@@ -211,7 +213,10 @@ class RunContext:
         self, model: str, input_tokens: int, output_tokens: int, cost_usd: float | None = None
     ) -> None:
         """Recorded with the run's next report; a value the domain refuses raises
-        ``ValueError`` here, before anything is sent."""
+        ``ValueError`` here, before anything is sent. Without a cost, the worker's price
+        table (``AGENTBOARD_PRICES``) gives one for a model it names."""
+        if cost_usd is None:
+            cost_usd = cost_of(self.prices, model, input_tokens, output_tokens)
         try:
             command = c.RecordUsage(self._info.id, self.lease, model, input_tokens,
                                     output_tokens, uuid.uuid4().hex, cost_usd)  # fmt: skip
@@ -284,3 +289,14 @@ class RunContext:
             ticks += 1
             if ticks % CHECK_STATE_EVERY_TICKS == 0:
                 self.check_state(await self.client.state(self._info.id))
+
+
+def cost_of(
+    prices: dict[str, tuple[float, float]], model: str, input_tokens: int, output_tokens: int
+) -> float | None:
+    """What the tokens cost by ``prices`` (US dollars per million input and output tokens),
+    or ``None`` for a model it does not name (or counts that are not numbers)."""
+    price = prices.get(model)
+    if price is None or not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
+        return None
+    return (input_tokens * price[0] + output_tokens * price[1]) / 1_000_000

@@ -83,6 +83,8 @@ class Worker:
     api_key: str | None = None
     """A key of role worker; one of the deployment's tenant (``default``) serves every tenant."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid4().hex[:8]}")
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """US dollars per million input and output tokens, by model (``AGENTBOARD_PRICES``)."""
     stats: WorkerStats = field(default_factory=WorkerStats)
 
     def __post_init__(self) -> None:
@@ -253,7 +255,7 @@ class Worker:
         )  # fmt: skip
         context = RunContext(
             info, card["tenant"], claim["lease"], self.nc, self.client, self.artifacts, self,
-            self.worker_id,
+            self.worker_id, self.prices,
         )  # fmt: skip
 
         async def on_control(message: Msg) -> None:

@@ -53,9 +53,17 @@ def _configured() -> Iterator[None]:
 def _settings() -> Settings:
     """Every setting (pydantic-settings: a fifth of a second to import), for the verbs that
     run part of the server."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
     from infra.settings import Settings  # noqa: PLC0415
 
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = "AGENTBOARD_" + str(first["loc"][0]).upper() if first["loc"] else "a setting"
+        where = ".".join(str(part) for part in first["loc"][1:])
+        fail(f"{name}{f' ({where})' if where else ''}: {first['msg']}", EXIT_USAGE)
 
 
 @cli.command()

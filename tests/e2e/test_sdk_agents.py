@@ -28,6 +28,7 @@ async def greet(context: AgentContext):
     async with context.tool("lookup", {"who": context.execution.prompt}) as call:
         call.summary = "found them"
     await context.usage("test-model", input_tokens=120, output_tokens=30, cost_usd=0.002)
+    await context.usage("priced-model", input_tokens=1000, output_tokens=500)  # no cost given
     await context.say(f"hello {context.execution.prompt}\\n")
     return {"greeted": context.execution.prompt}
 """
@@ -44,7 +45,10 @@ def worker(running: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> I
     directory holding the module."""
     home = tmp_path_factory.mktemp("agents")
     (home / "byo_agent.py").write_text(MODULE)
-    environment = {**os.environ, "AGENTBOARD_DATA_DIR": str(running.data_dir)}
+    environment = {
+        **os.environ, "AGENTBOARD_DATA_DIR": str(running.data_dir),
+        "AGENTBOARD_PRICES": '{"priced-model": {"input": 1.0, "output": 2.0}}',
+    }  # fmt: skip
     environment.pop("AGENTBOARD_API_KEY", None)
     with (home / "worker.log").open("ab") as log:
         process = subprocess.Popen(
@@ -71,8 +75,11 @@ def test_the_sdk_drives_an_agent_of_ours_run_by_a_worker_started_with_agent(
     done = client.executions.wait(created.id, timeout=90)
     assert done.status == "completed", done.error
     assert done.result == {"greeted": "ada"}
-    assert done.usage == {"input_tokens": 120, "output_tokens": 30, "cost_usd": 0.002,
-                          "reports": 1}  # fmt: skip
+    # the second report's cost comes from the worker's price table: 1000 * $1 + 500 * $2 per 1M
+    assert done.usage is not None
+    assert done.usage["cost_usd"] == pytest.approx(0.002 + 0.002)
+    assert (done.usage["input_tokens"], done.usage["output_tokens"]) == (1120, 530)
+    assert done.usage["reports"] == 2
     assert [call["tool"] for call in done.tool_calls or []] == ["lookup"]
 
     listed = client.executions.list(agent="greeter", label="suite=sdk")
@@ -85,8 +92,8 @@ def test_the_sdk_drives_an_agent_of_ours_run_by_a_worker_started_with_agent(
     assert "".join(event.text for event in events) == "hello ada\n"
 
     by_agent = {row["key"]: row for row in client.stats.usage("agent")}
-    assert by_agent["greeter"]["input_tokens"] == 120
-    assert by_agent["greeter"]["cost_usd"] == pytest.approx(0.002)
+    assert by_agent["greeter"]["input_tokens"] == 1120
+    assert by_agent["greeter"]["cost_usd"] == pytest.approx(0.004)
     with pytest.raises(BadRequest, match="group_by"):
         client.stats.usage("moon")
 

@@ -96,3 +96,15 @@ def test_a_worker_whose_agent_does_not_load_stops_with_one_line_and_exit_2(
         "agentboard: agent 'triage' (--agent nowhere_to_be_found:run): cannot import "
         "'nowhere_to_be_found': ModuleNotFoundError: No module named 'nowhere_to_be_found'"
     ]
+
+
+def test_a_wrong_setting_stops_the_worker_with_one_line_naming_it(tmp_path: Path) -> None:
+    environment = {**os.environ, "AGENTBOARD_PRICES": '{"m": {"input": -1, "output": 1}}'}
+    shown = subprocess.run(
+        [str(AGENTBOARD), "worker"], cwd=tmp_path, env=environment, capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 2
+    assert shown.stderr.strip().splitlines() == [
+        "agentboard: AGENTBOARD_PRICES (m.input): Input should be greater than or equal to 0"
+    ]

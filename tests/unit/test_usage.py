@@ -15,7 +15,9 @@ from domain.execution import wire
 from domain.execution.errors import InvalidCommand, LeaseLost
 from domain.execution.events import NO_USAGE
 from domain.execution.state import ExecutionState
+from infra.settings import Settings
 from tests.unit.test_execution import running
+from workers.context import cost_of
 
 
 def test_usage_reports_add_up_on_the_execution_and_a_resend_counts_once() -> None:
@@ -79,3 +81,18 @@ def test_execution_get_shows_usage_in_one_line_and_nothing_without_reports() -> 
     assert shown == "1,200 in + 300 out tokens, $0.0066 (2 reports)"
     assert usage_text(dict(NO_USAGE)) == ""
     assert usage_text(None) == ""
+
+
+def test_the_price_table_gives_a_cost_to_a_report_without_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGENTBOARD_PRICES", '{"gpt-4o": {"input": 2.5, "output": 10}}')
+    prices = {m: (p.input, p.output) for m, p in Settings().prices.items()}
+    assert cost_of(prices, "gpt-4o", 1_000_000, 100_000) == pytest.approx(2.5 + 1.0)
+    assert cost_of(prices, "unknown-model", 10, 10) is None
+
+
+def test_a_price_table_with_a_wrong_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTBOARD_PRICES", '{"gpt-4o": {"input": -1, "output": 10}}')
+    with pytest.raises(ValueError, match="prices"):
+        Settings()
