@@ -108,6 +108,7 @@ function summary(item) {
     Failed: () => `${data.error} (${data.reason})`,
     RetryScheduled: () => `attempt ${data.attempt}`,
     ArtifactAdded: () => data.name,
+    UsageRecorded: () => `${data.model}: ${usageText(data)}`,
   }[item.type];
   const said = text ? text() : "";
   return said ? el("span", { class: "event-summary" }, `: ${said}`) : null;
