@@ -15,7 +15,7 @@ projections     ``agentboard          every view's runner
                 projections run``
 conductor       ``agentboard          the pipelines' conductor (one active per database,
                 conductor``           the others wait) and the pipelines view's runner
-worker          ``agentboard worker`` a worker with the built-in agents
+worker          ``agentboard worker`` a worker with the built-in agents and yours
 up              ``agentboard up``     embedded servers where unset, the api role in this
                                       process and one process of each other role beside
                                       it, started again when one dies (infra/children.py)
@@ -351,23 +351,34 @@ class WorkerRole(Role):
 
 
 def worker(
-    settings: Settings, queues: Sequence[str], *, concurrency: int, api_key: str | None = None
-) -> WorkerRole:
-    """``agentboard worker``: the built-in agents; it reports with ``api_key``, else
-    ``AGENTBOARD_API_KEY``, else the local stack's ``<data dir>/worker.key``."""
+    settings: Settings, queues: Sequence[str], *, concurrency: int, api_key: str | None = None,
+    agents: Sequence[str] = (),
+) -> WorkerRole:  # fmt: skip
+    """``agentboard worker``: the built-in agents, those of the entry-point group
+    ``agentboard.agents`` and ``agents`` (``NAME=module:callable``; one that does not load
+    raises ``AgentNotLoaded``); it reports with ``api_key``, else ``AGENTBOARD_API_KEY``,
+    else the local stack's ``<data dir>/worker.key``."""
     from workers.agents import BUILTIN_AGENTS  # noqa: PLC0415 - an API process needs none
+    from workers.loading import load_agents  # noqa: PLC0415
     from workers.runtime import Worker  # noqa: PLC0415
 
+    loaded = load_agents(BUILTIN_AGENTS, agents)
     key = api_key or settings.api_key or read_key_file(settings.data_dir / WORKER_KEY_FILE)
     if not key:
         raise NoWorkerKey(
             "a worker needs a key of role worker: --api-key or AGENTBOARD_API_KEY "
             "(agentboard keys create --tenant default --role worker)"
         )
-    agents = dict(BUILTIN_AGENTS)
     found = nats_url(settings)
     return WorkerRole(
-        Worker(found, tuple(queues or ["default"]), agents, concurrency=concurrency, api_key=key)
+        Worker(
+            found,
+            tuple(queues or ["default"]),
+            loaded,
+            concurrency=concurrency,
+            api_key=key,
+            prices={model: (price.input, price.output) for model, price in settings.prices.items()},
+        )
     )
 
 

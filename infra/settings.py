@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.client_settings import DEFAULT_DATA_DIR, DEFAULT_URL
@@ -18,6 +18,15 @@ STACK_FILE = "stack.json"  # where `agentboard up` says where its servers are
 class Unconfigured(Exception):
     """A role lacks something it needs that only configuration can give (a server to
     connect to, a key to report with); the message says which setting gives it."""
+
+
+class ModelPrice(BaseModel):
+    """US dollars per million tokens of one model (``AGENTBOARD_PRICES``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0, le=1_000_000)
+    output: float = Field(ge=0, le=1_000_000)
 
 
 class Settings(BaseSettings):
@@ -65,6 +74,12 @@ class Settings(BaseSettings):
     )
     otel_exporter_otlp_traces_endpoint: str | None = Field(
         default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description='JSON {"model": {"input": USD, "output": USD}} per million tokens: a '
+        "worker turns a usage report without a cost into one with it",
     )
 
     log_format: Literal["json", "text"] = Field(

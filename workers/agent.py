@@ -1,91 +1,15 @@
-"""The agent protocol: what an agent is given, and what it may do.
+"""The agent protocol lives in the slim client (agentboard_client/agent.py), so an agent
+package depends on that only; the worker's modules import it from here."""
 
-An agent is an async callable ``agent(context) -> result``. The result (any JSON value)
-completes the execution; raising ``AgentFailed`` fails it with a reason; everything the
-agent does on the way goes through its context, which records it:
+from agentboard_client.agent import (
+    Agent,
+    AgentContext,
+    AgentFailed,
+    ExecutionInfo,
+    InputKind,
+    ToolCall,
+    ToolFailed,
+)
 
-    async def hello(context: AgentContext) -> Any:
-        async with context.tool("bash", {"command": "echo hi"}) as call:
-            await call.output("hi\\n")
-            call.summary = "printed hi"
-        answer = await context.ask("Shall I go on?")
-        await context.artifact("answer.txt", str(answer).encode())
-        return {"answer": answer}
-
-Built-in agents (``workers/agents/``) and model-backed agents plug in the same way.
-"""
-
-from __future__ import annotations
-
-import asyncio
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
-from uuid import UUID
-
-from domain.execution.values import FailureReason, InputKind
-
-
-class AgentFailed(Exception):
-    """The agent gives up: the execution fails with ``reason``."""
-
-    def __init__(self, error: str, reason: FailureReason = FailureReason.AGENT_ERROR) -> None:
-        super().__init__(error)
-        self.error = error
-        self.reason = reason
-
-
-class ToolFailed(Exception):
-    """Raised inside ``context.tool(...)``: the tool call is recorded as failed, and the
-    exception propagates (an agent that does not catch it fails with ``tool_error``)."""
-
-
-@dataclass(frozen=True)
-class ExecutionInfo:
-    id: UUID
-    agent_id: str
-    prompt: str
-    parameters: dict[str, Any]
-    attempt: int
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-class ToolCall(Protocol):
-    """One tool call in progress. Set ``summary`` to describe its result."""
-
-    summary: str
-
-    async def output(self, text: str) -> None:
-        """Stream output of this tool (live to boards, and into the execution's output)."""
-
-
-class AgentContext(Protocol):
-    @property
-    def execution(self) -> ExecutionInfo: ...
-
-    @property
-    def cancelled(self) -> asyncio.Event:
-        """Set when someone asked to cancel; long waits should watch it."""
-
-    def tool(self, name: str, arguments: dict[str, Any]) -> AbstractAsyncContextManager[ToolCall]:
-        """Record a tool call: ToolCalled on entry, ToolCallFinished on exit (failed when the
-        block raises)."""
-
-    async def say(self, text: str) -> None:
-        """Agent output (streamed live, stored coalesced)."""
-
-    async def ask(
-        self,
-        question: str,
-        *,
-        kind: InputKind = InputKind.CLARIFICATION,
-        schema: dict[str, Any] | None = None,
-    ) -> Any:
-        """Ask a person; the execution shows ``requires_input`` until the answer comes back."""
-
-    async def artifact(self, name: str, data: bytes, media_type: str = "text/plain") -> None:
-        """Store a file produced by the run (object store, with its sha256)."""
-
-
-Agent = Callable[[AgentContext], Awaitable[Any]]
+__all__ = ["Agent", "AgentContext", "AgentFailed", "ExecutionInfo", "InputKind", "ToolCall",
+           "ToolFailed"]  # fmt: skip

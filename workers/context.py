@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 
 from domain.execution import commands as c
+from domain.execution.errors import InvalidCommand
 from domain.execution.values import InputKind, ToolOutcome
 from infra.nats import log_subject
 from workers.agent import ExecutionInfo
@@ -88,8 +90,10 @@ class RunContext:
         artifacts: ObjectStore,
         slot: Slot | None = None,
         worker_id: str = "",
+        prices: dict[str, tuple[float, float]] | None = None,
     ) -> None:
         self.slot = slot
+        self.prices = prices or {}
         self._info = info
         self.tenant = tenant
         self.lease = lease
@@ -179,11 +183,12 @@ class RunContext:
         self,
         question: str,
         *,
-        kind: InputKind = InputKind.CLARIFICATION,
+        kind: str = InputKind.CLARIFICATION,
         schema: dict[str, Any] | None = None,
     ) -> Any:
         await self.flush()
-        await self.report(c.RequestInput(self._info.id, self.lease, question, kind, schema))
+        asked = c.RequestInput(self._info.id, self.lease, question, InputKind(kind), schema)
+        await self.report(asked)
         if self.slot is not None:
             self.slot.give_back()  # nobody runs while a person thinks
         try:
@@ -203,6 +208,21 @@ class RunContext:
                     raise asyncio.CancelledError from None
                 if state.get("status") == "running" and state.get("lease") == self.lease:
                     return state.get("answer")
+
+    async def usage(
+        self, model: str, input_tokens: int, output_tokens: int, cost_usd: float | None = None
+    ) -> None:
+        """Recorded with the run's next report; a value the domain refuses raises
+        ``ValueError`` here, before anything is sent. Without a cost, the worker's price
+        table (``AGENTBOARD_PRICES``) gives one for a model it names."""
+        if cost_usd is None:
+            cost_usd = cost_of(self.prices, model, input_tokens, output_tokens)
+        try:
+            command = c.RecordUsage(self._info.id, self.lease, model, input_tokens,
+                                    output_tokens, uuid.uuid4().hex, cost_usd)  # fmt: skip
+        except InvalidCommand as error:
+            raise ValueError(str(error)) from None
+        self.defer(command)
 
     async def artifact(self, name: str, data: bytes, media_type: str = "text/plain") -> None:
         key = f"{self._info.id}/{name}"
@@ -269,3 +289,14 @@ class RunContext:
             ticks += 1
             if ticks % CHECK_STATE_EVERY_TICKS == 0:
                 self.check_state(await self.client.state(self._info.id))
+
+
+def cost_of(
+    prices: dict[str, tuple[float, float]], model: str, input_tokens: int, output_tokens: int
+) -> float | None:
+    """What the tokens cost by ``prices`` (US dollars per million input and output tokens),
+    or ``None`` for a model it does not name (or counts that are not numbers)."""
+    price = prices.get(model)
+    if price is None or not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
+        return None
+    return (input_tokens * price[0] + output_tokens * price[1]) / 1_000_000

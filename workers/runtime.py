@@ -83,6 +83,8 @@ class Worker:
     api_key: str | None = None
     """A key of role worker; one of the deployment's tenant (``default``) serves every tenant."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid4().hex[:8]}")
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """US dollars per million input and output tokens, by model (``AGENTBOARD_PRICES``)."""
     stats: WorkerStats = field(default_factory=WorkerStats)
 
     def __post_init__(self) -> None:
@@ -253,7 +255,7 @@ class Worker:
         )  # fmt: skip
         context = RunContext(
             info, card["tenant"], claim["lease"], self.nc, self.client, self.artifacts, self,
-            self.worker_id,
+            self.worker_id, self.prices,
         )  # fmt: skip
 
         async def on_control(message: Msg) -> None:
@@ -311,7 +313,7 @@ class Worker:
             await self._fail(context, f"ran longer than {timeout}s", FailureReason.TIMEOUT)
             return
         except AgentFailed as failure:
-            await self._fail(context, failure.error, failure.reason)
+            await self._fail(context, failure.error, _reason_of(failure))
             return
         except ToolFailed as failure:
             await self._fail(context, str(failure), FailureReason.TOOL_ERROR)
@@ -373,3 +375,12 @@ def _check_queues(queues: tuple[str, ...], allowed: list[str] | None) -> None:
             f"this key serves only queues {', '.join(allowed or ())}, not "
             f"{', '.join(outside)}: start the worker on those, or use another key",
         )
+
+
+def _reason_of(failure: AgentFailed) -> FailureReason:
+    """The reason an agent gave (a string, as the SDK takes it), or ``agent_error`` for one
+    the domain does not know."""
+    try:
+        return FailureReason(failure.reason)
+    except ValueError:
+        return FailureReason.AGENT_ERROR

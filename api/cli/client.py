@@ -1,13 +1,12 @@
 """The CLI's side of the HTTP API: where it is, which key to send, and what a refusal says.
 
-httpx is imported when a verb makes its client, not with this module: ``--help`` and the
-offline verbs (``audit verify``) never pay for it (docs/cli.md, "Start time").
+The HTTP client is the SDK's (agentboard_client), imported when a verb makes its client, not
+with this module: ``--help`` and the offline verbs (``audit verify``) never pay for httpx
+(docs/cli.md, "Start time").
 """
 
 from __future__ import annotations
 
-import sys
-from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -17,6 +16,7 @@ from infra.local_keys import ADMIN_KEY_FILE, read_key_file
 
 if TYPE_CHECKING:
     import httpx
+    from agentboard_client.errors import ApiError
 
 UrlOption = Annotated[str | None, typer.Option("--url", help="the API (AGENTBOARD_URL)")]
 KeyOption = Annotated[str | None, typer.Option("--api-key", help="an API key (AGENTBOARD_API_KEY)")]
@@ -30,19 +30,13 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def import_httpx() -> ModuleType:
-    """httpx, without the command line of its own that its ``__init__`` imports when click
-    and rich are installed (they are: click, rich's progress bars and syntax highlighting,
-    pygments), which is half of its import time (encode/httpx#3547). ``httpx.main`` is
-    then a stub, which nothing here calls."""
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    import httpx  # noqa: PLC0415 - see the module's docstring
-
-    return httpx
-
-
 class ApiClient:
+    """The SDK's transport (agentboard_client/transport.py: the one HTTP client), with the
+    command line's key lookup, and a refusal as one line on stderr and an exit code."""
+
     def __init__(self, settings: ClientSettings, url: str | None, api_key: str | None) -> None:
+        from agentboard_client.transport import Transport  # noqa: PLC0415 - httpx, per verb
+
         self.url = (url or settings.url).rstrip("/")
         key = api_key or settings.api_key or read_key_file(settings.data_dir / ADMIN_KEY_FILE)
         if not key:
@@ -51,16 +45,10 @@ class ApiClient:
                 f"(it writes {settings.data_dir / ADMIN_KEY_FILE})",
                 EXIT_USAGE,
             )
-        self.httpx = import_httpx()
-        self.http: httpx.Client = self.httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=30,
-            # Every request goes to a path under this URL and no redirect is followed, so an
-            # http:// API never negotiates TLS: no SSL context then, whose CA bundle costs a
-            # tenth of a second to load. An https:// API is verified as usual.
-            verify=not self.url.startswith("http://"),
-        )
+        # no retry: a person at a terminal hears at once that nothing answers
+        self.transport = Transport(self.url, key, retries=0)
+        self.httpx = self.transport.httpx
+        self.http: httpx.Client = self.transport.http
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
@@ -71,23 +59,25 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """The response, or one line on stderr and the exit code a refusal deserves."""
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except self.httpx.HTTPError as error:
-            self.unreachable(error)
-        if response.status_code >= 400:
-            self.refused(response)
-        return response
+        from agentboard_client.errors import ApiError, Unreachable  # noqa: PLC0415
 
-    def unreachable(self, error: httpx.HTTPError) -> NoReturn:
+        try:
+            return self.transport.request(method, path, **kwargs)
+        except Unreachable as error:
+            self.unreachable(error.error)
+        except ApiError as error:
+            self.refused_with(error)
+
+    def unreachable(self, error: Exception) -> NoReturn:
         fail(f"cannot reach {self.url} ({error}); is `agentboard up` running?", EXIT_USAGE)
 
     def refused(self, response: httpx.Response) -> NoReturn:
+        from agentboard_client.errors import ApiError  # noqa: PLC0415
+
+        response.read()
+        self.refused_with(ApiError.of(response.status_code, response.content))
+
+    def refused_with(self, error: ApiError) -> NoReturn:
         """One line with the problem's detail; exit 2 for bad input or a wrong key, else 1."""
-        try:
-            problem = response.json()
-            detail = problem.get("detail") or problem.get("title")
-        except ValueError:
-            detail = response.text[:200]
-        code = EXIT_USAGE if response.status_code in (400, 401, 422) else EXIT_REFUSED
-        fail(f"{detail} (HTTP {response.status_code})", code)
+        code = EXIT_USAGE if error.status in (400, 401, 422) else EXIT_REFUSED
+        fail(f"{error.detail or error.title} (HTTP {error.status})", code)

@@ -172,6 +172,7 @@ def _overview(execution: dict[str, Any]) -> Table:
         "result": json.dumps(execution["result"]) if execution.get("result") is not None else "",
         "time in status": ", ".join(f"{name} {duration(spent[name])}"
                                     for name in STATUSES if name in spent),
+        "usage": usage_text(execution.get("usage")),
     }  # fmt: skip
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
@@ -180,3 +181,14 @@ def _overview(execution: dict[str, Any]) -> Table:
         if value:
             grid.add_row(f"  {name}", Text(value))
     return grid
+
+
+def usage_text(usage: dict[str, Any] | None) -> str:
+    """``1,200 in + 300 out tokens, $0.0066 (2 reports)``; empty when none was reported."""
+    if not usage or not usage.get("reports"):
+        return ""
+    cost = usage.get("cost_usd")
+    money = f", ${cost:,.4f}" if cost is not None else ""
+    reports = usage["reports"]
+    return (f"{usage['input_tokens']:,} in + {usage['output_tokens']:,} out tokens{money} "
+            f"({reports} report{'s' if reports != 1 else ''})")  # fmt: skip

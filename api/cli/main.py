@@ -24,6 +24,7 @@ from api.cli.executions import Output, OutputOption, exec_command, execution_cli
 from api.cli.group import root_group, verb_group
 from api.cli.keys import keys_cli
 from api.cli.pipelines import pipeline_cli
+from api.cli.stats import stats_cli
 from api.cli.webhooks import webhooks_cli
 
 if TYPE_CHECKING:
@@ -54,9 +55,17 @@ def _configured() -> Iterator[None]:
 def _settings() -> Settings:
     """Every setting (pydantic-settings: a fifth of a second to import), for the verbs that
     run part of the server."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
     from infra.settings import Settings  # noqa: PLC0415
 
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = "AGENTBOARD_" + str(first["loc"][0]).upper() if first["loc"] else "a setting"
+        where = ".".join(str(part) for part in first["loc"][1:])
+        fail(f"{name}{f' ({where})' if where else ''}: {first['msg']}", EXIT_USAGE)
 
 
 @cli.command()
@@ -112,11 +121,17 @@ QueueOption = Annotated[
 def worker(
     queue: QueueOption = None,
     concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 4,
+    agent: Annotated[
+        list[str] | None,
+        typer.Option("--agent", "-a", help="NAME=module:callable, an agent of yours (repeatable)"),
+    ] = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Run a worker with the built-in agents.
+    """Run a worker with the built-in agents and yours.
 
-    The agents are shell and script; the queues are those given (default: `default`). SIGTERM
+    The agents are shell and script, those installed packages declare under the entry-point
+    group agentboard.agents, and those given with --agent (docs/agents.md); one that does
+    not load stops it at once (exit 2). The queues are those given (default: `default`). SIGTERM
     drains it. It reports with a key of role worker: --api-key, else AGENTBOARD_API_KEY, else
     the local stack's <data dir>/worker.key. A key of tenant default serves every tenant; a
     key of another tenant only that tenant's executions.
@@ -125,16 +140,23 @@ def worker(
     Examples:
       agentboard worker --queue gpu --concurrency 8
       AGENTBOARD_API_KEY=ab_... agentboard worker --queue gpu --queue cpu
+      agentboard worker --agent triage=my_agents.triage:run
     """
     import asyncio  # noqa: PLC0415 - the worker's runtime: NATS, the agents
 
     from infra import roles  # noqa: PLC0415
     from workers.client import CommandRefused  # noqa: PLC0415
+    from workers.loading import AgentNotLoaded  # noqa: PLC0415
 
     settings = _settings()
     _logging(settings)
     with _configured():
-        role = roles.worker(settings, queue or [], concurrency=concurrency, api_key=api_key)
+        try:
+            role = roles.worker(
+                settings, queue or [], concurrency=concurrency, api_key=api_key, agents=agent or ()
+            )
+        except AgentNotLoaded as error:
+            fail(str(error), EXIT_USAGE)
     try:
         asyncio.run(roles.run_until_signalled(role))
     except CommandRefused as refusal:
@@ -280,6 +302,7 @@ cli.command("exec")(exec_command)
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(webhooks_cli, name="webhooks")
 cli.add_typer(pipeline_cli, name="pipeline")
+cli.add_typer(stats_cli, name="stats")
 
 
 def main() -> None:

@@ -137,6 +137,23 @@ class QueryController(Controller):
         )
         return [asdict(row) for row in rows]
 
+    @get("/v1/stats/usage", operation_id="getUsage")
+    async def usage(
+        self, request: Request[Principal, Any, State],
+        group_by: Annotated[
+            str, QueryParameter(description="agent, model, team or queue")
+        ] = "agent",
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Tokens and cost the agents reported (`UsageRecorded`), grouped: per group its
+        executions, the sums, and p50/p95 per execution of tokens (input + output) and of
+        cost (null where no report named a cost)."""
+        models = read_models(request)
+        await caught_up(request, "usage")
+        rows = await anyio.to_thread.run_sync(
+            lambda: models.usage.usage(request.user.tenant, group_by)
+        )
+        return [asdict(row) for row in rows]
+
 
 def _as_of(text: str) -> tuple[int | None, datetime | None]:
     if text.isascii() and text.isdigit():

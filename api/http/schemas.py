@@ -12,6 +12,7 @@ from litestar.params import KwargDefinition
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from domain.execution.shape import ExecutionFields, shape_of
+from domain.execution.state import ExecutionState
 from domain.execution.values import FailureReason
 
 MAX_PROMPT_BYTES = 64 * 1024
@@ -159,10 +160,20 @@ class Execution(ExecutionFields):
         list[dict[str, Any]] | None,
         described(f"name, media type, size, sha256 and url of each; {LEFT_OUT}"),
     ] = None
+    usage: Annotated[
+        dict[str, Any] | None,
+        described(
+            "the tokens its agents reported, summed over its attempts: input_tokens, "
+            "output_tokens, cost_usd (null when no report named a cost) and reports (how "
+            f"many); {LEFT_OUT}"
+        ),
+    ] = None
 
     @classmethod
     def of(cls, execution: ExecutionFields, position: int | None) -> Execution:
-        return cls(**shape_of(execution), position=position)
+        # the command side's state carries the usage totals; a board card does not
+        usage = execution.usage if isinstance(execution, ExecutionState) else None
+        return cls(**shape_of(execution), position=position, usage=usage)
 
 
 @dataclass(slots=True)

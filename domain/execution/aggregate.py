@@ -68,6 +68,7 @@ class Execution(Aggregate):
     Completed = events.Completed
     Failed = events.Failed
     LeaseExpired = events.LeaseExpired
+    UsageRecorded = events.UsageRecorded
     RetryScheduled = events.RetryScheduled
 
     def __init__(
@@ -122,6 +123,8 @@ class Execution(Aggregate):
         self.error: str | None = None
         self.failure_reason: FailureReason | None = None
         self.idempotency_keys: dict[str, str] = {}
+        self.usage: dict[str, Any] = events.NO_USAGE
+        self.usage_ids: set[str] = set()
 
     @classmethod
     def create(
@@ -261,6 +264,18 @@ class Execution(Aggregate):
             object_key=object_key,
             lease=lease,
         )
+
+    def record_usage(
+        self, lease: int, model: str, input_tokens: int, output_tokens: int,
+        cost_usd: float | None, usage_id: str,
+    ) -> None:  # fmt: skip
+        self.check_lease(lease, "record usage on")
+        if usage_id in self.usage_ids:
+            return  # a report already recorded, delivered again (its values: RecordUsage)
+        self.trigger_event(
+            self.UsageRecorded, model=model, input_tokens=input_tokens,
+            output_tokens=output_tokens, cost_usd=cost_usd, usage_id=usage_id, lease=lease,
+        )  # fmt: skip
 
     def request_input(
         self, lease: int, question: str, kind: InputKind, answer_schema: dict[str, Any] | None

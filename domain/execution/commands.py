@@ -145,6 +145,35 @@ class AddArtifact(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class RecordUsage(Command):
+    """Tokens (and cost) a model used for the run; ``usage_id`` makes a resend harmless."""
+
+    lease: int
+    model: str
+    input_tokens: int
+    output_tokens: int
+    usage_id: str
+    cost_usd: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not 0 < len(self.model) <= 200:
+            raise InvalidCommand("usage: model is 1-200 characters")
+        if not isinstance(self.usage_id, str) or not 0 < len(self.usage_id) <= 128:
+            raise InvalidCommand("usage: usage_id is 1-128 characters")
+        for name in ("input_tokens", "output_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidCommand(f"usage: {name} is a whole number, 0 or more")
+        cost = self.cost_usd
+        if cost is not None and (
+            isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < 1e9
+        ):
+            raise InvalidCommand("usage: cost_usd is a number, 0 or more, or null")
+        if cost is not None:
+            object.__setattr__(self, "cost_usd", float(cost))
+
+
+@dataclass(frozen=True, slots=True)
 class RequestInput(Command):
     lease: int
     question: str

@@ -224,6 +224,40 @@ class Failed(ExecutionEvent):
         execution.worker_id = None
 
 
+class UsageRecorded(ExecutionEvent):
+    """Tokens an agent's model used (and what they cost, when the agent knows): one report
+    of usage, added to the execution's totals (``usage``)."""
+
+    TOPIC = f"{TOPIC}.UsageRecorded.v1"
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    usage_id: str
+    lease: int
+
+    def apply(self, execution: Execution) -> None:
+        execution.usage_ids.add(self.usage_id)
+        execution.usage = added_usage(execution.usage, self)
+
+
+def added_usage(totals: dict[str, Any], usage: UsageRecorded) -> dict[str, Any]:
+    """``totals`` with ``usage`` added: a new dict (a snapshot of the state may hold the old)."""
+    cost = totals.get("cost_usd")
+    if usage.cost_usd is not None:
+        cost = (cost or 0.0) + usage.cost_usd
+    return {
+        "input_tokens": totals.get("input_tokens", 0) + usage.input_tokens,
+        "output_tokens": totals.get("output_tokens", 0) + usage.output_tokens,
+        "cost_usd": cost,
+        "reports": totals.get("reports", 0) + 1,
+    }
+
+
+NO_USAGE: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0, "cost_usd": None, "reports": 0}
+"""The usage totals of an execution that reported none."""
+
+
 class LeaseExpired(ExecutionEvent):
     TOPIC = f"{TOPIC}.LeaseExpired.v1"
     lease: int

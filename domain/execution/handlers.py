@@ -48,6 +48,13 @@ def add_artifact(execution: Execution, command: c.AddArtifact) -> None:
     )
 
 
+def record_usage(execution: Execution, command: c.RecordUsage) -> None:
+    execution.record_usage(
+        command.lease, command.model, command.input_tokens, command.output_tokens,
+        command.cost_usd, command.usage_id,
+    )  # fmt: skip
+
+
 def request_input(execution: Execution, command: c.RequestInput) -> None:
     execution.request_input(command.lease, command.question, command.kind, command.answer_schema)
 
@@ -112,6 +119,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     c.FinishToolCall: finish_tool_call,
     c.AppendOutput: append_output,
     c.AddArtifact: add_artifact,
+    c.RecordUsage: record_usage,
     c.RequestInput: request_input,
     c.ProvideInput: provide_input,
     c.Block: block,

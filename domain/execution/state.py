@@ -12,12 +12,14 @@ from domain.execution.shape import ExecutionFields
 @dataclass(slots=True)
 class ExecutionState(ExecutionFields):
     """The execution as the command side left it: its fields, and what only the command
-    side hands out (the lease, the answer to its question, its time limits)."""
+    side hands out (the lease, the answer to its question, its time limits), and the totals
+    of its token usage."""
 
     lease: int
     answer: Any
     timeout_seconds: float | None
     heartbeat_timeout_seconds: float | None
+    usage: dict[str, Any]
 
     @classmethod
     def of(cls, execution: Execution) -> ExecutionState:

@@ -19,6 +19,7 @@ WORKER_COMMANDS: dict[str, type[c.Command]] = {
     "finish_tool_call": c.FinishToolCall,
     "append_output": c.AppendOutput,
     "add_artifact": c.AddArtifact,
+    "record_usage": c.RecordUsage,
     "request_input": c.RequestInput,
     "complete": c.Complete,
     "fail": c.Fail,

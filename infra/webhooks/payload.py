@@ -59,6 +59,7 @@ def execution_document(
     the execution after them, when the caller has folded it already)."""
     state = state or ExecutionState.of(fold(events))
     document = shape_of(state)  # the execution's one shape (domain/execution/shape.py)
+    document["usage"] = state.usage  # as GET shows it: the command side's totals
     document["position"] = position
     document["time_in_status"] = time_in_status(events)
     document["tool_calls"] = tool_calls(events)

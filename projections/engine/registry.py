@@ -17,6 +17,7 @@ from projections.engine.view import ViewRecorder
 from projections.views.board import BoardProjection, BoardView
 from projections.views.intervals import StatusIntervalsProjection, StatusIntervalsView
 from projections.views.tool_calls import ToolCallsProjection, ToolCallsView
+from projections.views.usage import UsageProjection, UsageView
 
 AnyProjection = PageProjection[Any]
 ProjectionFactory = Callable[[str, PostgresDatastore, str], AnyProjection]
@@ -26,6 +27,7 @@ VIEWS: dict[str, tuple[type[AnyProjection], type[ViewRecorder]]] = {
     "status_intervals": (StatusIntervalsProjection, StatusIntervalsView),
     "tool_calls": (ToolCallsProjection, ToolCallsView),
     "audit_chain": (AuditChainProjection, AuditChainView),
+    "usage": (UsageProjection, UsageView),
 }
 
 

@@ -146,7 +146,9 @@ EVOLVE: dict[type[Any], Callable[[Card, Any], None]] = {
 }
 """How each event changes a card (one method per event; a dict, not singledispatch,
 because a rebuild calls it for every stored event). ``Created`` makes the card."""
-CLOCK_ONLY: frozenset[type[Any]] = frozenset({events.OutputAppended, events.ArtifactAdded})
+CLOCK_ONLY: frozenset[type[Any]] = frozenset(
+    {events.OutputAppended, events.ArtifactAdded, events.UsageRecorded}
+)
 """Events that change nothing a card shows but its clock (updated_at, version, position)."""
 
 COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(Card))

@@ -39,6 +39,7 @@ STATUS_AFTER: dict[type[Any], str] = {
 IGNORED: frozenset[type[Any]] = frozenset({
     Execution.ToolCalled, Execution.ToolCallFinished, Execution.OutputAppended,
     Execution.ArtifactAdded, Execution.CancelRequested, Execution.LeaseExpired,
+    Execution.UsageRecorded,
 })  # fmt: skip
 """The events that leave the status as it was (a lost worker's execution moves on with
 the event that follows, a retry, a failure or a cancellation): never decoded for this view."""

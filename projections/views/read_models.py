@@ -20,6 +20,7 @@ from projections.views.durations import DurationQueries
 from projections.views.time_travel import TimeTravel
 from projections.views.timeline import TimelineQueries
 from projections.views.tool_calls import tool_calls_of
+from projections.views.usage import UsageQueries
 
 
 @dataclass
@@ -31,6 +32,7 @@ class ReadModels:
     datastore: PostgresDatastore
     progress: ViewProgress
     """Where each view is, and ``wait_for`` (read-your-writes, the streams, the export)."""
+    usage: UsageQueries
 
     @classmethod
     def build(
@@ -43,6 +45,7 @@ class ReadModels:
             TimeTravel(service, datastore),
             datastore,
             progress,
+            UsageQueries(datastore),
         )
 
     def tool_calls(self, tenant: str, execution_id: UUID) -> list[dict[str, Any]]:

@@ -98,7 +98,7 @@ IGNORED: frozenset[type[Any]] = frozenset({
     Execution.OutputAppended, Execution.ArtifactAdded, Execution.InputRequested,
     Execution.InputProvided, Execution.Blocked, Execution.Unblocked, Execution.CancelRequested,
     Execution.Cancelled, Execution.Completed, Execution.Failed, Execution.LeaseExpired,
-    Execution.RetryScheduled,
+    Execution.RetryScheduled, Execution.UsageRecorded,
 })  # fmt: skip
 """Never decoded for this view: a retry's calls belong to the attempt its pick-up names."""
 

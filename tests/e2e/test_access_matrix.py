@@ -56,6 +56,7 @@ MATRIX: dict[str, Row] = {
     "getBoard": Row(READ),
     "streamBoard": Row(READ, stream=True),
     "getStatusDurations": Row(READ),
+    "getUsage": Row(READ),
     "createKey": Row(ADMIN, body={"tenant": "default", "role": "viewer"}),
     "listKeys": Row(ADMIN),
     "revokeKey": Row(ADMIN, path_params={"key_id": "0000000000000000"}),  # no such key

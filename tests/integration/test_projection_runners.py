@@ -89,11 +89,11 @@ def test_lag_is_the_stored_position_minus_the_tracked_one(
     service = container.service
     write_some(service, 3)  # 15 events
     assert {s.name: s.lag for s in read_side.status()} == {
-        "board": 15, "status_intervals": 15, "tool_calls": 15, "audit_chain": 15,
+        "board": 15, "status_intervals": 15, "tool_calls": 15, "audit_chain": 15, "usage": 15,
     }  # fmt: skip
     read_side.catch_up()
     assert read_side.lag() == {
-        "board": 0, "status_intervals": 0, "tool_calls": 0, "audit_chain": 0,
+        "board": 0, "status_intervals": 0, "tool_calls": 0, "audit_chain": 0, "usage": 0,
     }  # fmt: skip
 
     create(service)

@@ -38,6 +38,9 @@ PRIMARY_KEYS = {
     "audit_executions": "execution_id",
     "audit_tenants": "tenant",
     "audit_chain_tracking": "application_name",
+    "usage_records": "execution_id, usage_id",
+    "usage_executions": "execution_id",
+    "usage_tracking": "application_name",
 }
 
 

@@ -140,7 +140,7 @@ def test_a_failing_tool_fails_the_execution_with_tool_error() -> None:
     assert failure.reason is FailureReason.TOOL_ERROR
     assert "deploy" in failure.error
     [call] = context.tool_calls
-    assert call.outcome is ToolOutcome.FAILED
+    assert call.outcome == ToolOutcome.FAILED
     assert context.said == []
 
 
@@ -231,7 +231,7 @@ def test_cancel_during_a_tool_call_ends_it_as_failed() -> None:
 
     assert took < 1
     [call] = context.tool_calls
-    assert call.outcome is ToolOutcome.FAILED
+    assert call.outcome == ToolOutcome.FAILED
     assert context.said == []
 
 
@@ -279,7 +279,7 @@ def test_shell_runs_each_command_as_a_bash_tool_call() -> None:
         "exit 0, 3 lines",
         "exit 0, 1 line",
     ]
-    assert all(call.outcome is ToolOutcome.SUCCESS for call in context.tool_calls)
+    assert all(call.outcome == ToolOutcome.SUCCESS for call in context.tool_calls)
 
 
 def test_shell_merges_stderr_into_the_output() -> None:
@@ -299,7 +299,7 @@ def test_a_non_zero_exit_fails_the_tool_call_and_stops_the_shell() -> None:
     assert "command 2 of 3" in failure.error
     assert "exit 3" in failure.error
     first, second = context.tool_calls
-    assert first.outcome is ToolOutcome.SUCCESS
+    assert first.outcome == ToolOutcome.SUCCESS
     assert (second.outcome, second.summary) == (ToolOutcome.FAILED, "exit 3, 1 line")
     assert second.output_text == "about to fail\n"
 
@@ -358,7 +358,7 @@ def test_a_command_that_cannot_start_fails_its_tool_call(tmp_path: Any) -> None:
 
     assert failure.reason is FailureReason.TOOL_ERROR
     assert "could not start" in failure.error
-    assert context.tool_calls[0].outcome is ToolOutcome.FAILED
+    assert context.tool_calls[0].outcome == ToolOutcome.FAILED
 
 
 def test_a_command_that_runs_too_long_times_out() -> None:
@@ -371,7 +371,7 @@ def test_a_command_that_runs_too_long_times_out() -> None:
     assert failure.reason is FailureReason.TOOL_ERROR
     assert "timed out" in failure.error
     [call] = context.tool_calls
-    assert call.outcome is ToolOutcome.FAILED
+    assert call.outcome == ToolOutcome.FAILED
     assert call.summary.startswith("timed out after 0.3 s")
     assert call.output_text == "started\n"
 
@@ -416,7 +416,7 @@ def test_cancelling_kills_the_running_command(cancel: str) -> None:
     assert set(running) == {"bash", "sleep"}
     assert_gone_soon(list(running.values()))
     [call] = context.tool_calls
-    assert call.outcome is ToolOutcome.FAILED
+    assert call.outcome == ToolOutcome.FAILED
 
 
 def test_nothing_a_command_leaves_in_the_background_outlives_it() -> None:

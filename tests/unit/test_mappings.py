@@ -30,7 +30,7 @@ from domain.execution.events import ExecutionEvent
 from domain.execution.shape import CREATED_FIELDS, ExecutionFields
 from projections.audit import chain
 from projections.audit.chain_view import Head
-from projections.views import card, intervals, tool_calls
+from projections.views import card, intervals, tool_calls, usage
 
 
 def declared_in(module: types.ModuleType, base: type[Any]) -> set[type[Any]]:
@@ -159,6 +159,11 @@ def test_the_status_intervals_handle_or_ignore_every_event() -> None:
 def test_the_tool_calls_handle_or_ignore_every_event() -> None:
     covers("tool_calls", set(tool_calls.HANDLED), set(tool_calls.IGNORED))
     assert tool_calls.ToolCallsProjection.decoded == {e.TOPIC for e in tool_calls.HANDLED}
+
+
+def test_the_usage_view_reads_only_who_an_execution_is_and_its_usage() -> None:
+    assert usage.UsageProjection.decoded == {e.TOPIC for e in usage.HANDLED}
+    assert set(usage.HANDLED) == {events.Created, events.UsageRecorded}
 
 
 def test_the_audit_chain_names_who_did_every_event() -> None:

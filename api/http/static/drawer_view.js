@@ -21,6 +21,7 @@ export function overview(detail) {
     detail.error ? ["Error", `${detail.error}${detail.failure_reason ? ` (${detail.failure_reason})` : ""}`] : null,
     detail.result !== null && detail.result !== undefined ? ["Result", el("code", {}, JSON.stringify(detail.result))] : null,
     detail.completion_notes ? ["Notes", detail.completion_notes] : null,
+    detail.usage && detail.usage.reports ? ["Usage", usageText(detail.usage)] : null,
   ].filter(Boolean);
   const list = el("dl", { class: "overview" });
   for (const [term, value] of rows) list.append(el("dt", {}, term), el("dd", {}, value));
@@ -107,7 +108,14 @@ function summary(item) {
     Failed: () => `${data.error} (${data.reason})`,
     RetryScheduled: () => `attempt ${data.attempt}`,
     ArtifactAdded: () => data.name,
+    UsageRecorded: () => `${data.model}: ${usageText(data)}`,
   }[item.type];
   const said = text ? text() : "";
   return said ? el("span", { class: "event-summary" }, `: ${said}`) : null;
+}
+
+// The token usage its agents reported: "1,200 in + 300 out tokens, $0.0066".
+export function usageText(usage) {
+  const tokens = `${usage.input_tokens.toLocaleString("en")} in + ${usage.output_tokens.toLocaleString("en")} out tokens`;
+  return usage.cost_usd === null || usage.cost_usd === undefined ? tokens : `${tokens}, $${usage.cost_usd.toFixed(4)}`;
 }

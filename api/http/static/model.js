@@ -19,7 +19,7 @@ const MOVED_FROM = {
 };
 const STAYS = new Set([
   "ToolCalled", "ToolCallFinished", "OutputAppended", "ArtifactAdded", "CancelRequested",
-  "LeaseExpired",
+  "LeaseExpired", "UsageRecorded",
 ]);
 
 export function compareCards(a, b) {
