@@ -37,17 +37,25 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 from nats.aio.client import Client
 
-from infra.bootstrap import READER_CACHE_SIZE, Container, bootstrap, event_store
+from infra.bootstrap import (
+    READER_CACHE_SIZE,
+    Container,
+    bootstrap,
+    event_store,
+    nats_options,
+    projection_options,
+)
 from infra.children import LocalProjections, LocalRelay, LocalWorker
 from infra.eventstore import ensure_schema
 from infra.keys import WORKER_KEY_FILE, ensure_admin_key, ensure_worker_key, read_key_file
 from infra.nats import connect, ensure_topology
 from infra.relay import Relay
+from infra.replicas import replicas_for
 from infra.servers import Servers, database_url, located_servers, nats_url, running_servers
 from infra.servers import stack_file as announced
 from infra.services import BackgroundServices, supervised
 from infra.settings import Settings, Unconfigured
-from projections.engine.registry import ProjectionOptions, datastore_for
+from projections.engine.registry import datastore_for
 from projections.engine.supervisor import ProjectionSupervisor
 
 if TYPE_CHECKING:
@@ -171,14 +179,17 @@ def _api(settings: Settings, servers: Servers) -> Iterator[ApiRole]:
 class RelayRole(Role):
     def __init__(self, settings: Settings, servers: Servers) -> None:
         self.servers = servers
+        self.nats = nats_options(settings)
         self.service = event_store(settings, servers.database_url, cache_size=READER_CACHE_SIZE)
         self.stopping = asyncio.Event()
         self.nc: Client | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.nc = await connect(self.servers.nats_url, "agentboard relay")
-        await ensure_topology(self.nc.jetstream())
+        self.nc = await connect(self.servers.nats_url, "agentboard relay", self.nats)
+        await ensure_topology(
+            self.nc.jetstream(), replicas=replicas_for(self.nc, self.nats.replicas)
+        )
         relay = Relay(self.service, self.nc, self.servers.database_url)
         self.task = asyncio.create_task(
             supervised("relay", lambda: relay.run(self.stopping), self.stopping)
@@ -208,7 +219,7 @@ class ProjectionsRole(Role):
 
     def __init__(self, settings: Settings, database: str) -> None:
         self.service = event_store(settings, database, cache_size=READER_CACHE_SIZE)
-        options = ProjectionOptions()
+        options = projection_options(settings)
         self.supervisor = ProjectionSupervisor(
             self.service, datastore_for(database, pool_size=options.pool_size),
             database_url=database, options=options,
@@ -270,9 +281,10 @@ def worker(
             "(agentboard keys create --tenant default --role worker)"
         )
     agents = dict(BUILTIN_AGENTS)
-    found = nats_url(settings)
+    found, nats = nats_url(settings), nats_options(settings)
+    queues = tuple(queues or ["default"])
     return WorkerRole(
-        Worker(found, tuple(queues or ["default"]), agents, concurrency=concurrency, api_key=key)
+        Worker(found, queues, agents, concurrency=concurrency, api_key=key, nats=nats)
     )
 
 

@@ -209,7 +209,11 @@ cli.add_typer(keys_cli, name="keys")
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except Unconfigured as missing:  # a bad AGENTBOARD_* value, read before any verb runs
+        typer.echo(f"agentboard: {missing}", err=True)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 @cli.callback()
