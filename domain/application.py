@@ -4,7 +4,9 @@
 instance when two touch the same execution) and saves every resulting event in one
 transaction. A caller's bad command fails only that caller. If another process wrote
 to one of the executions meanwhile (a version conflict), the batch falls back to
-reload-and-retry, command by command.
+reload-and-retry, command by command; and a command refused on a cached execution is
+tried again on the stored one when that is newer (another process wrote it: a refusal
+from a stale copy, with no events to conflict, would otherwise stand).
 
 Who forms the batches is not decided here: by default each call is its own batch;
 ``infra.writer.GroupCommitWriter`` installs itself as ``send`` and batches whatever
@@ -88,7 +90,12 @@ class ExecutionService(Application[UUID]):
         try:
             for command in commands:
                 try:
-                    execution, new_events = self._apply(command, touched)
+                    try:
+                        execution, new_events = self._apply(command, touched)
+                    except DomainError:
+                        if not self._refreshed(command, touched):
+                            raise
+                        execution, new_events = self._apply(command, touched)
                 except DomainError as error:
                     staged.append(error)
                     continue
@@ -200,6 +207,25 @@ class ExecutionService(Application[UUID]):
         except AggregateNotFoundError:
             raise ExecutionNotFound(execution_id) from None
         return execution
+
+    def _refreshed(self, command: c.Command, touched: dict[UUID, Execution]) -> bool:
+        """After ``command`` was refused: True if the execution it was refused on was an
+        older version than the store's (another process, another API's writer, wrote to it
+        since this cache kept it), now replaced by the stored one to apply it to again.
+        A version this batch changed is never replaced: its save would find the conflict."""
+        execution = touched.get(command.execution_id)
+        if self._cache is None or execution is None or execution.pending_events:
+            return False
+        if isinstance(command, c.CreateExecution):
+            return False
+        try:
+            stored: Execution = self.repository.get(command.execution_id)
+        except AggregateNotFoundError:
+            return False
+        if stored.version == execution.version:
+            return False
+        touched[command.execution_id] = stored
+        return True
 
     def _remember(self, executions: dict[UUID, Execution]) -> None:
         if self._cache is not None:
