@@ -36,7 +36,7 @@ def test_the_nats_url_takes_the_members_of_a_cluster_separated_by_commas() -> No
     "url", ["nats://n1:4222 nats://n2:4222", "http://n1:4222", "nats://n1:port", ",,"]
 )
 def test_a_nats_url_that_names_no_server_is_refused_naming_the_variable(url: str) -> None:
-    with pytest.raises(BadSetting, match="^AGENTBOARD_NATS_URL: "):
+    with pytest.raises(BadSetting, match=r"^AGENTBOARD_NATS_URL: "):
         Settings(nats_url=url)
 
 
@@ -66,7 +66,7 @@ def test_a_refused_url_never_shows_its_password() -> None:
 def test_each_bad_value_is_refused_naming_its_variable(
     values: dict[str, object], variable: str
 ) -> None:
-    with pytest.raises(BadSetting, match=f"^{variable}: "):
+    with pytest.raises(BadSetting, match=rf"^{variable}: "):
         Settings(**values)  # type: ignore[arg-type]
 
 
