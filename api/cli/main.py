@@ -1,6 +1,6 @@
-"""The ``agentboard`` command (DESIGN §7): ``up``, the process roles (``api``, ``relay``,
-``projections run``, ``worker``: thin verbs over infra/roles.py), ``exec``, ``execution``,
-``projections``, ``keys``, ``audit``."""
+"""The ``agentboard`` command (DESIGN §7): ``up``, ``init``, the process roles (``api``,
+``relay``, ``projections run``, ``worker``: thin verbs over infra/roles.py), ``exec``,
+``execution``, ``projections``, ``keys``, ``audit``."""
 
 from __future__ import annotations
 
@@ -57,6 +57,35 @@ def up() -> None:
     settings = Settings()
     _logging(settings)
     serve_stack(settings)
+
+
+@cli.command()
+def init() -> None:
+    """Prepare a deployment whose roles run as processes of their own: the event store's
+    tables and every view's on AGENTBOARD_DATABASE_URL, the NATS streams, bucket and object
+    store on AGENTBOARD_NATS_URL (when set), and the first admin key of tenant `default`,
+    printed once on standard output (a store that has one gets none). Safe to run again and
+    while the roles run.
+
+    Example:
+      AGENTBOARD_DATABASE_URL=postgresql://... AGENTBOARD_NATS_URL=nats://n1:4222,nats://n2:4222 \\
+        agentboard init > admin.key"""
+    from infra.initialize import initialize  # noqa: PLC0415 - heavy imports
+
+    settings = Settings()
+    _logging(settings)
+    with _configured():
+        done = initialize(settings)
+    typer.echo(
+        f"schema {'created' if done.created_schema else 'already present'}; NATS streams "
+        f"{'in place' if done.nats else 'not made (AGENTBOARD_NATS_URL is unset)'}",
+        err=True,
+    )
+    if done.admin_key is None:
+        typer.echo("an admin key of tenant default exists already: none made", err=True)
+        return
+    typer.echo("the first admin key of tenant default (shown this once):", err=True)
+    typer.echo(done.admin_key)
 
 
 @cli.command("api")

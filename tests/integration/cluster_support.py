@@ -22,8 +22,10 @@ import nats
 import psutil
 import psycopg
 from nats.errors import Error as NatsError
+from nats.js.errors import NoKeysError
 
 from infra.embedded import EmbeddedNats
+from infra.nats import WORKERS_BUCKET
 from infra.processes import die_with_parent, free_port, stop_process, tail
 
 AGENTBOARD = str(Path(sys.executable).parent / "agentboard")
@@ -263,6 +265,19 @@ async def positions_in_events_stream(nats_url: str, expected: int, timeout: floa
             await asyncio.wait_for(enough.wait(), timeout)
         await sub.unsubscribe()
         return positions
+    finally:
+        await nc.close()
+
+
+async def workers_present(nats_url: str) -> int:
+    """How many workers announce themselves in the presence bucket."""
+    nc = await nats.connect(nats_url.split(","))
+    try:
+        bucket = await nc.jetstream().key_value(WORKERS_BUCKET)
+        try:
+            return len(await bucket.keys())
+        except NoKeysError:
+            return 0
     finally:
         await nc.close()
 

@@ -14,6 +14,7 @@ board counts them all; the time each fault took to recover from is printed.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from infra.nats import EVENTS_STREAM, STREAMS, WORK_STREAM
 from infra.processes import free_port
 from infra.relay import RELAY_LOCK
 from tests.integration.cluster_support import (
+    AGENTBOARD,
     NatsCluster,
     Node,
     Roles,
@@ -40,6 +42,7 @@ from tests.integration.cluster_support import (
     role_env,
     stored_events,
     until,
+    workers_present,
 )
 
 pytestmark = pytest.mark.integration
@@ -75,20 +78,20 @@ def stack(cluster: NatsCluster, database_url: str, tmp_path: Path) -> Iterator[C
     ports = [free_port(), free_port()]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        roles.start("api-1", "api", AGENTBOARD_HTTP_PORT=str(ports[0]))  # makes the schema
-        until(lambda: httpx.get(f"{urls[0]}/healthz").status_code == 200, 60,
-              f"the first api answers\n{roles.log_tails()}")  # fmt: skip
-        keys = KeyStore(database_url)
-        worker_key = keys.create("default", Role.WORKER, "test")
-        headers = {"Authorization": f"Bearer {keys.create('default', Role.ADMIN, 'test')}"}
-        roles.start("api-2", "api", AGENTBOARD_HTTP_PORT=str(ports[1]))
+        made = subprocess.run([AGENTBOARD, "init"], env=roles.env, capture_output=True,
+                              text=True, check=True, timeout=120)  # fmt: skip
+        headers = {"Authorization": f"Bearer {made.stdout.strip()}"}
+        worker_key = KeyStore(database_url).create("default", Role.WORKER, "test")
         for index in (1, 2):
+            roles.start(f"api-{index}", "api", AGENTBOARD_HTTP_PORT=str(ports[index - 1]))
             roles.start(f"relay-{index}", "relay")
             roles.start(f"projections-{index}", "projections", "run")
             roles.start(f"worker-{index}", "worker", "--concurrency", "8",
                         AGENTBOARD_API_KEY=worker_key)  # fmt: skip
         for url in urls:
-            until(partial(ready, url), 60, f"{url} is ready\n{roles.log_tails()}")
+            until(partial(ready, url), 90, f"{url} is ready\n{roles.log_tails()}")
+        until(lambda: asyncio.run(workers_present(cluster.url)) == 2, 60,
+              f"both workers are present\n{roles.log_tails()}")  # fmt: skip
         yield ClusterStack(cluster, roles, database_url, urls, headers)
     finally:
         codes = roles.stop()
