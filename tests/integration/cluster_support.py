@@ -209,18 +209,20 @@ class Roles:
 
 
 def holder_of_lock(
-    database_url: str, key: int, candidates: list[RoleProcess]
+    database_url: str, key: tuple[int, int, int], candidates: list[RoleProcess]
 ) -> RoleProcess | None:
-    """Which of ``candidates`` holds PostgreSQL advisory lock ``key`` (one of bigint form,
-    below 2**32): the lock's backend talks to the client port that process has open."""
+    """Which of ``candidates`` holds a PostgreSQL advisory lock, given as pg_locks shows
+    it: (classid, objid, objsubid): 1 for a bigint key below 2**32 (0, key, 1), 2 for a
+    pair of ints. The lock's backend talks to a client port that process has open."""
+    classid, objid, objsubid = key
     with psycopg.connect(database_url, autocommit=True) as conn:
         ports = {
             row[0]
             for row in conn.execute(
                 "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 "
-                "AND l.objid = %s AND l.objsubid = 1",
-                (key,),
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
+                "AND l.objid = %s::oid AND l.objsubid = %s",
+                (classid, objid % 2**32, objsubid),
             )
         }
     for role in candidates:

@@ -4,9 +4,10 @@ Three nats-server processes with routes and JetStream, streams at three replicas
 as processes of their own, each twice (api, relay, projections run, worker) against one
 PostgreSQL. While executions are created at a steady rate, a NATS node that leads no stream
 is SIGKILLed and started again, then the node leading AGENTBOARD_EVENTS, then the active
-relay. Afterwards every acknowledged create has completed exactly once (one Completed, its
-one tool call made once), every stored event is in AGENTBOARD_EVENTS exactly once, and the
-board counts them all; the time each fault took to recover from is printed.
+relay, then the projections process running the board. Afterwards every acknowledged
+create has completed exactly once (one Completed, its one tool call made once), every
+stored event is in AGENTBOARD_EVENTS exactly once, and the board counts them all; the time
+each fault took to recover from is printed.
 
 ``make test`` runs a short version; ``make soak`` (marker ``soak``) a long one.
 """
@@ -32,6 +33,7 @@ from infra.keys import KeyStore, Role
 from infra.nats import EVENTS_STREAM, STREAMS, WORK_STREAM
 from infra.processes import free_port
 from infra.relay import RELAY_LOCK
+from projections.engine.election import VIEW_LOCKS, view_lock
 from tests.integration.cluster_support import (
     AGENTBOARD,
     NatsCluster,
@@ -223,22 +225,30 @@ def kill_node(stack: ClusterStack, node: Node, report: Callable[[str], None]) ->
            f"{time.monotonic() - killed:.1f}s after the kill")  # fmt: skip
 
 
-def kill_active_relay(stack: ClusterStack, report: Callable[[str], None]) -> None:
-    relays = stack.roles.named("relay")
-    active = until(lambda: holder_of_lock(stack.database_url, RELAY_LOCK, relays), 10,
-                   "one relay holds the relay lock")  # fmt: skip
+def kill_active(
+    stack: ClusterStack, role: str, lock: tuple[int, int, int], report: Callable[[str], None]
+) -> None:
+    """SIGKILL the process of ``role`` that holds ``lock``; another must hold it within
+    10 s, and the whole path work again."""
+    processes = stack.roles.named(role)
+    active = until(lambda: holder_of_lock(stack.database_url, lock, processes), 10,
+                   f"one {role} process holds its lock")  # fmt: skip
     active.kill()
     killed = time.monotonic()
-    others = [relay for relay in relays if relay is not active]
-    successor = until(lambda: holder_of_lock(stack.database_url, RELAY_LOCK, others),
-                      TAKEOVER_SECONDS, "another relay takes over")  # fmt: skip
+    others = [process for process in processes if process is not active]
+    successor = until(lambda: holder_of_lock(stack.database_url, lock, others),
+                      TAKEOVER_SECONDS, f"another {role} process takes over")  # fmt: skip
     took = time.monotonic() - killed
     report(
-        f"relay {active.name} killed: {successor.name} active {took:.1f}s later; "
-        f"a new execution completed {probe(stack, 'killing the relay'):.1f}s later"
+        f"{active.name} killed: {successor.name} active {took:.1f}s later; "
+        f"a new execution completed {probe(stack, f'killing {active.name}'):.1f}s later"
     )
     assert took < TAKEOVER_SECONDS
     active.start()  # as a supervisor would: it waits now, the other being active
+
+
+RELAY = (0, RELAY_LOCK, 1)
+BOARD_RUNNER = (VIEW_LOCKS, view_lock("board"), 2)
 
 
 # -- the checks ------------------------------------------------------------------------
@@ -313,7 +323,8 @@ def run_faults(
         kill_node(stack, followers[0], say)  # one that leads neither stream, if there is one
         leader = asyncio.run(_stream_leaders(stack.cluster.url))[EVENTS_STREAM]
         kill_node(stack, stack.cluster.node(leader), say)
-        kill_active_relay(stack, say)
+        kill_active(stack, "relay", RELAY, say)
+        kill_active(stack, "projections", BOARD_RUNNER, say)
     check_nothing_lost(stack, load, say)
 
 
