@@ -131,18 +131,33 @@ class Relay:
                 self._unsettled.clear()
                 row = await (await conn.execute(SELECT_STORE_ID)).fetchone()
                 self.store_id = str(row[0]) if row else "store"
-                while not stopping.is_set():
-                    if await self.relay_once(conn):
-                        continue
-                    if await self._settle(conn, everything=True):
-                        # A NOTIFY that arrives while another statement runs on the
-                        # listening connection is lost (psycopg hands it to no one): look
-                        # again before waiting for the next.
-                        continue
-                    await _wait_for_notify(conn, stopping)
-                await self._settle(conn, everything=True)  # track what went out before stopping
+                await self._relay_until(conn, stopping)
             finally:
                 self.active = False
+
+    async def _relay_until(
+        self, conn: psycopg.AsyncConnection[Any], stopping: asyncio.Event
+    ) -> None:
+        started_at = self.position
+        try:
+            while not stopping.is_set():
+                if await self.relay_once(conn):
+                    continue
+                if await self._settle(conn, everything=True):
+                    # A NOTIFY that arrives while another statement runs on the listening
+                    # connection is lost (psycopg hands it to no one): look again before
+                    # waiting for the next.
+                    continue
+                await _wait_for_notify(conn, stopping)
+            await self._settle(conn, everything=True)  # track what went out before stopping
+        except Exception as error:
+            if self.position == started_at:
+                raise  # the next run after a pause that grows while it keeps failing
+            # It had made progress: the next run at once, and its pauses start over (a
+            # NATS server dying under load fails a run every few seconds; measured, the
+            # pauses had grown to 8 s across faults).
+            log.warning("relay stopped after publishing up to %d (%r); again at once",
+                        self.position, error)  # fmt: skip
 
     async def relay_once(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Publish the next page (0: there was none)."""

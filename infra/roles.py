@@ -63,6 +63,15 @@ if TYPE_CHECKING:
 
 UP_WORKER_QUEUE = "default"  # the queue of the worker `agentboard up` runs
 
+ROLE_COMMANDS: dict[str, tuple[str, ...]] = {
+    "api": ("api",),
+    "relay": ("relay",),
+    "projections": ("projections", "run"),
+    "worker": ("worker",),
+}
+"""Each process role and the ``agentboard`` arguments that run it: what a deployment runs
+(the deployment kit, deploy/compose.yaml, is checked against it)."""
+
 
 class NoWorkerKey(Unconfigured):
     """A worker has no key of role worker to report with."""

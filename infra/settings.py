@@ -30,7 +30,9 @@ class BadSetting(Unconfigured):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # An empty variable is an unset one: a deployment's templates (compose's ${X:-}) leave
+    # optional settings empty rather than absent.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
     database_url: str | None = Field(
         default=None,

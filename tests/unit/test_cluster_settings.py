@@ -140,3 +140,12 @@ def test_a_default_only_raises_an_existing_streams_replicas_a_setting_sets_them(
     assert Replicas(1, exact=False).for_existing(3) == 3  # a server down must not shrink it
     assert Replicas(1, exact=True).for_existing(3) == 1
     assert Replicas().for_existing(3) == 3
+
+
+def test_an_empty_variable_is_an_unset_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTBOARD_NATS_CREDS", "")
+    monkeypatch.setenv("AGENTBOARD_NATS_REPLICAS", "")
+
+    settings = Settings()
+
+    assert (settings.nats_creds, settings.nats_replicas) == (None, None)
