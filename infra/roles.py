@@ -36,6 +36,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from infra.bootstrap import (
     READER_CACHE_SIZE,
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from workers.runtime import Worker
 
 UP_WORKER_QUEUE = "default"  # the queue of the worker `agentboard up` runs
+TOPOLOGY_PATIENCE_SECONDS = 60.0  # a role starting during a NATS election waits this long
 
 ROLE_COMMANDS: dict[str, tuple[str, ...]] = {
     "api": ("api",),
@@ -196,13 +199,25 @@ class RelayRole(Role):
 
     async def start(self) -> None:
         self.nc = await connect(self.servers.nats_url, "agentboard relay", self.nats)
-        await ensure_topology(
-            self.nc.jetstream(), replicas=replicas_for(self.nc, self.nats.replicas)
-        )
+        await self._topology(self.nc)
         relay = Relay(self.service, self.nc, self.servers.database_url)
         self.task = asyncio.create_task(
             supervised("relay", lambda: relay.run(self.stopping), self.stopping)
         )
+
+    async def _topology(self, nc: Client) -> None:
+        """The streams, tried again for a while on NATS errors: a relay started while
+        JetStream elects a leader (a NATS server just died) waits for it rather than exit
+        (in the cluster test a standby relay did, and none was left to take over). A
+        setting JetStream refuses (``ReplicasNotPlaced``) is not tried again."""
+        replicas = replicas_for(nc, self.nats.replicas)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(NatsError),
+            stop=stop_after_delay(TOPOLOGY_PATIENCE_SECONDS), wait=wait_fixed(1.0),
+            reraise=True,
+        ):  # fmt: skip
+            with attempt:
+                await ensure_topology(nc.jetstream(), replicas=replicas)
 
     async def stop(self) -> None:
         self.stopping.set()
