@@ -16,7 +16,9 @@ permission violation in the server's log.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,10 +26,12 @@ from infra.command_service import SUBJECT_PREFIX
 from infra.nats import (
     ARTIFACTS_BUCKET,
     AUDIT_STREAM,
+    BANDS,
     EVENTS_STREAM,
     LOGS_STREAM,
     WORK_STREAM,
     WORKERS_BUCKET,
+    work_consumer,
 )
 
 KV = f"KV_{WORKERS_BUCKET}"
@@ -52,7 +56,8 @@ class Permissions:
 
 def _work(queues: Sequence[str] | None) -> list[str]:
     """The work stream's consumers of ``queues`` (None: every queue)."""
-    names = [f"work-{queue}-*" for queue in queues] if queues else ["*"]
+    # a wildcard stands for a whole token only: each band's consumer by name
+    names = [work_consumer(queue, band) for queue in queues for band in BANDS] if queues else ["*"]
     return [
         subject
         for name in names
@@ -121,3 +126,23 @@ def authorization_config(
         for role, password in passwords.items()
     ]
     return "authorization " + json.dumps({"users": users}, indent=2) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m infra.nats_users admin=PW api=PW relay=PW worker=PW [--queue Q ...]``:
+    print the ``authorization`` block to include in each nats-server's configuration."""
+    parser = argparse.ArgumentParser(prog="python -m infra.nats_users", description=main.__doc__)
+    parser.add_argument("users", nargs="+", metavar="ROLE=PASSWORD")
+    parser.add_argument("--queue", action="append", help="the only queues workers may take")
+    args = parser.parse_args(argv)
+    passwords = dict(user.split("=", 1) for user in args.users)
+    unknown = set(passwords) - set(role_permissions())
+    if unknown:
+        parser.error(
+            f"no role {', '.join(sorted(unknown))}: one of {', '.join(role_permissions())}"
+        )
+    sys.stdout.write(authorization_config(passwords, args.queue))
+
+
+if __name__ == "__main__":
+    main()

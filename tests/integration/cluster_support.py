@@ -149,8 +149,10 @@ class RoleProcess:
     env: dict[str, str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    terminated: bool = False
 
     def start(self) -> RoleProcess:
+        self.terminated = False
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [AGENTBOARD, *self.args], env=self.env, stdout=log, stderr=log,
@@ -170,15 +172,20 @@ class RoleProcess:
             self.process.kill()
             self.process.wait()
 
+    def terminate(self) -> None:
+        """SIGTERM, once (a second one, while it stops, would kill it half way)."""
+        if self.process is not None and self.process.poll() is None and not self.terminated:
+            self.process.send_signal(signal.SIGTERM)
+            self.terminated = True
+
     def stop(self, timeout: float = 30) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        self.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
         return self.process.wait()
 
 
@@ -200,8 +207,7 @@ class Roles:
 
     def stop(self) -> dict[str, int | None]:
         for role in reversed(self.started):
-            if role.process is not None and role.process.poll() is None:
-                role.process.send_signal(signal.SIGTERM)
+            role.terminate()
         return {role.name: role.stop() for role in reversed(self.started)}
 
     def log_tails(self, lines: int = 15) -> str:
