@@ -150,9 +150,11 @@ class RoleProcess:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     terminated: bool = False
+    starts: int = 0
 
     def start(self) -> RoleProcess:
         self.terminated = False
+        self.starts += 1
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [AGENTBOARD, *self.args], env=self.env, stdout=log, stderr=log,
