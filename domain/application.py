@@ -6,7 +6,9 @@ instance when two touch the same execution), each by its handler
 (domain/execution/handlers.py), and saves every resulting event in one transaction. A
 caller's bad command fails only that caller. If another process wrote to one of the
 executions meanwhile (a version conflict), the batch falls back to reload-and-retry,
-command by command.
+command by command; and a command refused on a cached execution is tried again on the
+stored one when that is newer (another process wrote it: a refusal from a stale copy, with
+no events to conflict, would otherwise stand).
 
 Who forms the batches is not decided here: ``infra.writer.GroupCommitWriter`` hands
 ``process`` whatever commands are waiting at that moment; ``process_one`` makes one

@@ -18,6 +18,7 @@ from domain.application import ExecutionService
 from domain.pipeline.application import PipelineService
 from infra.eventstore import eventsourcing_env
 from infra.keys import KeyStore
+from infra.nats import NatsOptions
 from infra.servers import database_url as database_url_of
 from infra.settings import Settings
 from infra.webhooks.store import WebhookStore
@@ -50,6 +51,8 @@ class Container:
     pipelines: PipelineService
     """The pipelines' command side (their own log: domain/pipeline/application.py)."""
     projections: ProjectionSupervisor | None = None
+    nats: NatsOptions = field(default_factory=NatsOptions)
+    """Credentials, TLS and replicas for ``nats_url``'s servers."""
     keys: KeyStore = field(init=False)
     """API keys, one store per process: the HTTP API and the command service for workers
     share what it remembers, so a key revoked here is refused by both at once."""
@@ -91,20 +94,39 @@ def bootstrap(
     service = event_store(settings, database_url, cache_size=settings.writer_cache_size)
     writer = GroupCommitWriter(service, max_batch=settings.writer_max_batch).start()
     listener = Listener(database_url).start()
+    nats = nats_options(settings)
     if run_projections:
-        supervisor = start_projections(service, database_url, ProjectionOptions(), listener)
+        supervisor = start_projections(
+            service, database_url, projection_options(settings), listener
+        )
         return Container(
             settings, database_url, nats_url, service, writer, supervisor.read_models, listener,
-            pipeline_store(settings, database_url), supervisor,
+            pipeline_store(settings, database_url), supervisor, nats,
         )  # fmt: skip
-    datastore = datastore_for(database_url)
+    datastore = datastore_for(database_url, pool_size=settings.db_read_pool_size)
     create_view_tables(datastore)
     views = ViewPositions(database_url, datastore, listener=listener).start()
     read_models = ReadModels.build(service, datastore, views)
     pipelines = pipeline_store(settings, database_url)
     return Container(
-        settings, database_url, nats_url, service, writer, read_models, listener, pipelines
+        settings,
+        database_url,
+        nats_url,
+        service,
+        writer,
+        read_models,
+        listener,
+        pipelines,
+        nats=nats,
     )
+
+
+def nats_options(settings: Settings) -> NatsOptions:
+    return NatsOptions(settings.nats_creds, settings.nats_tls_ca, settings.nats_replicas)
+
+
+def projection_options(settings: Settings) -> ProjectionOptions:
+    return ProjectionOptions(pool_size=settings.db_read_pool_size)
 
 
 def event_store(settings: Settings, database_url: str, *, cache_size: int) -> ExecutionService:

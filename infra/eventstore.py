@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from domain.application import ExecutionService
 from domain.pipeline.application import PipelineService
 from infra.keys import KEY_COLUMNS_ADDED, KEYS_TABLE
+from infra.pgstore import CONNECTION_OPTIONS, FACTORY_TOPIC
 from infra.pgstore import TOPIC as RECORDER_TOPIC
 from infra.settings import Settings
+from projections.engine.registry import connection_options
 
 EVENTS_TABLE = "agentboard_events"  # eventsourcing names it after the application
 _SCHEMA_LOCK = 0x61_62_73_63  # advisory lock: two processes starting at once create once
@@ -20,7 +24,7 @@ def eventsourcing_env(
 ) -> dict[str, str]:
     params = conninfo_to_dict(database_url)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": FACTORY_TOPIC,
         "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC,
         "POSTGRES_DBNAME": str(params.get("dbname", "postgres")),
         "POSTGRES_HOST": str(params.get("host", "127.0.0.1")),
@@ -36,6 +40,7 @@ def eventsourcing_env(
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
         "CREATE_TABLE": "y" if create_table else "n",
+        CONNECTION_OPTIONS: json.dumps(connection_options(database_url)),
     }
 
 

@@ -12,6 +12,10 @@ Workers drain high before normal before low; within a band, first in, first out.
 from __future__ import annotations
 
 import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -26,9 +30,13 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
+
+from infra.replicas import Replicas, placed
+from infra.settings import nats_servers
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,9 @@ WORK_ACK_WAIT_SECONDS = 30.0
 WORK_MAX_DELIVER = 10
 DUPLICATE_WINDOW_SECONDS = 300.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
+
+CONSUMER_REPLICAS_EXCEED_STREAM = 10126
+IN_SYNC_SECONDS = 30.0  # a stream's new copies catching up after its replicas are raised
 
 DAY = 86_400.0
 
@@ -113,7 +124,7 @@ STREAMS = (
 )
 
 
-def work_consumer_config(queue: str, band: str) -> ConsumerConfig:
+def work_consumer_config(queue: str, band: str, replicas: int | None = None) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=work_consumer(queue, band),
         filter_subject=work_subject(queue, band),
@@ -122,69 +133,166 @@ def work_consumer_config(queue: str, band: str) -> ConsumerConfig:
         max_deliver=WORK_MAX_DELIVER,
         max_ack_pending=10_000,
         max_waiting=1_024,
+        num_replicas=replicas,
     )
 
 
-async def connect(url: str, name: str) -> Client:
-    """A connection that reconnects forever (DESIGN §5)."""
+@dataclass(frozen=True)
+class NatsOptions:
+    """How to reach the servers of ``AGENTBOARD_NATS_URL`` and what to keep there."""
+
+    creds: Path | None = None
+    """A credentials file (user JWT and NKey seed): ``AGENTBOARD_NATS_CREDS``."""
+    tls_ca: Path | None = None
+    """CA certificates the servers' TLS certificates are verified with."""
+    replicas: int | None = None
+    """``AGENTBOARD_NATS_REPLICAS``; None: decided from the cluster (infra/replicas.py)."""
+
+
+async def connect(url: str, name: str, options: NatsOptions | None = None) -> Client:
+    """A connection to any of the servers of ``url`` (comma-separated: the members of a
+    cluster; the client also learns the others from the cluster) that reconnects forever
+    (DESIGN §5)."""
+    options = options or NatsOptions()
+    tls = ssl.create_default_context(cafile=str(options.tls_ca)) if options.tls_ca else None
     return await nats.connect(
-        url,
+        nats_servers(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         allow_reconnect=True,
         connect_timeout=5,
+        tls=tls,
+        user_credentials=str(options.creds) if options.creds else None,
     )
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
+async def ensure_streams(js: JetStreamContext, replicas: Replicas | None = None) -> None:
+    replicas = replicas or Replicas()
     for config in STREAMS:
+        name = config.name or ""
         try:
-            info = await js.stream_info(config.name or "")
+            info = await js.stream_info(name)
         except NotFoundError:
-            await js.add_stream(config)
-            log.info("created stream %s", config.name)
+            await placed(name, replicas.count, replicas.exact, _adding(js, config))
+            log.info("created stream %s", name)
             continue
-        if _differs(config.as_dict(), info.config.as_dict()):
-            await js.update_stream(config)
-            log.info("updated stream %s", config.name)
+        current = info.config.num_replicas or 1
+        count = replicas.for_existing(current)
+        if _differs(replace(config, num_replicas=count).as_dict(), info.config.as_dict()):
+            await placed(name, count, replicas.exact, _updating(js, config), fallback=current)
+            log.info("updated stream %s (%d replicas)", name, count)
+            if count > current:
+                await _in_sync(js, name)
+
+
+async def _in_sync(js: JetStreamContext, name: str) -> None:
+    """Wait (a few seconds) until the new copies of a stream whose replicas were raised are
+    current: until then JetStream refuses its consumers as many copies (err 10126)."""
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(IN_SYNC_SECONDS), wait=wait_fixed(0.2), reraise=True
+        ):
+            with attempt:
+                info = await js.stream_info(name)
+                peers = info.cluster.replicas if info.cluster else None
+                current = 1 + sum(1 for peer in peers or () if peer.current)
+                if current < (info.config.num_replicas or 1):
+                    raise NotInSync(f"{name}: {current} of {info.config.num_replicas} copies")
+    except NotInSync as waited:
+        log.warning("stream %s not in sync after %.0fs: %s", name, IN_SYNC_SECONDS, waited)
+
+
+class NotInSync(Exception):
+    """A stream's raised copies are not current yet."""
+
+
+def _adding(js: JetStreamContext, config: StreamConfig) -> Callable[[int], Awaitable[Any]]:
+    return lambda count: js.add_stream(replace(config, num_replicas=count))
+
+
+def _updating(js: JetStreamContext, config: StreamConfig) -> Callable[[int], Awaitable[Any]]:
+    return lambda count: js.update_stream(replace(config, num_replicas=count))
 
 
 async def ensure_work_consumers(js: JetStreamContext, queue: str) -> None:
-    for band in BANDS:
-        wanted = work_consumer_config(queue, band)
-        try:
-            info = await js.consumer_info(WORK_STREAM, work_consumer(queue, band))
-        except NotFoundError:
-            await js.add_consumer(WORK_STREAM, wanted)
-            continue
-        if _differs(wanted.as_dict(), info.config.as_dict()):
-            await js.add_consumer(WORK_STREAM, wanted)  # the server updates it in place
-            log.info("updated consumer %s", work_consumer(queue, band))
+    """The queue's consumers, as many copies as their stream (a consumer made while the
+    stream had one copy would keep one when the stream is raised to three, and its state
+    would go with its server). While a raised stream's new copies catch up, JetStream
+    refuses that many (err 10126): tried again for a few seconds."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_stream_catching_up),
+        stop=stop_after_delay(IN_SYNC_SECONDS), wait=wait_fixed(0.2), reraise=True,
+    ):  # fmt: skip
+        with attempt:
+            stream = await js.stream_info(WORK_STREAM)
+            for band in BANDS:
+                await _ensure_consumer(
+                    js, work_consumer_config(queue, band, stream.config.num_replicas)
+                )
 
 
-async def workers_bucket(js: JetStreamContext) -> KeyValue:
+async def _ensure_consumer(js: JetStreamContext, wanted: ConsumerConfig) -> None:
     try:
-        return await js.key_value(WORKERS_BUCKET)
+        info = await js.consumer_info(WORK_STREAM, wanted.durable_name or "")
+    except NotFoundError:
+        await js.add_consumer(WORK_STREAM, wanted)
+        return
+    if _differs(wanted.as_dict(), info.config.as_dict()):
+        await js.add_consumer(WORK_STREAM, wanted)  # the server updates it in place
+        log.info("updated consumer %s", wanted.durable_name)
+
+
+def _stream_catching_up(error: BaseException) -> bool:
+    return isinstance(error, APIError) and error.err_code == CONSUMER_REPLICAS_EXCEED_STREAM
+
+
+async def workers_bucket(js: JetStreamContext, replicas: Replicas | None = None) -> KeyValue:
+    replicas = replicas or Replicas()
+    try:
+        bucket = await js.key_value(WORKERS_BUCKET)
     except BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=WORKERS_BUCKET, ttl=PRESENCE_TTL_SECONDS, history=1)
-        )
+        config = KeyValueConfig(bucket=WORKERS_BUCKET, ttl=PRESENCE_TTL_SECONDS, history=1)
+        return await placed(
+            WORKERS_BUCKET, replicas.count, replicas.exact,
+            lambda count: js.create_key_value(replace(config, replicas=count)),
+        )  # fmt: skip
+    await _ensure_replicas(js, f"KV_{WORKERS_BUCKET}", replicas)
+    return bucket
 
 
-async def artifacts_store(js: JetStreamContext) -> ObjectStore:
+async def artifacts_store(js: JetStreamContext, replicas: Replicas | None = None) -> ObjectStore:
+    replicas = replicas or Replicas()
     try:
-        return await js.object_store(ARTIFACTS_BUCKET)
+        store = await js.object_store(ARTIFACTS_BUCKET)
     except (BucketNotFoundError, NotFoundError):
-        return await js.create_object_store(ARTIFACTS_BUCKET, ObjectStoreConfig())
+
+        def create(count: int) -> Awaitable[ObjectStore]:
+            return js.create_object_store(ARTIFACTS_BUCKET, ObjectStoreConfig(replicas=count))
+
+        return await placed(ARTIFACTS_BUCKET, replicas.count, replicas.exact, create)
+    await _ensure_replicas(js, f"OBJ_{ARTIFACTS_BUCKET}", replicas)
+    return store
 
 
-async def ensure_topology(js: JetStreamContext, queues: tuple[str, ...] = ("default",)) -> None:
-    await ensure_streams(js)
+async def _ensure_replicas(js: JetStreamContext, stream: str, replicas: Replicas) -> None:
+    """The replicas of a stream that nats-py made for us (a bucket, an object store)."""
+    info = await js.stream_info(stream)
+    current = info.config.num_replicas or 1
+    count = replicas.for_existing(current)
+    if count != current:
+        await placed(stream, count, replicas.exact, _updating(js, info.config), current)
+        log.info("updated stream %s (%d replicas)", stream, count)
+
+
+async def ensure_topology(
+    js: JetStreamContext, queues: tuple[str, ...] = ("default",), replicas: Replicas | None = None
+) -> None:
+    await ensure_streams(js, replicas)
     for queue in queues:
         await ensure_work_consumers(js, queue)
-    await workers_bucket(js)
-    await artifacts_store(js)
+    await workers_bucket(js, replicas)
+    await artifacts_store(js, replicas)
 
 
 def _differs(wanted: dict[str, Any], actual: dict[str, Any]) -> bool:

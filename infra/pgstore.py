@@ -8,16 +8,38 @@ encoding work per event, which is where a batch of hundreds of events spends its
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
+from eventsourcing.utils import Environment, EnvType
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from projections.engine.registry import add_connection_options
+
 TOPIC = "infra.pgstore:EventsRecorder"
+FACTORY_TOPIC = "infra.pgstore:Factory"
+CONNECTION_OPTIONS = "POSTGRES_CONNECTION_OPTIONS"
+
+
+class Factory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, with the connection options it has no setting
+    for (``POSTGRES_CONNECTION_OPTIONS``, JSON: TLS's sslmode, sslrootcert, ... from the
+    database URL); they reach every connection of its pool."""
+
+    def __init__(self, env: Environment | EnvType | None):
+        super().__init__(env)
+        options = self.env.get(CONNECTION_OPTIONS)
+        if options:
+            add_connection_options(self.datastore, json.loads(options))
 
 
 class EventsRecorder(PostgresApplicationRecorder):

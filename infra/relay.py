@@ -111,6 +111,7 @@ class Relay:
         # tenant, queue and priority of each execution seen lately, for subjects
         self._cards: LRUCache[UUID, tuple[str, str, int]] = LRUCache(100_000)
         self._queues_ready: set[str] = set()
+        self._consumers_being_made: set[asyncio.Task[None]] = set()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Relay until ``stopping`` is set; wait for leadership first."""
@@ -140,11 +141,26 @@ class Relay:
                 self._unsettled.clear()
                 row = await (await conn.execute(SELECT_STORE_ID)).fetchone()
                 self.store_id = str(row[0]) if row else "store"
-                await self._follow(conn, stored, stopping)
-                await self._settle(conn, everything=True)  # track what went out before stopping
+                await self._relay_until(conn, stored, stopping)
             finally:
                 unsubscribe()
                 self.active = False
+
+    async def _relay_until(
+        self, conn: psycopg.AsyncConnection[Any], stored: asyncio.Event, stopping: asyncio.Event
+    ) -> None:
+        started_at = self.position
+        try:
+            await self._follow(conn, stored, stopping)
+            await self._settle(conn, everything=True)  # track what went out before stopping
+        except Exception as error:
+            if self.position == started_at:
+                raise  # the next run after a pause that grows while it keeps failing
+            # It had made progress: the next run at once, and its pauses start over (a
+            # NATS server dying under load fails a run every few seconds; measured, the
+            # pauses had grown to 8 s across faults).
+            log.warning("relay stopped after publishing up to %d (%r); again at once",
+                        self.position, error)  # fmt: skip
 
     async def _follow(
         self, conn: psycopg.AsyncConnection[Any], stored: asyncio.Event, stopping: asyncio.Event
@@ -245,9 +261,22 @@ class Relay:
             )  # fmt: skip
 
     async def _ensure_queue(self, queue: str) -> None:
+        """Make a queue's consumers beside the publishing, not before it: the work stream
+        keeps a queue's messages until a consumer takes them, and asking after a consumer
+        whose JetStream leader died waits seconds for an election (measured on a 3-node
+        cluster: a relay that waited timed out and restarted again and again)."""
         if queue not in self._queues_ready:
-            await ensure_work_consumers(self.js, queue)
             self._queues_ready.add(queue)
+            task = asyncio.create_task(self._make_consumers(queue))
+            self._consumers_being_made.add(task)
+            task.add_done_callback(self._consumers_being_made.discard)
+
+    async def _make_consumers(self, queue: str) -> None:
+        try:
+            await ensure_work_consumers(self.js, queue)
+        except Exception as error:
+            self._queues_ready.discard(queue)  # the next work for it tries again
+            log.warning("work consumers of queue %s not made yet: %r", queue, error)
 
     async def _load_position(self, conn: psycopg.AsyncConnection[Any]) -> int:
         row = await (await conn.execute(SELECT_POSITION)).fetchone()

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
 from eventsourcing.postgres import PostgresDatastore
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from domain.application import ExecutionService
 from infra.bootstrap import (
@@ -47,7 +49,9 @@ from infra.bootstrap import (
     Container,
     bootstrap,
     event_store,
+    nats_options,
     pipeline_store,
+    projection_options,
 )
 from infra.children import LocalConductor, LocalProjections, LocalRelay, LocalWorker
 from infra.conductor import Conductor
@@ -56,6 +60,7 @@ from infra.keys import ensure_admin_key, ensure_worker_key
 from infra.local_keys import WORKER_KEY_FILE, read_key_file
 from infra.nats import connect, ensure_topology
 from infra.relay import Relay
+from infra.replicas import replicas_for
 from infra.servers import Servers, database_url, located_servers, nats_url, running_servers
 from infra.servers import stack_file as announced
 from infra.services import BackgroundServices, supervised
@@ -65,7 +70,6 @@ from projections.engine.listener import Listener
 from projections.engine.registry import (
     AnyProjection,
     ProjectionFactory,
-    ProjectionOptions,
     datastore_for,
     make_projection,
     view_names,
@@ -77,6 +81,17 @@ if TYPE_CHECKING:
 
 UP_WORKER_QUEUE = "default"  # the queue of the worker `agentboard up` runs
 TRACES = "traces"  # the runner exporting traces (infra/traces.py), when tracing is on
+TOPOLOGY_PATIENCE_SECONDS = 60.0  # a role starting during a NATS election waits this long
+
+ROLE_COMMANDS: dict[str, tuple[str, ...]] = {
+    "api": ("api",),
+    "relay": ("relay",),
+    "projections": ("projections", "run"),
+    "conductor": ("conductor",),
+    "worker": ("worker",),
+}
+"""Each process role and the ``agentboard`` arguments that run it: what a deployment runs
+(the deployment kit, deploy/compose.yaml, is checked against it)."""
 
 
 class NoWorkerKey(Unconfigured):
@@ -198,6 +213,7 @@ def _api(settings: Settings, servers: Servers) -> Iterator[ApiRole]:
 class RelayRole(Role):
     def __init__(self, settings: Settings, servers: Servers) -> None:
         self.servers = servers
+        self.nats = nats_options(settings)
         self.service = event_store(settings, servers.database_url, cache_size=READER_CACHE_SIZE)
         self.stopping = asyncio.Event()
         self.nc: Client | None = None
@@ -205,13 +221,27 @@ class RelayRole(Role):
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.nc = await connect(self.servers.nats_url, "agentboard relay")
-        await ensure_topology(self.nc.jetstream())
+        self.nc = await connect(self.servers.nats_url, "agentboard relay", self.nats)
+        await self._topology(self.nc)
         self.listener = Listener(self.servers.database_url).start()  # this process's one
         relay = Relay(self.service, self.nc, self.servers.database_url, listener=self.listener)
         self.task = asyncio.create_task(
             supervised("relay", lambda: relay.run(self.stopping), self.stopping)
         )
+
+    async def _topology(self, nc: Client) -> None:
+        """The streams, tried again for a while on NATS errors: a relay started while
+        JetStream elects a leader (a NATS server just died) waits for it rather than exit
+        (in the cluster test a standby relay did, and none was left to take over). A
+        setting JetStream refuses (``ReplicasNotPlaced``) is not tried again."""
+        replicas = replicas_for(nc, self.nats.replicas)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(NatsError),
+            stop=stop_after_delay(TOPOLOGY_PATIENCE_SECONDS), wait=wait_fixed(1.0),
+            reraise=True,
+        ):  # fmt: skip
+            with attempt:
+                await ensure_topology(nc.jetstream(), replicas=replicas)
 
     async def stop(self) -> None:
         self.stopping.set()
@@ -284,7 +314,7 @@ class ProjectionsRole(Role):
 
     def __init__(self, settings: Settings, database: str) -> None:
         self.service = event_store(settings, database, cache_size=READER_CACHE_SIZE)
-        options = ProjectionOptions()
+        options = projection_options(settings)
         names, factory = view_names(), cast(ProjectionFactory, make_projection)
         if settings.tracing:  # every execution exported as a trace, by a runner of its own
             names, factory = [*names, TRACES], _with_traces(self.service)
@@ -369,7 +399,7 @@ def worker(
             "a worker needs a key of role worker: --api-key or AGENTBOARD_API_KEY "
             "(agentboard keys create --tenant default --role worker)"
         )
-    found = nats_url(settings)
+    found, nats = nats_url(settings), nats_options(settings)
     return WorkerRole(
         Worker(
             found,
@@ -378,6 +408,7 @@ def worker(
             concurrency=concurrency,
             api_key=key,
             prices={model: (price.input, price.output) for model, price in settings.prices.items()},
+            nats=nats,
         )
     )
 

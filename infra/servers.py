@@ -68,6 +68,7 @@ def _from_stack_file(settings: Settings, name: str, missing: str) -> str:
 def running_servers(settings: Settings) -> Iterator[Servers]:
     """The configured servers, starting embedded ones for those left unset, with the event
     store's schema in place; stops what it started, NATS first, PostgreSQL last."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # up's keys and stack.json, always
     with ExitStack() as stack:
         database = settings.database_url
         if database is None:

@@ -22,6 +22,7 @@ from infra.command_service import CommandService
 from infra.lease_monitor import CurrentLease, HeartbeatTimeout, HeldExecutions, LeaseMonitor
 from infra.nats import WORK_STREAM, connect, ensure_topology, workers_bucket
 from infra.relay import Relay
+from infra.replicas import replicas_for
 from infra.worker_auth import ReportAuth
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,9 @@ class BackgroundServices:
 
     async def start(self) -> None:
         container = self.container
-        self.nc = await connect(container.nats_url, "agentboard api")
+        self.nc = await connect(container.nats_url, "agentboard api", container.nats)
         js = self.nc.jetstream()
-        await ensure_topology(js)
+        await ensure_topology(js, replicas=replicas_for(self.nc, container.nats.replicas))
         auth = ReportAuth(container.keys)
         self.commands = CommandService(self.nc, container.service, container.writer, auth)
         await self.commands.start()

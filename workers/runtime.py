@@ -40,6 +40,7 @@ from domain.execution.values import FailureReason
 from infra.nats import (
     BANDS,
     WORK_STREAM,
+    NatsOptions,
     artifacts_store,
     connect,
     control_subject,
@@ -48,6 +49,7 @@ from infra.nats import (
     work_consumer,
     workers_bucket,
 )
+from infra.replicas import replicas_for
 from workers.agent import Agent, AgentFailed, ExecutionInfo, ToolFailed
 from workers.client import CommandClient, CommandRefused
 from workers.context import RunContext
@@ -86,6 +88,8 @@ class Worker:
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)
     """US dollars per million input and output tokens, by model (``AGENTBOARD_PRICES``)."""
     stats: WorkerStats = field(default_factory=WorkerStats)
+    nats: NatsOptions = field(default_factory=NatsOptions)
+    """Credentials, TLS and replicas for ``nats_url``'s servers."""
 
     def __post_init__(self) -> None:
         self._running: dict[UUID, RunContext] = {}
@@ -98,9 +102,10 @@ class Worker:
 
     async def run(self) -> None:
         """Work until ``stop()``; then drain the executions in hand."""
-        self.nc: Client = await connect(self.nats_url, f"worker {self.worker_id}")
+        self.nc: Client = await connect(self.nats_url, f"worker {self.worker_id}", self.nats)
         self.js: JetStreamContext = self.nc.jetstream()
-        await ensure_streams(self.js)
+        replicas = replicas_for(self.nc, self.nats.replicas)
+        await ensure_streams(self.js, replicas)
         self.client = CommandClient(self.nc, self.api_key)
         try:
             identity = await self.client.whoami()
@@ -109,8 +114,9 @@ class Worker:
             await self.nc.close()
             raise
         self.tenant: str | None = None if identity["every_tenant"] else identity["tenant"]
-        self.presence = Presence(await workers_bucket(self.js), self.worker_id, self._holding)
-        self.artifacts = await artifacts_store(self.js)
+        bucket = await workers_bucket(self.js, replicas)
+        self.presence = Presence(bucket, self.worker_id, self._holding)
+        self.artifacts = await artifacts_store(self.js, replicas)
         fetchers = []
         for queue in self.queues:
             await ensure_work_consumers(self.js, queue)

@@ -1,6 +1,7 @@
-"""The ``agentboard`` command (DESIGN §7): ``up``, the process roles (``api``, ``relay``,
-``projections run``, ``worker``: thin verbs over infra/roles.py), ``exec``, ``execution``,
-``projections``, ``keys``, ``webhooks``, ``audit``.
+"""The ``agentboard`` command (DESIGN §7): ``up``, ``init``, the process roles (``api``,
+``relay``, ``projections run``, ``conductor``, ``worker``: thin verbs over infra/roles.py),
+``exec``, ``execution``, ``pipeline``, ``projections``, ``keys``, ``webhooks``, ``stats``,
+``audit``.
 
 Only typer and the verb modules are imported to build the command; a verb imports what it
 needs when it runs: httpx and rich for the verbs that talk to the API, the server's code
@@ -57,10 +58,12 @@ def _settings() -> Settings:
     run part of the server."""
     from pydantic import ValidationError  # noqa: PLC0415
 
-    from infra.settings import Settings  # noqa: PLC0415
+    from infra.settings import Settings, Unconfigured  # noqa: PLC0415
 
     try:
         return Settings()
+    except Unconfigured as bad:  # a value we cannot use: the message names the variable
+        fail(str(bad), EXIT_USAGE)
     except ValidationError as error:
         first = error.errors()[0]
         name = "AGENTBOARD_" + str(first["loc"][0]).upper() if first["loc"] else "a setting"
@@ -88,6 +91,36 @@ def up() -> None:
     settings = _settings()
     _logging(settings)
     serve_stack(settings)
+
+
+@cli.command()
+def init() -> None:
+    """Prepare a deployment whose roles run as processes of their own: the event store's
+    tables and every view's on AGENTBOARD_DATABASE_URL, the NATS streams, bucket and object
+    store on AGENTBOARD_NATS_URL (when set), and the first admin key of tenant `default`,
+    printed once on standard output (a store that has one gets none). Safe to run again and
+    while the roles run.
+
+    \b
+    Example:
+      AGENTBOARD_DATABASE_URL=postgresql://... AGENTBOARD_NATS_URL=nats://n1:4222,nats://n2:4222 \\
+        agentboard init > admin.key"""
+    from infra.initialize import initialize  # noqa: PLC0415 - the store, NATS
+
+    settings = _settings()
+    _logging(settings)
+    with _configured():
+        done = initialize(settings)
+    typer.echo(
+        f"schema {'created' if done.created_schema else 'already present'}; NATS streams "
+        f"{'in place' if done.nats else 'not made (AGENTBOARD_NATS_URL is unset)'}",
+        err=True,
+    )
+    if done.admin_key is None:
+        typer.echo("an admin key of tenant default exists already: none made", err=True)
+        return
+    typer.echo("the first admin key of tenant default (shown this once):", err=True)
+    typer.echo(done.admin_key)
 
 
 @cli.command("api")
@@ -306,7 +339,7 @@ cli.add_typer(stats_cli, name="stats")
 
 
 def main() -> None:
-    cli()
+    cli()  # a bad AGENTBOARD_* value is one line and exit 2: see _settings and _configured
 
 
 @cli.callback()

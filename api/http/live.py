@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from infra.nats import NatsOptions, connect
 from projections.views.card import Card
 from projections.views.filters import ExecutionFilter
 
@@ -101,8 +101,11 @@ class Client:
 
 
 class LiveHub:
-    def __init__(self, nats_url: str, cards_at: CardsAt) -> None:
+    def __init__(
+        self, nats_url: str, cards_at: CardsAt, options: NatsOptions | None = None
+    ) -> None:
         self.nats_url = nats_url
+        self.options = options
         self.cards_at = cards_at
         self._boards: dict[str, set[Client]] = {}
         self._followers: dict[str, set[Client]] = {}  # by execution id, as in subjects
@@ -116,9 +119,7 @@ class LiveHub:
         return sum(map(len, self._boards.values())) + sum(map(len, self._followers.values()))
 
     async def start(self) -> None:
-        self._nc = await nats.connect(
-            self.nats_url, name="agentboard-api-live", max_reconnect_attempts=-1
-        )
+        self._nc = await connect(self.nats_url, "agentboard-api-live", self.options)
         await self._nc.jetstream().subscribe(
             EVENTS,
             cb=self._received,

@@ -61,7 +61,7 @@ def live_hub(container: Container) -> LiveHub:
     async def cards_at_async(position: int, ids: Sequence[UUID]) -> dict[UUID, Card]:
         return await anyio.to_thread.run_sync(cards_at, position, ids)
 
-    return LiveHub(container.nats_url, cards_at_async)
+    return LiveHub(container.nats_url, cards_at_async, container.nats)
 
 
 @get("/v1/board/stream", operation_id="streamBoard", dependencies=FILTERS, tags=["queries"])

@@ -57,10 +57,27 @@ class ProjectionOptions:
     pool_size: int = 6
 
 
-def datastore_for(database_url: str, *, pool_size: int = 6) -> PostgresDatastore:
-    """A connection pool of the read side's own, so projections never starve commands."""
+# What eventsourcing's PostgresDatastore takes as arguments; every other parameter of the
+# URL (sslmode, sslrootcert, sslcert, sslkey, application_name, target_session_attrs, ...)
+# is a connection option that it would drop, and ``connection_options`` carries.
+DATASTORE_PARAMETERS = ("dbname", "host", "port", "user", "password")
+
+
+def connection_options(database_url: str) -> dict[str, str]:
+    """The libpq parameters of ``database_url`` beyond where and who: TLS and the like."""
     params = conninfo_to_dict(database_url)
-    return PostgresDatastore(
+    return {
+        name: str(value)
+        for name, value in params.items()
+        if name not in DATASTORE_PARAMETERS and value is not None
+    }
+
+
+def datastore_for(database_url: str, *, pool_size: int = 6) -> PostgresDatastore:
+    """A connection pool of the read side's own, so projections never starve commands;
+    with every connection option of the URL (TLS)."""
+    params = conninfo_to_dict(database_url)
+    datastore = PostgresDatastore(
         dbname=str(params.get("dbname", "postgres")),
         host=str(params.get("host", "127.0.0.1")),
         port=str(params.get("port", "5432")),
@@ -72,3 +89,14 @@ def datastore_for(database_url: str, *, pool_size: int = 6) -> PostgresDatastore
         lock_timeout=10,
         idle_in_transaction_session_timeout=60,
     )
+    add_connection_options(datastore, connection_options(database_url))
+    return datastore
+
+
+def add_connection_options(datastore: PostgresDatastore, options: dict[str, str]) -> None:
+    """Every connection the datastore's pool makes from now on (it makes them lazily, so:
+    before its first) uses ``options``."""
+    kwargs = datastore.pool.kwargs
+    if not isinstance(kwargs, dict):  # eventsourcing gives a dict; a callable would be new
+        raise TypeError(f"unexpected connection arguments in the pool: {kwargs!r}")
+    kwargs.update(options)

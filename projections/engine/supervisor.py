@@ -21,6 +21,7 @@ from tenacity import wait_exponential
 
 from domain.application import ExecutionService
 from projections.engine.control import Control
+from projections.engine.election import ViewElection
 from projections.engine.errors import BadEvent
 from projections.engine.listener import EVENTS_CHANNEL, Listener
 from projections.engine.log import LogReader
@@ -38,11 +39,13 @@ from projections.views.read_models import ReadModels
 
 log = logging.getLogger(__name__)
 
+STANDBY = "standby"  # another process runs the view; this one takes over if it dies
+
 
 @dataclass(frozen=True, slots=True)
 class ViewStatus:
     name: str
-    state: str  # starting, running, halted, restarting, stopped
+    state: str  # starting, running, halted, restarting, standby, stopped
     position: int
     head: int
     lag: int  # events stored but not yet in this view
@@ -71,9 +74,11 @@ class ProjectionSupervisor:
         factory: ProjectionFactory = make_projection,
         on_page: OnPage | None = None,
         listener: Listener | None = None,
+        elect: bool = True,
     ) -> None:
         """``listener``: the process's own, shared (else the supervisor makes and runs
-        one)."""
+        one). ``elect``: run a view only while this process holds its advisory lock, so that
+        of several processes one runs each view (projections/engine/election.py)."""
         self.service = service
         self.datastore = datastore
         self.options = options or ProjectionOptions()
@@ -84,6 +89,7 @@ class ProjectionSupervisor:
         self._owns_listener = listener is None
         self.listener = listener or Listener(database_url)
         self.progress = Positions(self.names)
+        self.election = ViewElection(database_url, self.names) if elect else None
         self._health = {name: _Health() for name in self.names}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -105,6 +111,8 @@ class ProjectionSupervisor:
         self.create_tables()
         if self._owns_listener:
             self.listener.start()
+        if self.election is not None:
+            self.election.start()
         for name in self.names:
             thread = threading.Thread(
                 target=self._supervise, args=(name,), name=f"projection-{name}", daemon=True
@@ -115,13 +123,19 @@ class ProjectionSupervisor:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
+        if self.election is not None:
+            self.election.end_terms()
         if self._owns_listener:
             self.listener.stop()
         for thread in self._threads:
             thread.join(timeout)
         for name, health in self._health.items():
+            ran = health.state != STANDBY  # a view another process runs is not ours to tell
             health.state = "stopped"
-            self.control.record_health(name, "stopped", restarts=health.restarts)
+            if ran:
+                self.control.record_health(name, "stopped", restarts=health.restarts)
+        if self.election is not None:
+            self.election.stop()  # after: the next process records its views running
         self.datastore.close()
 
     # -- what callers ask ---------------------------------------------------------------
@@ -198,9 +212,19 @@ class ProjectionSupervisor:
             unsubscribe()
 
     def _run_view(self, name: str, wakeup: threading.Event) -> None:
+        term = self._stopping
+        if self.election is not None:
+            if not self.election.holds(name):
+                self._health[name].state = STANDBY
+            found = self.election.wait_term(name, self._stopping)
+            if found is None:
+                return
+            term = found
+            if self._health[name].state == STANDBY:
+                self._health[name].state = "starting"
         runner = self._runner(name, wakeup)
         try:
-            runner.run(self._stopping)
+            runner.run(term)
         except Exception as error:
             if not runner.pages:
                 raise  # the next runner comes after a backoff

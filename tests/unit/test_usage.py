@@ -15,7 +15,7 @@ from domain.execution import wire
 from domain.execution.errors import InvalidCommand, LeaseLost
 from domain.execution.events import NO_USAGE
 from domain.execution.state import ExecutionState
-from infra.settings import Settings
+from infra.settings import Settings, Unconfigured
 from tests.unit.test_execution import running
 from workers.context import cost_of
 
@@ -94,5 +94,5 @@ def test_the_price_table_gives_a_cost_to_a_report_without_one(
 
 def test_a_price_table_with_a_wrong_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTBOARD_PRICES", '{"gpt-4o": {"input": -1, "output": 10}}')
-    with pytest.raises(ValueError, match="prices"):
+    with pytest.raises(Unconfigured, match="PRICES"):  # one line naming the variable
         Settings()
