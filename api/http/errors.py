@@ -10,8 +10,10 @@ from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetail
 
 from domain.execution.errors import (
     DomainError,
+    ExecutionBlocked,
     ExecutionNotFound,
     IdempotencyKeyReused,
+    InvalidAnswer,
     InvalidCommand,
     InvalidTransition,
     LeaseLost,
@@ -28,6 +30,8 @@ PROBLEMS: dict[type[DomainError], tuple[int, str]] = {
     IdempotencyKeyReused: (422, "Idempotency key reused for a different request"),
     InvalidCommand: (422, "Invalid request"),
     UnknownToolCall: (404, "Tool call not found"),
+    ExecutionBlocked: (409, "The execution is blocked"),
+    InvalidAnswer: (422, "The answer does not fit the question"),
 }
 
 

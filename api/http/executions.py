@@ -57,7 +57,8 @@ def to_execution(state: ExecutionState, position: int | None = None) -> Executio
         deadline=state.deadline, question=state.question,
         cancel_requested=state.cancel_requested, result=state.result, error=state.error,
         failure_reason=state.failure_reason, completion_notes=state.completion_notes,
-        position=position,
+        blocked=state.blocked, pending_input=state.pending_input,
+        parent_execution_id=state.parent_execution_id, position=position,
     )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.bootstrap import Container
 from infra.logs import request_id
-from infra.nats import BANDS, WORK_STREAM, work_consumer
+from infra.nats import BANDS
 from infra.relay import relay_position
 from infra.services import BackgroundServices
 
@@ -138,7 +138,7 @@ async def metrics(request: Request[Any, Any, State]) -> Response[str]:
         metric("agentboard_leases_expired_total", "counter", "leases expired for lost workers",
                [("", services.monitor.expired)])  # fmt: skip
     if services is not None and services.nc is not None:
-        depths = await _queue_depths(services, await services.work_queues())
+        depths = await _queue_depths(container, await services.work_queues())
         metric("agentboard_queue_depth", "gauge", "work waiting per queue and band", [
             (f'{{queue="{q}",band="{b}"}}', n) for (q, b), n in depths.items()
         ])  # fmt: skip
@@ -157,18 +157,8 @@ async def _relay_position(container: Container, services: BackgroundServices) ->
     return await anyio.to_thread.run_sync(relay_position, container.read_models.datastore)
 
 
-async def _queue_depths(
-    services: BackgroundServices, queues: set[str]
-) -> dict[tuple[str, str], float]:
-    if services.nc is None:
-        return {}
-    js = services.nc.jetstream()
-    depths: dict[tuple[str, str], float] = {}
-    for queue in sorted(queues):
-        for band in BANDS:
-            try:
-                info = await js.consumer_info(WORK_STREAM, work_consumer(queue, band))
-            except Exception:  # noqa: S112 - a queue not created yet has no depth to report
-                continue
-            depths[(queue, band)] = info.num_pending or 0
-    return depths
+async def _queue_depths(container: Container, queues: set[str]) -> dict[tuple[str, str], float]:
+    """Pending executions per queue and band, from the board (cancelled work is not waiting)."""
+    waiting = await anyio.to_thread.run_sync(container.read_models.board.waiting)
+    every = sorted(queues | {queue for queue, _ in waiting})
+    return {(queue, band): waiting.get((queue, band), 0) for queue in every for band in BANDS}

@@ -153,6 +153,14 @@ class Execution(BaseModel):
     error: str | None = None
     failure_reason: str | None = None
     completion_notes: str | None = None
+    blocked: dict[str, Any] | None = Field(
+        default=None, description="while blocked: {reason, by: the actor, at}"
+    )
+    pending_input: dict[str, Any] | None = Field(
+        default=None,
+        description="while it requires input: {question, kind, schema: the answer's JSON Schema}",
+    )
+    parent_execution_id: UUID | None = None
     position: int | None = Field(default=None, description="log position of the last change")
     time_in_status: dict[str, float] = Field(default_factory=dict)
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)

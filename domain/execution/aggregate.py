@@ -16,7 +16,9 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from domain.execution.answers import check_answer, check_answer_schema
 from domain.execution.errors import (
+    ExecutionBlocked,
     IdempotencyKeyReused,
     InvalidCommand,
     InvalidTransition,
@@ -37,6 +39,8 @@ from domain.execution.values import (
 )
 
 _TOPIC = "agentboard.execution"
+# The reason recorded when a run ends while blocked: the block ends with the run, on record.
+ENDED_WHILE_BLOCKED = "ended_while_blocked"
 # Names that travel in NATS subjects (agentboard.work.<queue>, ...) must be one token.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -83,6 +87,7 @@ class Execution(Aggregate):
             execution.lease = self.lease
             execution.claim_token = self.claim_token
             execution.picked_up_at = self.timestamp
+            execution.lease_expired = False
             execution.output_sequence = 0  # each lease numbers its output chunks afresh
 
     class ToolCalled(Aggregate.Event):
@@ -94,6 +99,7 @@ class Execution(Aggregate):
 
         def apply(self, execution: Execution) -> None:
             execution.tool_calls[self.call_id] = None
+            execution.tool_calls_started[self.call_id] = self.timestamp
 
     class ToolCallFinished(Aggregate.Event):
         TOPIC = f"{_TOPIC}.ToolCallFinished.v1"
@@ -138,6 +144,9 @@ class Execution(Aggregate):
         def apply(self, execution: Execution) -> None:
             execution.status = Status.REQUIRES_INPUT
             execution.question = self.question
+            execution.pending_input = {
+                "question": self.question, "kind": self.kind, "schema": self.answer_schema,
+            }  # fmt: skip
             execution.answer = None
 
     class InputProvided(Aggregate.Event):
@@ -149,6 +158,7 @@ class Execution(Aggregate):
         def apply(self, execution: Execution) -> None:
             execution.status = Status.RUNNING
             execution.question = None
+            execution.pending_input = None
             execution.answer = self.answer
             execution.remember_key(self.idempotency_key, "provide_input")
 
@@ -160,6 +170,9 @@ class Execution(Aggregate):
 
         def apply(self, execution: Execution) -> None:
             execution.status = Status.BLOCKED
+            execution.blocked = {
+                "reason": self.reason, "by": self.actor, "at": self.timestamp.isoformat(),
+            }  # fmt: skip
             execution.remember_key(self.idempotency_key, "block")
 
     class Unblocked(Aggregate.Event):
@@ -170,6 +183,7 @@ class Execution(Aggregate):
 
         def apply(self, execution: Execution) -> None:
             execution.status = Status.RUNNING
+            execution.blocked = None
             execution.remember_key(self.idempotency_key, "unblock")
 
     class CancelRequested(Aggregate.Event):
@@ -190,7 +204,7 @@ class Execution(Aggregate):
 
         def apply(self, execution: Execution) -> None:
             execution.status = Status.CANCELLED
-            execution.worker_id = None
+            execution.ended()
             execution.remember_key(self.idempotency_key, "cancel")
 
     class Completed(Aggregate.Event):
@@ -204,7 +218,7 @@ class Execution(Aggregate):
             execution.status = Status.COMPLETED
             execution.result = self.result
             execution.completion_notes = self.completion_notes
-            execution.worker_id = None
+            execution.ended()
             execution.remember_key(self.idempotency_key, "complete")
 
     class Failed(Aggregate.Event):
@@ -217,7 +231,7 @@ class Execution(Aggregate):
             execution.status = Status.FAILED
             execution.error = self.error
             execution.failure_reason = FailureReason(self.reason)
-            execution.worker_id = None
+            execution.ended()
 
     class LeaseExpired(Aggregate.Event):
         TOPIC = f"{_TOPIC}.LeaseExpired.v1"
@@ -225,7 +239,7 @@ class Execution(Aggregate):
         worker_id: str | None
 
         def apply(self, execution: Execution) -> None:
-            execution.worker_id = None
+            execution.lease_expired = True  # the lost worker stays named until a new attempt
 
     class RetryScheduled(Aggregate.Event):
         TOPIC = f"{_TOPIC}.RetryScheduled.v1"
@@ -239,8 +253,13 @@ class Execution(Aggregate):
             execution.attempt = self.attempt
             execution.not_before = self.not_before
             execution.cancel_requested = False
+            execution.worker_id = None
+            execution.lease_expired = False
+            execution.blocked = None
             execution.tool_calls = {}
+            execution.tool_calls_started = {}
             execution.question = None
+            execution.pending_input = None
             execution.error = None
             execution.failure_reason = None
             execution.remember_key(self.idempotency_key, "retry")
@@ -284,15 +303,19 @@ class Execution(Aggregate):
         self.attempt = 1
         self.lease = 0
         self.claim_token: str | None = None
-        self.worker_id: str | None = None
+        self.worker_id: str | None = None  # the worker that holds it, or last held it
+        self.lease_expired = False  # its worker was presumed lost (the lease is nobody's)
         self.picked_up_at: datetime | None = None
         self.not_before: datetime | None = None
         self.tool_calls: dict[str, ToolOutcome | None] = {}
+        self.tool_calls_started: dict[str, datetime] = {}
         self.output_sequence = 0
         self.output_chars = 0
         self.artifacts: dict[str, str] = {}
         self.question: str | None = None
+        self.pending_input: dict[str, Any] | None = None  # question, kind, answer schema
         self.answer: Any = None
+        self.blocked: dict[str, Any] | None = None  # reason, by (actor), at (ISO time)
         self.cancel_requested = False
         self.result: Any = None
         self.completion_notes: str | None = None
@@ -357,6 +380,11 @@ class Execution(Aggregate):
             idempotency_key=idempotency_key,
         )
 
+    def ended(self) -> None:
+        """It reached a terminal status: no block and no question remain open."""
+        self.blocked = None
+        self.pending_input = None
+
     # -- guards -------------------------------------------------------------------
 
     def check_status(self, action: str, *allowed: Status) -> None:
@@ -371,6 +399,18 @@ class Execution(Aggregate):
         if self.status is Status.PENDING and lease > 0:
             raise LeaseLost(self.id, lease, self.lease, "it expired and the execution was requeued")
         self.check_status(action, *LEASED)
+        if self.lease_expired:  # lost while blocked: it waits for a person, not for it
+            raise LeaseLost(self.id, lease, self.lease, "its worker was presumed lost")
+
+    def nobody_holds_it(self) -> bool:
+        """Blocked, and its worker was lost meanwhile: it waits for a person alone."""
+        return self.status is Status.BLOCKED and self.lease_expired
+
+    def check_not_blocked(self, action: str) -> None:
+        """Nothing new starts while a person holds the execution blocked."""
+        if self.status is Status.BLOCKED:
+            reason = self.blocked["reason"] if self.blocked else "blocked"
+            raise ExecutionBlocked(self.id, action, reason)
 
     def already_done(self, key: str | None, action: str) -> bool:
         """True when this idempotency key already recorded this action."""
@@ -406,6 +446,7 @@ class Execution(Aggregate):
         self.check_lease(lease, "record a tool call on")
         if call_id in self.tool_calls:
             return
+        self.check_not_blocked("start a tool call on")
         self.check_status("record a tool call on", Status.RUNNING)
         self.trigger_event(
             self.ToolCalled, call_id=call_id, tool=tool, arguments=arguments, lease=lease
@@ -459,7 +500,9 @@ class Execution(Aggregate):
         self, lease: int, question: str, kind: InputKind, answer_schema: dict[str, Any] | None
     ) -> None:
         self.check_lease(lease, "request input on")
+        self.check_not_blocked("ask a question on")
         self.check_status("request input on", Status.RUNNING)
+        check_answer_schema(answer_schema)
         self.trigger_event(
             self.InputRequested,
             question=question,
@@ -470,46 +513,64 @@ class Execution(Aggregate):
 
     def complete(self, lease: int, result: Any, completion_notes: str | None) -> None:
         self.check_lease(lease, "complete")
-        self.check_status("complete", Status.RUNNING)
-        actor = {"kind": "worker", "id": self.worker_id or ""}
+        self.check_status("complete", Status.RUNNING, Status.BLOCKED)
+        self.end_block_with_the_run()
         self.trigger_event(
             self.Completed,
             result=result,
             completion_notes=completion_notes,
-            actor=actor,
+            actor=self.worker_actor(),
             idempotency_key=None,
         )
 
     def fail(self, lease: int, error: str, reason: FailureReason) -> None:
         self.check_lease(lease, "fail")
-        actor = {"kind": "worker", "id": self.worker_id or ""}
-        self.trigger_event(self.Failed, error=error, reason=reason.value, actor=actor)
+        self.end_block_with_the_run()
+        self.trigger_event(self.Failed, error=error, reason=reason.value, actor=self.worker_actor())
         self.retry_by_policy(reason)
+
+    def worker_actor(self) -> dict[str, str]:
+        return {"kind": "worker", "id": self.worker_id or ""}
+
+    def end_block_with_the_run(self) -> None:
+        """A run that ends while blocked (its tool was already running when the person
+        blocked it) is recorded, never refused: the block ends with it, on record, so the
+        result is kept and the execution is not left running with nobody running it."""
+        if self.status is Status.BLOCKED:
+            self.trigger_event(
+                self.Unblocked, reason=ENDED_WHILE_BLOCKED, actor=self.worker_actor(),
+                idempotency_key=None,
+            )  # fmt: skip
 
     def confirm_cancel(self, lease: int) -> None:
         self.check_lease(lease, "confirm the cancellation of")
         if not self.cancel_requested:
             raise InvalidTransition(self.id, "not asked to cancel", "confirm the cancellation of")
-        actor = {"kind": "worker", "id": self.worker_id or ""}
         self.trigger_event(
-            self.Cancelled, reason="stopped by worker", actor=actor, idempotency_key=None
-        )
+            self.Cancelled, reason="stopped by worker", actor=self.worker_actor(),
+            idempotency_key=None,
+        )  # fmt: skip
 
     def expire_lease(self, lease: int) -> None:
-        """The worker holding ``lease`` was lost: requeue, fail, or finish cancelling."""
+        """The worker holding ``lease`` was lost: requeue, fail, or finish cancelling. A
+        blocked execution stays blocked (a person's block outlives the worker): it is
+        requeued or failed when the person unblocks it, never started behind their back."""
         self.check_lease(lease, "expire the lease of")
-        lost_worker = self.worker_id
-        self.trigger_event(self.LeaseExpired, lease=lease, worker_id=lost_worker)
+        self.trigger_event(self.LeaseExpired, lease=lease, worker_id=self.worker_id)
         if self.cancel_requested:
             self.trigger_event(
                 self.Cancelled, reason="worker lost while cancelling",
                 actor=SYSTEM.as_dict(), idempotency_key=None,
             )  # fmt: skip
-        elif self.retry_policy.allows_retry(self.attempt, FailureReason.WORKER_LOST):
+        elif self.status is not Status.BLOCKED:
+            self.requeue_after_lost_worker()
+
+    def requeue_after_lost_worker(self) -> None:
+        if self.retry_policy.allows_retry(self.attempt, FailureReason.WORKER_LOST):
             self.schedule_retry(POLICY, self.modified_on, idempotency_key=None)
         else:
             self.trigger_event(
-                self.Failed, error=f"worker {lost_worker or '?'} was lost",
+                self.Failed, error=f"worker {self.worker_id or '?'} was lost",
                 reason=FailureReason.WORKER_LOST.value, actor=SYSTEM.as_dict(),
             )  # fmt: skip
 
@@ -533,6 +594,8 @@ class Execution(Aggregate):
         if self.already_done(idempotency_key, "provide_input"):
             return
         self.check_status("answer", Status.REQUIRES_INPUT)
+        schema = self.pending_input["schema"] if self.pending_input else None
+        check_answer(self.id, answer, schema)
         self.trigger_event(
             self.InputProvided,
             answer=answer,
@@ -555,13 +618,15 @@ class Execution(Aggregate):
         self.trigger_event(
             self.Unblocked, reason=reason, actor=actor.as_dict(), idempotency_key=idempotency_key
         )
+        if self.lease_expired:  # its worker was lost while it was blocked
+            self.requeue_after_lost_worker()
 
     def request_cancel(self, reason: str, actor: Actor, idempotency_key: str | None) -> None:
         """Pending work is cancelled at once; held work is asked to stop, and the
         worker confirms (or the lease expires)."""
         if self.already_done(idempotency_key, "cancel"):
             return
-        if self.status is Status.PENDING:
+        if self.status is Status.PENDING or self.nobody_holds_it():  # cancelled at once
             self.trigger_event(
                 self.Cancelled,
                 reason=reason,
@@ -593,6 +658,7 @@ class Execution(Aggregate):
         if self.already_done(idempotency_key, "complete"):
             return
         self.check_status("complete", *LEASED)
+        self.close_open_tool_calls(f"not finished: the execution was completed by {actor.id}")
         self.trigger_event(
             self.Completed,
             result=result,
@@ -600,3 +666,15 @@ class Execution(Aggregate):
             actor=actor.as_dict(),
             idempotency_key=idempotency_key,
         )
+
+    def close_open_tool_calls(self, summary: str) -> None:
+        """End every tool call still open, as failed, so none stays running forever."""
+        now = self.Event.create_timestamp()
+        for call_id, outcome in list(self.tool_calls.items()):
+            if outcome is None:
+                started = self.tool_calls_started.get(call_id, now)
+                self.trigger_event(
+                    self.ToolCallFinished, call_id=call_id, outcome=ToolOutcome.FAILED.value,
+                    result_summary=summary, lease=self.lease,
+                    duration_seconds=max((now - started).total_seconds(), 0.0),
+                )  # fmt: skip

@@ -49,6 +49,9 @@ class ExecutionState:
     error: str | None
     failure_reason: str | None
     completion_notes: str | None
+    pending_input: dict[str, Any] | None = None
+    blocked: dict[str, Any] | None = None
+    parent_execution_id: UUID | None = None
 
     @classmethod
     def of(cls, execution: Execution) -> ExecutionState:
@@ -87,6 +90,9 @@ class ExecutionState:
             error=state["error"],
             failure_reason=reason.value if reason else None,
             completion_notes=state["completion_notes"],
+            pending_input=state["pending_input"],
+            blocked=state["blocked"],
+            parent_execution_id=state["parent_execution_id"],
         )
 
 

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS {board_cards} (
     failure_reason text,
     completion_notes text,
     question text,
+    blocked jsonb,
     cancel_requested boolean NOT NULL,
     last_tool text,
     last_tool_call_id text,
@@ -60,6 +61,8 @@ CREATE TABLE IF NOT EXISTS {board_cards} (
     position bigint NOT NULL
 ) WITH (fillfactor = 85)
 """
+# Cards stored before a card showed its block gain the column (empty until a rebuild).
+ADD_BLOCKED = "ALTER TABLE {board_cards} ADD COLUMN IF NOT EXISTS blocked jsonb"
 CREATE_COLUMNS = """
 CREATE TABLE IF NOT EXISTS {board_columns} (
     tenant text NOT NULL,
@@ -84,6 +87,8 @@ CREATE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS {board_cards_overdue} ON {board_cards} (tenant, deadline) "
     "WHERE deadline IS NOT NULL "
     "AND status IN ('pending', 'running', 'requires_input', 'blocked')",
+    "CREATE INDEX IF NOT EXISTS {board_cards_waiting} ON {board_cards} "
+    "(worker_queue, priority) WHERE status = 'pending'",
     "CREATE INDEX IF NOT EXISTS {board_cards_by_label} ON {board_cards} "
     "USING gin (labels jsonb_path_ops)",
     f"CREATE INDEX IF NOT EXISTS {{board_cards_by_creator}} ON {{board_cards}} "
@@ -115,7 +120,7 @@ DROP_EMPTY_COLUMNS = "DELETE FROM {board_columns} WHERE count = 0"
 class BoardView(ViewRecorder):
     name = "board"
     tables = ("board_cards", "board_columns")
-    create_tables = (CREATE_CARDS, CREATE_COLUMNS)
+    create_tables = (CREATE_CARDS, ADD_BLOCKED, CREATE_COLUMNS)
     create_indexes = CREATE_INDEXES
 
     def load_cards(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, Card]:

@@ -51,6 +51,7 @@ class Card:
     status_entered_at: datetime
     version: int
     position: int
+    blocked: dict[str, Any] | None = None  # reason, by (actor), at: while a person blocks it
 
     @classmethod
     def created(cls, event: Execution.Created, position: int) -> Card:
@@ -102,8 +103,9 @@ class Card:
     def changes(self) -> tuple[Any, ...]:
         """``id`` and the ``CHANGING_COLUMNS``, for updating a card already stored."""
         values = list(_changing_values(self))
-        if values[RESULT_INDEX] is not None:
-            values[RESULT_INDEX] = Jsonb(values[RESULT_INDEX])
+        for index in CHANGING_JSON_INDEXES:
+            if values[index] is not None:
+                values[index] = Jsonb(values[index])
         return tuple(values)
 
     def apply(self, event: Any, position: int) -> None:
@@ -141,36 +143,41 @@ class Card:
         self.enter(RUNNING, event.timestamp)
         self.question = None
 
-    def blocked(self, event: Execution.Blocked) -> None:
+    def was_blocked(self, event: Execution.Blocked) -> None:
         self.enter(BLOCKED, event.timestamp)
+        at = event.timestamp.isoformat()
+        self.blocked = {"reason": event.reason, "by": event.actor, "at": at}
 
     def unblocked(self, event: Execution.Unblocked) -> None:
         self.enter(RUNNING, event.timestamp)
+        self.blocked = None
 
     def cancellation_requested(self, event: Execution.CancelRequested) -> None:
         self.cancel_requested = True
 
     def cancelled(self, event: Execution.Cancelled) -> None:
         self.enter(CANCELLED, event.timestamp)
-        self.worker_id = None
+        self.blocked = None  # the worker that ran it stays named
 
     def completed(self, event: Execution.Completed) -> None:
         self.enter(COMPLETED, event.timestamp)
         self.result = event.result
         self.completion_notes = event.completion_notes
-        self.worker_id = None
+        self.blocked = None
 
     def failed(self, event: Execution.Failed) -> None:
         self.enter(FAILED, event.timestamp)
         self.error = event.error
         self.failure_reason = event.reason
-        self.worker_id = None
+        self.blocked = None
 
     def lease_expired(self, event: Execution.LeaseExpired) -> None:
-        self.worker_id = None
+        pass  # the lost worker stays named until a new attempt (or a person) moves it on
 
     def retry_scheduled(self, event: Execution.RetryScheduled) -> None:
         self.enter(PENDING, event.timestamp)
+        self.worker_id = None
+        self.blocked = None
         self.attempt = event.attempt
         self.not_before = event.not_before
         self.cancel_requested = False
@@ -192,7 +199,7 @@ EVOLVE: dict[type[Any], Callable[[Card, Any], None]] = {
     Execution.ToolCallFinished: Card.tool_call_finished,
     Execution.InputRequested: Card.input_requested,
     Execution.InputProvided: Card.input_provided,
-    Execution.Blocked: Card.blocked,
+    Execution.Blocked: Card.was_blocked,
     Execution.Unblocked: Card.unblocked,
     Execution.CancelRequested: Card.cancellation_requested,
     Execution.Cancelled: Card.cancelled,
@@ -208,12 +215,12 @@ COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(Card))
 _values = attrgetter(*COLUMNS)
 CHANGING_COLUMNS = (
     "status", "attempt", "worker_id", "updated_at", "not_before", "result", "error",
-    "failure_reason", "completion_notes", "question", "cancel_requested", "last_tool",
+    "failure_reason", "completion_notes", "question", "blocked", "cancel_requested", "last_tool",
     "last_tool_call_id", "last_tool_outcome", "status_entered_at", "version", "position",
 )  # fmt: skip
 """What events after Created change; the rest of a card is fixed when it is created."""
 _changing_values = attrgetter("id", *CHANGING_COLUMNS)
-RESULT_INDEX = 1 + CHANGING_COLUMNS.index("result")
+CHANGING_JSON_INDEXES = tuple(1 + CHANGING_COLUMNS.index(name) for name in ("result", "blocked"))
 COLUMN_TYPES = {
     "id": "uuid", "tenant": "text", "type": "text", "agent_id": "text", "team_id": "text",
     "worker_queue": "text", "prompt": "text", "parameters": "jsonb", "priority": "int4",
@@ -223,11 +230,11 @@ COLUMN_TYPES = {
     "failure_reason": "text", "completion_notes": "text", "question": "text",
     "cancel_requested": "bool", "last_tool": "text", "last_tool_call_id": "text",
     "last_tool_outcome": "text", "status_entered_at": "timestamptz", "version": "int4",
-    "position": "int8",
+    "position": "int8", "blocked": "jsonb",
 }  # fmt: skip
 """PostgreSQL types of the card's columns, in ``COLUMNS`` order (binary COPY needs them)."""
 CHANGE_TYPES = {name: COLUMN_TYPES[name] for name in ("id", *CHANGING_COLUMNS)}
-JSON_COLUMNS = ("parameters", "labels", "created_by", "result")
+JSON_COLUMNS = ("parameters", "labels", "created_by", "result", "blocked")
 JSON_COLUMN_INDEXES = tuple(COLUMNS.index(name) for name in JSON_COLUMNS)
 
 

@@ -20,7 +20,7 @@ SHARED_FIELDS = (
     "id", "tenant", "type", "agent_id", "team_id", "worker_queue", "prompt", "parameters",
     "priority", "labels", "status", "attempt", "worker_id", "created_by", "created_at",
     "updated_at", "deadline", "not_before", "result", "error", "failure_reason",
-    "completion_notes", "question", "cancel_requested", "version",
+    "completion_notes", "question", "blocked", "cancel_requested", "version",
 )  # fmt: skip
 
 
