@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api.cli.client import EXIT_USAGE, fail
-from projections.engine.errors import InvalidQuery
-from projections.views.filters import parse_age
 
 
 def parse_params(params: list[str]) -> dict[str, Any]:
@@ -41,6 +39,9 @@ def key_values(flag: str, items: list[str]) -> list[tuple[str, str]]:
 
 def parse_deadline(text: str) -> str:
     """An ISO 8601 time (UTC when it names no zone), or a time from now: 30m, 12h, 7d."""
+    from projections.engine.errors import InvalidQuery  # noqa: PLC0415 - imported when used
+    from projections.views.filters import parse_age  # noqa: PLC0415
+
     try:
         at = datetime.now(UTC) + parse_age(text)
     except InvalidQuery:
