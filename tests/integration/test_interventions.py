@@ -144,7 +144,6 @@ async def test_a_worker_lost_while_blocked_leaves_it_blocked_until_a_person_unbl
             doomed.send_signal(signal.SIGKILL)
             doomed.wait()
         await wait_for_event(container, execution_id, "LeaseExpired", timeout=30)
-        await asyncio.sleep(1)
         held = await asyncio.to_thread(container.service.state, execution_id)
         assert held.status == "blocked"  # not requeued behind the person's back
         await asyncio.to_thread(container.service.unblock, execution_id, "go on", ALICE)
