@@ -175,7 +175,7 @@ def http_export_rates(
     key = KeyStore(url).create("default", Role.VIEWER, "bench")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(
-        create_app(container, background=False), port=port, log_level="warning", lifespan="on",
+        create_app(container), port=port, log_level="warning", lifespan="on",
         loop="uvloop", http="httptools",
     ))  # fmt: skip
     thread = threading.Thread(target=server.run, daemon=True)

@@ -33,6 +33,7 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import psycopg
+from cachetools import LRUCache
 
 from bench.rebuilds import measure_rebuilds
 from domain.application import ExecutionService
@@ -269,7 +270,7 @@ def main() -> None:
             settings = Settings(database_url=url)
             ensure_schema(url, settings)
             env = eventsourcing_env(url, settings, create_table=False)
-            writer = ExecutionService(env, cache_size=args.executions + 10_000)
+            writer = ExecutionService(env, cache=LRUCache(args.executions + 10_000))
             seconds = load_log(writer, args.executions)
             stored = writer.recorder.max_notification_id() or 0
             print(f"stored {stored:,} events in {seconds:.0f}s ({stored / seconds:,.0f} events/s)")

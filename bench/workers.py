@@ -30,11 +30,12 @@ from bench.write_path import _raw_executemany, _stored_state_size
 from domain.execution import commands as c
 from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import bootstrap
+from infra.children import LocalProjections, LocalRelay, LocalWorker
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.eventstore import ensure_schema
 from infra.keys import KeyStore, Role
 from infra.nats import connect
-from infra.services import BackgroundServices, LocalProjections, LocalRelay, LocalWorker
+from infra.services import BackgroundServices
 from infra.settings import Settings
 
 WORKERS = 4

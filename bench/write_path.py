@@ -22,6 +22,7 @@ from uuid import UUID, uuid4
 import psycopg
 
 from domain.application import ExecutionService
+from domain.execution import commands as c
 from domain.execution.commands import RecordToolCall
 from domain.execution.values import Actor, ActorKind
 from infra.embedded import EmbeddedPostgres
@@ -40,11 +41,11 @@ def _prepare(database_url: str, settings: Settings) -> tuple[ExecutionService, l
     service = ExecutionService(eventsourcing_env(database_url, settings, create_table=False))
     ids = []
     for n in range(EXECUTIONS):
-        execution_id = service.create(
+        execution_id = service.process_one(c.CreateExecution.new(
             tenant="bench", agent_id="script", worker_queue="default",
             prompt=f"benchmark execution {n}", created_by=ALICE,
-        ).execution.id  # fmt: skip
-        service.pick_up(execution_id, "worker", f"claim-{n}")
+        )).execution.id  # fmt: skip
+        service.process_one(c.PickUp(execution_id, "worker", f"claim-{n}"))
         ids.append(execution_id)
     return service, ids
 

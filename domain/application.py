@@ -1,14 +1,18 @@
-"""The command side: one intention-named method per command, committed by group commit.
+"""The command side: the one way in. Every command, from the API or a worker's report,
+is a ``domain.execution.commands`` object handed to ``process``.
 
 ``process`` applies a batch of commands to their executions (in order, on one
-instance when two touch the same execution) and saves every resulting event in one
-transaction. A caller's bad command fails only that caller. If another process wrote
-to one of the executions meanwhile (a version conflict), the batch falls back to
-reload-and-retry, command by command.
+instance when two touch the same execution), each by its handler
+(domain/execution/handlers.py), and saves every resulting event in one transaction. A
+caller's bad command fails only that caller. If another process wrote to one of the
+executions meanwhile (a version conflict), the batch falls back to reload-and-retry,
+command by command.
 
-Who forms the batches is not decided here: by default each call is its own batch;
-``infra.writer.GroupCommitWriter`` installs itself as ``send`` and batches whatever
-callers are waiting at that moment.
+Who forms the batches is not decided here: ``infra.writer.GroupCommitWriter`` hands
+``process`` whatever commands are waiting at that moment; ``process_one`` makes one
+command a batch of its own. Nor is the cache of executions: the composition root gives
+the writer's service a bounded one (cachetools' ``LRUCache``); without it every command
+loads its execution from the store.
 """
 
 from __future__ import annotations
@@ -16,10 +20,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
@@ -35,8 +38,7 @@ from domain.execution.errors import (
     InvalidCommand,
 )
 from domain.execution.handlers import HANDLERS
-from domain.execution.state import CommandResult, ExecutionState, idempotent_execution_id, snapshot
-from domain.execution.values import Actor, InputKind
+from domain.execution.state import CommandResult, ExecutionState, snapshot
 
 Outcome = CommandResult | BaseException
 CONFLICT_RETRIES = 20
@@ -49,12 +51,17 @@ class CorruptedAggregate(RuntimeError):
 class ExecutionService(Application[UUID]):
     name = "agentboard"
 
-    def __init__(self, env: dict[str, str] | None = None, *, cache_size: int = 20_000) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        cache: MutableMapping[UUID, Execution] | None = None,
+    ) -> None:
+        """``cache``: executions as the last commit left them, kept between commands (a
+        bounded map whose reads mark what is recently used); None: load each from the store."""
         super().__init__(env)
-        self._cache: OrderedDict[UUID, Execution] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = cache
         self._lock = threading.Lock()
-        self.send: Callable[[c.Command], CommandResult] = self.process_one
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
         """Configuration comes only from the composition root, never from os.environ."""
@@ -63,6 +70,7 @@ class ExecutionService(Application[UUID]):
     # -- processing -----------------------------------------------------------------
 
     def process_one(self, command: c.Command) -> CommandResult:
+        """One command as a batch of its own (where no writer forms batches: tests, tools)."""
         [outcome] = self.process([command])
         if isinstance(outcome, BaseException):
             raise outcome
@@ -176,6 +184,7 @@ class ExecutionService(Application[UUID]):
             parent_execution_id=command.parent_execution_id,
             created_by=command.created_by,
             idempotency_key=command.idempotency_key,
+            traceparent=command.traceparent,
         )
         return execution, list(execution.pending_events)
 
@@ -197,9 +206,8 @@ class ExecutionService(Application[UUID]):
             return None
 
     def _load(self, execution_id: UUID) -> Execution:
-        cached = self._cache.get(execution_id)
+        cached = self._cache.get(execution_id) if self._cache is not None else None
         if cached is not None:
-            self._cache.move_to_end(execution_id)
             return cached
         try:
             execution: Execution = self.repository.get(execution_id)
@@ -208,15 +216,13 @@ class ExecutionService(Application[UUID]):
         return execution
 
     def _remember(self, executions: dict[UUID, Execution]) -> None:
-        for execution_id, execution in executions.items():
-            self._cache[execution_id] = execution
-            self._cache.move_to_end(execution_id)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        if self._cache is not None:
+            self._cache.update(executions)
 
     def _evict(self, executions: dict[UUID, Any]) -> None:
-        for execution_id in executions:
-            self._cache.pop(execution_id, None)
+        if self._cache is not None:
+            for execution_id in executions:
+                self._cache.pop(execution_id, None)
 
     # -- queries from the store -------------------------------------------------------
 
@@ -231,111 +237,6 @@ class ExecutionService(Application[UUID]):
         if not events:
             raise ExecutionNotFound(execution_id)
         return events
-
-    # -- intention-named commands -------------------------------------------------------
-
-    def create(
-        self,
-        *,
-        tenant: str,
-        agent_id: str,
-        worker_queue: str,
-        prompt: str,
-        created_by: Actor,
-        idempotency_key: str | None = None,
-        **options: Any,
-    ) -> CommandResult:
-        execution_id = (
-            idempotent_execution_id(tenant, idempotency_key) if idempotency_key else uuid4()
-        )
-        return self.send(
-            c.CreateExecution(
-                execution_id,
-                tenant=tenant,
-                agent_id=agent_id,
-                worker_queue=worker_queue,
-                prompt=prompt,
-                created_by=created_by,
-                idempotency_key=idempotency_key,
-                **options,
-            )
-        )
-
-    def pick_up(self, execution_id: UUID, worker_id: str, claim_token: str) -> CommandResult:
-        return self.send(c.PickUp(execution_id, worker_id, claim_token))
-
-    def record_tool_call(
-        self, execution_id: UUID, lease: int, call_id: str, tool: str, arguments: dict[str, Any]
-    ) -> CommandResult:
-        return self.send(c.RecordToolCall(execution_id, lease, call_id, tool, arguments))
-
-    def finish_tool_call(
-        self, execution_id: UUID, lease: int, call_id: str, outcome: Any, **details: Any
-    ) -> CommandResult:
-        return self.send(c.FinishToolCall(execution_id, lease, call_id, outcome, **details))
-
-    def append_output(
-        self, execution_id: UUID, lease: int, text: str, sequence: int
-    ) -> CommandResult:
-        return self.send(c.AppendOutput(execution_id, lease, text, sequence))
-
-    def add_artifact(self, execution_id: UUID, lease: int, **artifact: Any) -> CommandResult:
-        return self.send(c.AddArtifact(execution_id, lease, **artifact))
-
-    def request_input(
-        self,
-        execution_id: UUID,
-        lease: int,
-        question: str,
-        kind: InputKind = InputKind.CLARIFICATION,
-        answer_schema: dict[str, Any] | None = None,
-    ) -> CommandResult:
-        return self.send(c.RequestInput(execution_id, lease, question, kind, answer_schema))
-
-    def provide_input(
-        self, execution_id: UUID, answer: Any, actor: Actor, idempotency_key: str | None = None
-    ) -> CommandResult:
-        return self.send(c.ProvideInput(execution_id, answer, actor, idempotency_key))
-
-    def block(
-        self, execution_id: UUID, reason: str, actor: Actor, idempotency_key: str | None = None
-    ) -> CommandResult:
-        return self.send(c.Block(execution_id, reason, actor, idempotency_key))
-
-    def unblock(
-        self, execution_id: UUID, reason: str, actor: Actor, idempotency_key: str | None = None
-    ) -> CommandResult:
-        return self.send(c.Unblock(execution_id, reason, actor, idempotency_key))
-
-    def request_cancel(
-        self, execution_id: UUID, reason: str, actor: Actor, idempotency_key: str | None = None
-    ) -> CommandResult:
-        return self.send(c.RequestCancel(execution_id, reason, actor, idempotency_key))
-
-    def confirm_cancel(self, execution_id: UUID, lease: int) -> CommandResult:
-        return self.send(c.ConfirmCancel(execution_id, lease))
-
-    def complete(
-        self, execution_id: UUID, lease: int, result: Any = None, notes: str | None = None
-    ) -> CommandResult:
-        return self.send(c.Complete(execution_id, lease, result, notes))
-
-    def force_complete(
-        self, execution_id: UUID, actor: Actor, notes: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> CommandResult:  # fmt: skip
-        return self.send(c.ForceComplete(execution_id, actor, None, notes, idempotency_key))
-
-    def fail(self, execution_id: UUID, lease: int, error: str, reason: Any) -> CommandResult:
-        return self.send(c.Fail(execution_id, lease, error, reason))
-
-    def expire_lease(self, execution_id: UUID, lease: int) -> CommandResult:
-        return self.send(c.ExpireLease(execution_id, lease))
-
-    def retry(
-        self, execution_id: UUID, actor: Actor, idempotency_key: str | None = None
-    ) -> CommandResult:
-        return self.send(c.Retry(execution_id, actor, idempotency_key))
 
 
 def _same_request(execution: Execution, command: c.CreateExecution) -> bool:

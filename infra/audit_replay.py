@@ -26,8 +26,9 @@ import psycopg
 
 from domain.application import ExecutionService
 from domain.execution.errors import ExecutionNotFound
+from infra.bootstrap import READER_CACHE_SIZE, event_store
 from infra.embedded import EmbeddedPostgres
-from infra.eventstore import EVENTS_TABLE, ensure_schema, eventsourcing_env
+from infra.eventstore import EVENTS_TABLE, ensure_schema
 from infra.settings import Settings
 from projections.audit import format as fmt
 from projections.audit.verify import verify
@@ -140,7 +141,7 @@ def _replay(
                     events += 1
                     last = line["position"]
         conn.execute(ADVANCE_SEQUENCE, (max(last, 1),))
-    service = ExecutionService(eventsourcing_env(url, settings, create_table=False))
+    service = event_store(settings, url, cache_size=READER_CACHE_SIZE)
     datastore = datastore_for(url, pool_size=2)
     try:
         supervisor = ProjectionSupervisor(service, datastore, database_url=url)

@@ -1,26 +1,29 @@
 """The composition root: everything agentboard runs is built here, from Settings.
 
-``api/``, ``workers/``, the CLI and the tests all call ``bootstrap`` (or ``open_stack``,
-which first starts the embedded servers that the settings leave unset).
+This module builds the command side and the read side (``bootstrap``) and the event store
+a tool opens (``open_store``); ``infra/roles.py`` builds each process role from them
+(``api``, ``relay``, ``projections run``, ``worker``, and ``up``, which runs them all).
+``api/``, the CLI and the tests call these, never wire on their own.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from cachetools import LRUCache
 
 from domain.application import ExecutionService
-from infra.embedded import EmbeddedNats, EmbeddedPostgres
-from infra.eventstore import ensure_schema, eventsourcing_env
+from infra.eventstore import eventsourcing_env
 from infra.keys import KeyStore
-from infra.settings import STACK_FILE, Settings
+from infra.servers import database_url as database_url_of
+from infra.settings import Settings
+from infra.webhooks.store import WebhookStore
 from infra.writer import GroupCommitWriter
+from projections.engine.listener import Listener
 from projections.engine.positions import ViewPositions
+from projections.engine.progress import ViewProgress
 from projections.engine.registry import ProjectionOptions, datastore_for
 from projections.engine.supervisor import (
     ProjectionSupervisor,
@@ -29,7 +32,7 @@ from projections.engine.supervisor import (
 )
 from projections.views.read_models import ReadModels
 
-log = logging.getLogger(__name__)
+READER_CACHE_SIZE = 1_000  # executions a process that only reads keeps in memory
 
 
 @dataclass
@@ -40,17 +43,26 @@ class Container:
     service: ExecutionService
     writer: GroupCommitWriter
     read_models: ReadModels
-    views: ProjectionSupervisor | ViewPositions
-    """Where each view is (``position``, ``wait_for``): the supervisor itself when the
-    projections run in this process, else what their process announces."""
+    listener: Listener
+    """The process's one LISTEN connection: the views' runners or their reader, and the
+    relay when it runs here, wake on it."""
     projections: ProjectionSupervisor | None = None
     keys: KeyStore = field(init=False)
     """API keys, one store per process: the HTTP API and the command service for workers
     share what it remembers, so a key revoked here is refused by both at once."""
+    webhooks: WebhookStore = field(init=False)
+    """Webhook endpoints and their deliveries (infra/webhooks/)."""
     _closed: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyStore(self.database_url)
+        self.webhooks = WebhookStore(self.database_url)
+
+    @property
+    def views(self) -> ViewProgress:
+        """Where each view is (``position``, ``wait_for``): the supervisor itself when the
+        projections run in this process, else what their process announces."""
+        return self.read_models.progress
 
     def close(self) -> None:
         if self._closed:
@@ -61,6 +73,7 @@ class Container:
         elif isinstance(self.views, ViewPositions):
             self.views.stop()
             self.read_models.datastore.close()
+        self.listener.stop()
         self.writer.stop()
         self.service.close()
 
@@ -71,89 +84,43 @@ def bootstrap(
     """Wire the command side and the read side against servers that are already running;
     with ``run_projections`` also keep the read models up to date in this process (else
     another process does: ``agentboard projections run``)."""
-    env = eventsourcing_env(database_url, settings, create_table=False)
-    service = ExecutionService(env, cache_size=settings.writer_cache_size)
+    service = event_store(settings, database_url, cache_size=settings.writer_cache_size)
     writer = GroupCommitWriter(service, max_batch=settings.writer_max_batch).start()
+    listener = Listener(database_url).start()
     if run_projections:
-        supervisor = start_projections(service, database_url, ProjectionOptions())
+        supervisor = start_projections(service, database_url, ProjectionOptions(), listener)
         return Container(
-            settings, database_url, nats_url, service, writer,
-            supervisor.read_models, supervisor, supervisor,
+            settings, database_url, nats_url, service, writer, supervisor.read_models, listener,
+            supervisor,
         )  # fmt: skip
     datastore = datastore_for(database_url)
     create_view_tables(datastore)
-    views = ViewPositions(database_url, datastore).start()
-    read_models = ReadModels.build(service, datastore)
-    return Container(settings, database_url, nats_url, service, writer, read_models, views)
+    views = ViewPositions(database_url, datastore, listener=listener).start()
+    read_models = ReadModels.build(service, datastore, views)
+    return Container(settings, database_url, nats_url, service, writer, read_models, listener)
 
 
-def run_projections(settings: Settings, database_url: str) -> ProjectionSupervisor:
-    """The projections of a stack, in this process (each page they commit announces
-    itself to the API's readers: projections/engine/positions.py)."""
+def event_store(settings: Settings, database_url: str, *, cache_size: int) -> ExecutionService:
+    """The event store of ``database_url`` (its tables must exist: ``ensure_schema``),
+    keeping up to ``cache_size`` executions in memory."""
     env = eventsourcing_env(database_url, settings, create_table=False)
-    service = ExecutionService(env, cache_size=1_000)  # it only reads
-    options = ProjectionOptions()
-    datastore = datastore_for(database_url, pool_size=options.pool_size)
-    supervisor = ProjectionSupervisor(
-        service, datastore, database_url=database_url, options=options
-    )
-    return supervisor.start()
+    return ExecutionService(env, cache=LRUCache(cache_size) if cache_size else None)
 
 
 @dataclass
-class Servers:
+class Store:
+    service: ExecutionService
     database_url: str
-    nats_url: str
 
 
 @contextmanager
-def running_servers(settings: Settings) -> Iterator[Servers]:
-    """The configured servers, starting embedded ones for those left unset; stops what it
-    started, NATS first, PostgreSQL last."""
-    with ExitStack() as stack:
-        database_url = settings.database_url
-        if database_url is None:
-            postgres = EmbeddedPostgres(settings.data_dir, fsync=settings.embedded_postgres_fsync)
-            database_url = postgres.start()
-            stack.callback(postgres.stop)
-            log.info("embedded PostgreSQL at %s", database_url)
-        nats_url = settings.nats_url
-        if nats_url is None:
-            nats = EmbeddedNats(settings.data_dir)
-            nats_url = nats.start()
-            stack.callback(nats.stop)
-            log.info("embedded NATS at %s", nats_url)
-        created = ensure_schema(database_url, settings)
-        log.info("event store schema %s", "created" if created else "already present")
-        yield Servers(database_url, nats_url)
-
-
-def write_stack_file(settings: Settings, container: Container, http_url: str) -> Path:
-    """Tell other local tools (workers, the CLI, tests) where the running stack is."""
-    path = settings.data_dir / STACK_FILE
-    path.write_text(
-        json.dumps(
-            {
-                "pid": os.getpid(),
-                "http_url": http_url,
-                "database_url": container.database_url,
-                "nats_url": container.nats_url,
-            }
-        )
-    )
-    return path
-
-
-@contextmanager
-def open_stack(settings: Settings, *, run_projections: bool = True) -> Iterator[Container]:
-    with running_servers(settings) as servers:
-        container = bootstrap(
-            settings,
-            database_url=servers.database_url,
-            nats_url=servers.nats_url,
-            run_projections=run_projections,
-        )
-        try:
-            yield container
-        finally:
-            container.close()
+def open_store(settings: Settings) -> Iterator[Store]:
+    """The event store of the configured database, or of the running local stack, for a
+    tool that reads or repairs it (``projections status``, ``rebuild``, ``skip``). Never
+    starts servers; raises ``NoServers`` when there is nothing to open."""
+    url = database_url_of(settings)
+    service = event_store(settings, url, cache_size=READER_CACHE_SIZE)
+    try:
+        yield Store(service, url)
+    finally:
+        service.close()

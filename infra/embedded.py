@@ -13,11 +13,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import psycopg
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_fixed,
+)
+from tenacity.stop import stop_base
 
 from infra.processes import (
     ServerFailedToStart,
@@ -109,19 +117,14 @@ class EmbeddedPostgres:
             stop_pid(pid, signal.SIGINT)
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                break
-            try:
-                psycopg.connect(self.url, connect_timeout=2).close()
-            except psycopg.OperationalError:
-                time.sleep(0.1)
-            else:
-                return
-        raise ServerFailedToStart(
-            f"embedded PostgreSQL did not start; see {self.log}:\n{tail(self.log)}"
-        )
+        try:
+            for attempt in _until_ready(self.process, timeout, psycopg.OperationalError, 0.1):
+                with attempt:
+                    psycopg.connect(self.url, connect_timeout=2).close()
+        except RetryError:
+            raise ServerFailedToStart(
+                f"embedded PostgreSQL did not start; see {self.log}:\n{tail(self.log)}"
+            ) from None
 
 
 class EmbeddedNats:
@@ -168,16 +171,37 @@ class EmbeddedNats:
             stop_pid(pid, signal.SIGTERM)
 
     def _wait_ready(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
         ports_file = self.dir / f"nats-server_{self.process.pid if self.process else 0}.ports"
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                break
-            try:
-                ports = json.loads(ports_file.read_text())
-            except (OSError, ValueError):
-                time.sleep(0.05)
-                continue
-            url: str = ports["nats"][0]
-            return url
-        raise ServerFailedToStart(f"embedded NATS did not start; see {self.log}:\n{tail(self.log)}")
+        try:
+            for attempt in _until_ready(self.process, timeout, (OSError, ValueError), 0.05):
+                with attempt:
+                    ports = json.loads(ports_file.read_text())
+        except RetryError:
+            raise ServerFailedToStart(
+                f"embedded NATS did not start; see {self.log}:\n{tail(self.log)}"
+            ) from None
+        url: str = ports["nats"][0]
+        return url
+
+
+def _until_ready(
+    process: subprocess.Popen[bytes] | None, timeout: float,
+    not_yet: type[Exception] | tuple[type[Exception], ...], every: float,
+) -> Retrying:  # fmt: skip
+    """Attempts, ``every`` seconds while they raise ``not_yet``, until ``timeout`` or until
+    the server's process has exited (then ``RetryError``)."""
+    return Retrying(
+        retry=retry_if_exception_type(not_yet),
+        wait=wait_fixed(every),
+        stop=stop_after_delay(timeout) | _Exited(process),
+    )
+
+
+class _Exited(stop_base):
+    """Stop once the server's process has exited: it will never answer."""
+
+    def __init__(self, process: subprocess.Popen[bytes] | None) -> None:
+        self.process = process
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.process is not None and self.process.poll() is not None

@@ -23,13 +23,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from domain.execution.aggregate import check_name
+from infra.local_keys import ADMIN_KEY_FILE, WORKER_KEY_FILE, read_key_file
+from infra.local_keys import Role as Role  # noqa: PLC0414 - kept importable from here too
 
 KEYS_TABLE = (
     "CREATE TABLE IF NOT EXISTS agentboard_api_keys ("
@@ -89,13 +90,6 @@ INSERT_KEY_EVENT = (
     "(key_seq, tenant, key_id, role, actor, created_at, prev_hash, hash, queues, revoked) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
-
-
-class Role(StrEnum):
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    WORKER = "worker"
-    ADMIN = "admin"
 
 
 # What each role may do, beyond reading (every role reads its own tenant).
@@ -292,10 +286,6 @@ def _hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-ADMIN_KEY_FILE = "admin.key"
-WORKER_KEY_FILE = "worker.key"
-
-
 def ensure_admin_key(data_dir: Path, store: KeyStore, tenant: str = "default") -> str:
     """The admin key of the local stack: made once, kept in ``<data dir>/admin.key``
     (readable by its owner only), which the CLI uses when no key is set."""
@@ -306,14 +296,6 @@ def ensure_worker_key(data_dir: Path, store: KeyStore, tenant: str = "default") 
     """The key the local stack's workers report with: made once, kept in
     ``<data dir>/worker.key``, which ``agentboard worker`` uses when no key is set."""
     return _ensure_key(data_dir / WORKER_KEY_FILE, store, tenant, Role.WORKER)
-
-
-def read_key_file(path: Path) -> str | None:
-    """A key kept in a file of the data dir (``admin.key``, ``worker.key``), if there is one."""
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
 
 
 def _ensure_key(path: Path, store: KeyStore, tenant: str, role: Role) -> str:

@@ -16,6 +16,10 @@ A restart republishes what was published but not yet tracked, and JetStream drop
 duplicates by their message id. Exactly one relay is active:
 it holds a PostgreSQL advisory lock on its own connection; when it dies the lock goes
 with its connection and another relay takes over.
+
+It wakes on the log's NOTIFY through the process's listener (projections/engine/listener.py),
+and reads at least every second anyway: a read that finds what no NOTIFY announced tells
+the listener, which reconnects if it has gone silent.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
+from cachetools import LRUCache
 from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresDatastore
 from nats.aio.client import Client
@@ -46,12 +51,12 @@ from infra.nats import (
     event_subject,
     work_subject,
 )
+from projections.engine.listener import EVENTS_CHANNEL, Listener
 from projections.views.timeline import render
 
 log = logging.getLogger(__name__)
 
 RELAY_LOCK = 0x61_62_72_6C  # advisory lock id: one active relay per database
-CHANNEL = "agentboard_events"  # eventsourcing NOTIFYs on the events table's name
 SELECT_POSITION = "SELECT position FROM agentboard_relay_tracking WHERE id = 1"
 UPSERT_POSITION = (  # a fact ("published up to here"): whoever writes it, it never goes back
     "INSERT INTO agentboard_relay_tracking AS t (id, position) VALUES (1, %s) "
@@ -87,9 +92,12 @@ class Relay:
         nc: Client,
         database_url: str,
         *,
+        listener: Listener,
         page_size: int = 1000,
     ) -> None:
+        """``listener``: the process's LISTEN connection (started by its owner)."""
         self.service = service
+        self.listener = listener
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=10_000)
         self.database_url = database_url
@@ -101,7 +109,8 @@ class Relay:
         self._tracked_at = 0.0
         self.store_id = ""
         self.active = False
-        self._cards: OrderedDict[UUID, tuple[str, str, int]] = OrderedDict()
+        # tenant, queue and priority of each execution seen lately, for subjects
+        self._cards: LRUCache[UUID, tuple[str, str, int]] = LRUCache(100_000)
         self._queues_ready: set[str] = set()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -120,8 +129,11 @@ class Relay:
                 return
             self.active = True
             log.info("relay active")
+            loop, stored = asyncio.get_running_loop(), asyncio.Event()
+            unsubscribe = self.listener.subscribe(
+                EVENTS_CHANNEL, lambda _: loop.call_soon_threadsafe(stored.set)
+            )
             try:
-                await conn.execute("LISTEN " + CHANNEL)
                 self.position = await self._load_position(conn)
                 self.published = self.acknowledged = self.position
                 # A run that failed (an acknowledgement that never came) left its pages
@@ -129,18 +141,28 @@ class Relay:
                 self._unsettled.clear()
                 row = await (await conn.execute(SELECT_STORE_ID)).fetchone()
                 self.store_id = str(row[0]) if row else "store"
-                while not stopping.is_set():
-                    if await self.relay_once(conn):
-                        continue
-                    if await self._settle(conn, everything=True):
-                        # A NOTIFY that arrives while another statement runs on the
-                        # listening connection is lost (psycopg hands it to no one): look
-                        # again before waiting for the next.
-                        continue
-                    await _wait_for_notify(conn, stopping)
+                await self._follow(conn, stored, stopping)
                 await self._settle(conn, everything=True)  # track what went out before stopping
             finally:
+                unsubscribe()
                 self.active = False
+
+    async def _follow(
+        self, conn: psycopg.AsyncConnection[Any], stored: asyncio.Event, stopping: asyncio.Event
+    ) -> None:
+        """Relay page after page; when there is none, wait for the log to grow (``stored``,
+        set by its NOTIFY), at most ``WAKE_UP_AT_LEAST_EVERY``."""
+        woken_by_timer = False
+        while not stopping.is_set():
+            stored.clear()  # before reading: a commit from now on wakes the next wait
+            if await self.relay_once(conn):
+                if woken_by_timer:
+                    self.listener.missed()
+                woken_by_timer = False
+                continue
+            if await self._settle(conn, everything=True):
+                continue
+            woken_by_timer = not await _woken(stored, stopping)
 
     async def relay_once(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Publish the next page (0: there was none)."""
@@ -211,22 +233,17 @@ class Relay:
         events as they pass, else from the execution's first stored event."""
         for event in events:
             if isinstance(event, Execution.Created):
-                self._remember(
-                    event.originator_id, (event.tenant, event.worker_queue, event.priority)
+                self._cards[event.originator_id] = (
+                    event.tenant,
+                    event.worker_queue,
+                    event.priority,
                 )
         missing = {e.originator_id for e in events if e.originator_id not in self._cards}
         for execution_id in missing:
             [created] = await asyncio.to_thread(self.service.events.get, execution_id, lte=1)
-            self._remember(
-                execution_id,
-                (created.tenant, created.worker_queue, created.priority),  # type: ignore[attr-defined]
-            )
-
-    def _remember(self, execution_id: UUID, card: tuple[str, str, int]) -> None:
-        self._cards[execution_id] = card
-        self._cards.move_to_end(execution_id)
-        while len(self._cards) > 100_000:
-            self._cards.popitem(last=False)
+            self._cards[execution_id] = (
+                created.tenant, created.worker_queue, created.priority,  # type: ignore[attr-defined]
+            )  # fmt: skip
 
     async def _ensure_queue(self, queue: str) -> None:
         if queue not in self._queues_ready:
@@ -275,19 +292,17 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
         return
 
 
-async def _wait_for_notify(conn: psycopg.AsyncConnection[Any], stopping: asyncio.Event) -> None:
-    """Wake on the events table's NOTIFY, at the latest after a second, or on stop."""
-
-    async def one_notify() -> None:
-        async for _ in conn.notifies(timeout=WAKE_UP_AT_LEAST_EVERY, stop_after=1):
-            return
-
-    waiter = asyncio.create_task(one_notify())
-    stopper = asyncio.create_task(stopping.wait())
-    _, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+async def _woken(stored: asyncio.Event, stopping: asyncio.Event) -> bool:
+    """Wait for ``stored`` or ``stopping``, at most ``WAKE_UP_AT_LEAST_EVERY``; False if
+    the time ran out."""
+    waits = {asyncio.create_task(stored.wait()), asyncio.create_task(stopping.wait())}
+    done, pending = await asyncio.wait(
+        waits, timeout=WAKE_UP_AT_LEAST_EVERY, return_when=asyncio.FIRST_COMPLETED
+    )
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+    return bool(done)
 
 
 def relay_position(datastore: PostgresDatastore) -> int:

@@ -1,38 +1,30 @@
 """The asynchronous services an API process runs beside HTTP: the NATS topology, the
-command service for worker reports, the relay and the lease monitor."""
+command service for worker reports, the lease monitor, the audit anchors and (unless the
+relay runs as a process of its own) the relay; and ``supervised``, which restarts a loop
+that failed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
-from pathlib import Path
 from uuid import UUID
 
 from nats.aio.client import Client
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
-from domain.application import ExecutionService
 from infra.audit_anchor import AnchorPublisher
 from infra.bootstrap import Container
 from infra.command_service import CommandService
 from infra.lease_monitor import CurrentLease, HeartbeatTimeout, HeldExecutions, LeaseMonitor
 from infra.nats import WORK_STREAM, connect, ensure_topology, workers_bucket
-from infra.processes import die_with_parent
 from infra.relay import Relay
 from infra.worker_auth import ReportAuth
 
 log = logging.getLogger(__name__)
-
-RESTART_AFTER_SECONDS = (1.0, 30.0)  # a child process that exits: first pause, longest
-STEADY_SECONDS = 60.0  # up this long, a child that exits is restarted after the first pause
-EXIT_CONFIGURATION = 2  # `agentboard` refusing its input or configuration (api/cli/client.py)
 
 
 class BackgroundServices:
@@ -69,7 +61,9 @@ class BackgroundServices:
             ),
         ]
         if self.with_relay:
-            relay = self.relay = Relay(container.service, self.nc, container.database_url)
+            relay = self.relay = Relay(
+                container.service, self.nc, container.database_url, listener=container.listener
+            )
             self.tasks.append(
                 asyncio.create_task(
                     supervised("relay", lambda: relay.run(self.stopping), self.stopping)
@@ -133,129 +127,37 @@ async def supervised(
     name: str, run: Callable[[], Awaitable[None]], stopping: asyncio.Event
 ) -> None:
     """Run until stopped; after a failure (a NATS outage outlasting a publish timeout, a
-    lost database connection) log it and start again from its tracked position."""
-    delay = 0.5
-    while not stopping.is_set():
-        try:
-            await run()
-            delay = 0.5
-        except asyncio.CancelledError:
+    lost database connection) log it and start again from its tracked position, after a
+    pause: 0.5 s doubling to 10 s while it keeps failing, over again after a clean return."""
+
+    def failure(error: BaseException) -> bool:
+        if isinstance(error, asyncio.CancelledError):
             task = asyncio.current_task()
-            if stopping.is_set() or (task is not None and task.cancelling()):
-                raise  # this task is being stopped
-            # a future inside it was cancelled (a timeout's): a failure like any other, not
-            # a reason to stop relaying for good
-            log.exception("%s failed (cancelled inside); restarting in %.1fs", name, delay)
-        except Exception:
-            log.exception("%s failed; restarting in %.1fs", name, delay)
-        else:
-            continue
-        try:
-            await asyncio.wait_for(stopping.wait(), delay)
-        except TimeoutError:
-            delay = min(delay * 2, 10.0)
+            # this task being stopped, or else a future inside it cancelled (a timeout's): a
+            # failure like any other, not a reason to stop relaying for good
+            return not (stopping.is_set() or (task is not None and task.cancelling()))
+        return isinstance(error, Exception)
+
+    def restarting(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.error("%s failed; restarting in %.1fs", name, state.upcoming_sleep, exc_info=error)
+
+    async def attempt() -> None:
+        if not stopping.is_set():  # stopped during the pause: do not start again
+            await run()
+
+    restarts = AsyncRetrying(
+        retry=retry_if_exception(failure),
+        wait=wait_exponential(multiplier=0.5, max=10.0),
+        stop=lambda _: stopping.is_set(),
+        sleep=lambda seconds: _pause_unless(stopping, seconds),
+        before_sleep=restarting,
+        retry_error_callback=lambda _: None,  # it failed as it was being stopped
+    )
+    while not stopping.is_set():
+        await restarts(attempt)
 
 
-async def run_relay(
-    service: ExecutionService, nats_url: str, database_url: str, stopping: asyncio.Event
-) -> None:
-    """The relay alone (``agentboard relay``): one of them is active per database."""
-    nc = await connect(nats_url, "agentboard relay")
-    try:
-        await ensure_topology(nc.jetstream())
-        relay = Relay(service, nc, database_url)
-        await supervised("relay", lambda: relay.run(stopping), stopping)
-    finally:
-        with contextlib.suppress(Exception):
-            await nc.drain()
-
-
-class LocalProcess:
-    """An ``agentboard`` subcommand in a process beside the API, stopped by the API when it
-    stops, and dying with it if the API is killed. One that exits unasked (a crash, a kill,
-    the OOM killer) is started again, after a pause that doubles while it keeps exiting;
-    except on exit code 2, its own refusal of its configuration, which a restart would
-    only repeat."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.command = [str(Path(sys.executable).parent / "agentboard"), *args]
-        self.name = " ".join(args[:2])
-        self.env = {**os.environ, **env}
-        self.process: asyncio.subprocess.Process | None = None
-        self.restarts = 0
-        self._stopping = False
-        self._started_at = 0.0
-        self._watcher: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self._spawn()
-        self._watcher = asyncio.create_task(self._restart_when_it_exits())
-
-    async def _spawn(self) -> None:
-        # its own session: Ctrl-C reaches `up`, which stops it in its turn
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command, env=self.env, start_new_session=True,
-            preexec_fn=die_with_parent(signal.SIGTERM),
-        )  # fmt: skip
-        self._started_at = time.monotonic()
-
-    async def _restart_when_it_exits(self) -> None:
-        delay = RESTART_AFTER_SECONDS[0]
-        while self.process is not None:
-            code = await self.process.wait()
-            if self._stopping:
-                return
-            if code == EXIT_CONFIGURATION:
-                log.error("%s exited refusing its configuration; not restarting it", self.name)
-                return
-            if time.monotonic() - self._started_at > STEADY_SECONDS:
-                delay = RESTART_AFTER_SECONDS[0]  # it had been running well
-            log.warning("%s exited (code %s); starting it again in %.0fs", self.name, code, delay)
-            await asyncio.sleep(delay)
-            if self._stopping:
-                return
-            await self._spawn()
-            self.restarts += 1
-            delay = min(delay * 2, RESTART_AFTER_SECONDS[1])
-
-    async def stop(self, timeout: float = 60) -> None:
-        self._stopping = True
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.terminate()
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-
-
-class LocalWorker(LocalProcess):
-    """A worker process beside the API (``agentboard up`` runs one on ``default``). It is
-    stopped before the services it reports to, so it can finish what it holds."""
-
-    def __init__(
-        self, nats_url: str, api_key: str, queue: str = "default", concurrency: int = 4
-    ) -> None:
-        args = ["worker", "--queue", queue, "--concurrency", str(concurrency)]
-        super().__init__(args, {"AGENTBOARD_NATS_URL": nats_url, "AGENTBOARD_API_KEY": api_key})
-
-
-class LocalRelay(LocalProcess):
-    """The relay in its own process (``agentboard relay``): publishing every stored event
-    does not compete with the API's requests for one event loop."""
-
-    def __init__(self, database_url: str, nats_url: str) -> None:
-        env = {"AGENTBOARD_DATABASE_URL": database_url, "AGENTBOARD_NATS_URL": nats_url}
-        super().__init__(["relay"], env)
-
-
-class LocalProjections(LocalProcess):
-    """The projections in their own process (``agentboard projections run``): their work
-    does not compete with the API's requests for one interpreter."""
-
-    def __init__(self, database_url: str) -> None:
-        super().__init__(["projections", "run"], {"AGENTBOARD_DATABASE_URL": database_url})
+async def _pause_unless(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)

@@ -51,7 +51,6 @@ class GroupCommitWriter:
         self.commands = 0
 
     def start(self) -> GroupCommitWriter:
-        self.service.send = self.execute
         self._thread.start()
         return self
 
@@ -62,7 +61,6 @@ class GroupCommitWriter:
         self._stopped = True
         self._queue.put(_STOP)
         self._thread.join()
-        self.service.send = self.service.process_one
 
     def submit(self, command: Command) -> Future[CommandResult]:
         if self._stopped:
@@ -72,6 +70,7 @@ class GroupCommitWriter:
         return future
 
     def execute(self, command: Command) -> CommandResult:
+        """``send`` for a caller on a thread of its own: it waits for the batch's commit."""
         return self.submit(command).result()
 
     async def send(self, command: Command) -> CommandResult:

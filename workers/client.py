@@ -7,7 +7,6 @@ by claim token), so a retry never records twice. A refusal is raised as CommandR
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -16,6 +15,14 @@ from uuid import UUID
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from domain.execution.commands import Command
 from domain.execution.wire import BATCH, encode_batch, encode_command
@@ -85,17 +92,22 @@ class CommandClient:
         return reply
 
     async def _request(self, subject: str, payload: bytes) -> dict[str, Any]:
-        delay = 0.05
-        for attempt in range(self.retries):
-            try:
-                message = await self.nc.request(
-                    subject, payload, timeout=REQUEST_TIMEOUT, headers=self.headers
-                )
-            except (TimeoutError, NoRespondersError, NatsTimeout) as error:
-                log.warning("%s: %r (attempt %d), retrying", subject, error, attempt + 1)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            reply: dict[str, Any] = json.loads(message.data)
-            return reply
-        raise ConnectionError(f"no answer from the command service on {subject}")
+        def retrying(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            log.warning("%s: %r (attempt %d), retrying", subject, error, state.attempt_number)
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((TimeoutError, NoRespondersError, NatsTimeout)),
+                stop=stop_after_attempt(self.retries),
+                wait=wait_exponential(multiplier=0.05, max=2.0),  # 50 ms doubling to 2 s
+                before_sleep=retrying,
+            ):
+                with attempt:
+                    message = await self.nc.request(
+                        subject, payload, timeout=REQUEST_TIMEOUT, headers=self.headers
+                    )
+        except RetryError:
+            raise ConnectionError(f"no answer from the command service on {subject}") from None
+        reply: dict[str, Any] = json.loads(message.data)
+        return reply

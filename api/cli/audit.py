@@ -22,25 +22,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 from uuid import UUID
 
-import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from api.cli.client import EXIT_REFUSED, EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
 from api.cli.executions import STATUSES, Output, OutputOption
-from infra.settings import Settings
-from projections.audit.key import AuditKeyError, audit_key_path, read_audit_key
+from api.cli.group import verb_group
+from infra.client_settings import ClientSettings
 
 if TYPE_CHECKING:
+    import httpx
+
     from infra.audit_replay import Replayed
     from projections.audit.verify import Verdict
 
 EXIT_UNSIGNED = 3
 
-audit_cli = typer.Typer(
-    help="Audit trail: export it, verify an export offline, replay one.", no_args_is_help=True
-)
+audit_cli = verb_group("The audit trail: export, verify, replay.")
 
 
 class Format(StrEnum):
@@ -75,18 +72,21 @@ def export(
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:  # fmt: skip
-    """Export the audit trail of the key's tenant: every event with its hash chain, then a
-    signed manifest.
+    """Export the audit trail of the key's tenant.
 
+    Every event with its hash chain, then a signed manifest.
+
+    \b
     Examples:
       agentboard audit export --from 2026-01-01 -o trail.ndjson
-      agentboard audit export --agent coder --format csv -o coder.csv"""
+      agentboard audit export --agent coder --format csv -o coder.csv
+    """
     params = {
         "from": _moment("--from", start), "to": _moment("--to", end),
         "execution": str(execution) if execution else None, "agent": agent,
         "format": format_.value,
     }  # fmt: skip
-    api = ApiClient(Settings(), url, api_key)
+    api = ApiClient(ClientSettings.from_environment(), url, api_key)
     target = output.with_name(output.name + ".partial") if output else None
     try:
         out: BinaryIO = target.open("wb") if target else sys.stdout.buffer
@@ -117,7 +117,7 @@ def _stream(api: ApiClient, params: dict[str, Any], out: BinaryIO) -> bytes:
     tail = b""
     try:
         with api.http.stream(
-            "GET", "/v1/audit/export", params=params, timeout=httpx.Timeout(30, read=600)
+            "GET", "/v1/audit/export", params=params, timeout=api.httpx.Timeout(30, read=600)
         ) as response:
             if response.status_code >= 400:
                 response.read()
@@ -125,7 +125,7 @@ def _stream(api: ApiClient, params: dict[str, Any], out: BinaryIO) -> bytes:
             for chunk in response.iter_bytes():
                 out.write(chunk)
                 tail = (tail + chunk)[-(1 << 16) :]
-    except httpx.HTTPError as error:
+    except api.httpx.HTTPError as error:
         fail(f"the export from {api.url} broke off ({error})", EXIT_REFUSED)
     lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
     return lines[-1]
@@ -194,14 +194,18 @@ def verify_command(
                      "published anchor (repeatable)"),
     ] = None,
 ) -> None:  # fmt: skip
-    """Check every hash, link and count of an export, and its signature. Offline. Exit 0:
-    intact; 1: something is wrong (each finding named with its line and position); 3: intact
-    but the signature unchecked (no key).
+    """Check an export, offline.
 
+    Every hash, link and count, and the signature. Exit 0: intact; 1: something is wrong
+    (each finding named with its line and position); 3: intact but the signature unchecked
+    (no key).
+
+    \b
     Examples:
       agentboard audit verify trail.ndjson --key-file audit.key
-      agentboard audit verify trail.ndjson --anchor 1234=9f2c...e1 --anchor key:7=03ab...9d"""
-    from projections.audit.verify import UnreadableExport, verify  # noqa: PLC0415
+      agentboard audit verify trail.ndjson --anchor 1234=9f2c...e1 --anchor key:7=03ab...9d
+    """
+    from projections.audit.verify import UnreadableExport, verify  # noqa: PLC0415 - stdlib
 
     key = _key(key_file)
     anchors, key_anchors = _anchors(anchor or [])
@@ -223,7 +227,10 @@ def verify_command(
 
 
 def _key(key_file: Path | None) -> bytes | None:
-    path = key_file or audit_key_path(Settings().data_dir)
+    # secrets and hmac come with it: only for the verbs that read the key
+    from projections.audit.key import AuditKeyError, audit_key_path, read_audit_key  # noqa: PLC0415
+
+    path = key_file or audit_key_path(ClientSettings.from_environment().data_dir)
     if key_file is None and not path.exists():
         return None
     try:
@@ -283,12 +290,16 @@ def replay_command(
     output: OutputOption = Output.TABLE,
     key_file: KeyFileOption = None,
 ) -> None:
-    """Check an export's signature, load it into a fresh embedded store, rebuild the views,
-    and print the board (and an execution) as of the export's last position. Offline.
+    """Rebuild the board from an export, offline.
 
+    Checks the export's signature, loads it into a fresh embedded store, rebuilds the views,
+    and prints the board (and an execution) as of the export's last position.
+
+    \b
     Examples:
       agentboard audit replay trail.ndjson --key-file audit.key
-      agentboard audit replay trail.ndjson --execution 3f2a9c0d-... -o json"""
+      agentboard audit replay trail.ndjson --execution 3f2a9c0d-... -o json
+    """
     from infra.audit_replay import ReplayRefused, replay  # noqa: PLC0415 (starts PostgreSQL)
     from projections.audit.verify import UnreadableExport  # noqa: PLC0415
 
@@ -329,6 +340,9 @@ def _show(result: Replayed, output: Output) -> None:
         }  # fmt: skip
         typer.echo(json.dumps(shown, indent=2))
         return
+    from rich.console import Console  # noqa: PLC0415 - rich, only for a table
+    from rich.table import Table  # noqa: PLC0415
+
     console = Console()
     table = Table(
         "status", "count", title=f"board of {result.tenant!r} at position {result.position}"

@@ -13,9 +13,6 @@ from typing import Annotated, Any
 from uuid import uuid4
 
 import typer
-from rich.console import Console
-from rich.progress import Progress
-from rich.text import Text
 
 from api.cli.client import EXIT_REFUSED, EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
 from api.cli.executions import (
@@ -26,9 +23,7 @@ from api.cli.executions import (
     act,
     api_for,
     checked_filter,
-    first_line,
 )
-from api.cli.format import fitted_table, status_text
 
 CHUNK = 100
 SHOWN = 50  # rows of the listing; --output json has them all
@@ -95,6 +90,9 @@ def confirm(action: str, count: int, yes: bool) -> None:
 def send(api: ApiClient, action: str, ids: list[str]) -> list[dict[str, Any]]:
     """The actions by id, a chunk per request, under one idempotency key (a repeated chunk
     changes nothing twice)."""
+    from rich.console import Console  # noqa: PLC0415 - rich, only when acting in bulk
+    from rich.progress import Progress  # noqa: PLC0415
+
     headers = {"Idempotency-Key": f"cli-bulk-{uuid4()}"}
     done: list[dict[str, Any]] = []
     with Progress(console=Console(stderr=True)) as progress:
@@ -116,6 +114,11 @@ def show_preview(preview: dict[str, Any], output: Output) -> None:
     if not items:
         typer.echo("no executions match")
         return
+    from rich.console import Console  # noqa: PLC0415 - rich, only for a table
+    from rich.text import Text  # noqa: PLC0415
+
+    from api.cli.format import first_line, fitted_table, status_text  # noqa: PLC0415
+
     rows = [
         [Text(item["id"]), status_text(item["status"] or "?"),
          Text(item["outcome"].replace("_", " ")), Text(first_line(item["prompt"]))]
@@ -145,12 +148,16 @@ def cancel(
     yes: YesOption = False, output: OutputOption = Output.TABLE, url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:  # fmt: skip
-    """Cancel one execution by id (or short id), or every one that matches (listed first,
-    then confirmed). Pending work is cancelled at once; running work is asked to stop.
+    """Cancel one execution or all that match.
 
+    One by id (or short id), or every one that matches the filters (listed first, then
+    confirmed). Pending work is cancelled at once; running work is asked to stop.
+
+    \b
     Examples:
       agentboard execution cancel 3f2a9c0d
-      agentboard execution cancel --status pending --older-than 7d"""
+      agentboard execution cancel --status pending --older-than 7d
+    """
     where = checked_filter(status, older_than, agent, team, type_, queue, label)
     if one_or_many("cancel", execution_id, where, dry_run):
         act(api_for(url, api_key), str(execution_id), "cancel",
@@ -166,12 +173,16 @@ def retry(
     yes: YesOption = False, output: OutputOption = Output.TABLE, url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:  # fmt: skip
-    """Retry one failed execution by id (or short id), or every one that matches (listed
-    first, then confirmed), as a new attempt.
+    """Retry one execution or all that match.
 
+    One by id (or short id), or every one that matches the filters (listed first, then
+    confirmed), each as a new attempt.
+
+    \b
     Examples:
       agentboard execution retry 3f2a9c0d
-      agentboard execution retry --status failed --agent shell --yes"""
+      agentboard execution retry --status failed --agent shell --yes
+    """
     where = checked_filter(status, older_than, agent, team, type_, queue, label)
     if one_or_many("retry", execution_id, where, dry_run):
         act(api_for(url, api_key), str(execution_id), "retry", None)
@@ -185,11 +196,15 @@ def complete(
     label: LabelOption = None, dry_run: DryRunOption = False, yes: YesOption = False,
     output: OutputOption = Output.TABLE, url: UrlOption = None, api_key: KeyOption = None,
 ) -> None:  # fmt: skip
-    """Complete every matching execution that began (running, requires_input, blocked),
-    listed first, then confirmed.
+    """Complete matching executions that began.
 
+    Every one that began (running, requires_input, blocked) and matches the filters, listed
+    first, then confirmed.
+
+    \b
     Example:
-      agentboard execution complete --status running --older-than 7d --dry-run"""
+      agentboard execution complete --status running --older-than 7d --dry-run
+    """
     where = checked_filter(status, older_than, agent, team, type_, queue, label)
     one_or_many("complete", None, where, dry_run)
     run_bulk(api_for(url, api_key), "complete", where, dry_run, yes, output)

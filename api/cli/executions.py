@@ -10,25 +10,17 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Column, Table
-from rich.text import Text
 
 from api.cli.arguments import key_values, parse_deadline, parse_params
 from api.cli.client import EXIT_REFUSED, EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
-from api.cli.follow import follow
-from api.cli.format import ago, duration, fitted_table, status_text
-from infra.settings import Settings
-from projections.engine.errors import InvalidQuery
-from projections.views.filters import parse_age
+from api.cli.group import verb_group
+from infra.client_settings import ClientSettings
 
-execution_cli = typer.Typer(help="List, inspect and act on executions.", no_args_is_help=True)
+execution_cli = verb_group("List, inspect and act on executions.")
 
 STATUSES = ("pending", "running", "requires_input", "blocked", "completed", "failed", "cancelled")
 SHORT_ID_PATTERN = re.compile(r"[0-9a-f][0-9a-f-]{3,35}")
 SHORT_ID_SEARCH = 10_000  # executions a short id is looked up among
-PROMPT_LINES = 10  # of a prompt, on `get`; --output json has it all
 
 
 class Output(StrEnum):
@@ -47,7 +39,7 @@ OlderOption = Annotated[str | None, typer.Option("--older-than", help="e.g. 30m,
 
 
 def api_for(url: str | None, api_key: str | None) -> ApiClient:
-    return ApiClient(Settings(), url, api_key)
+    return ApiClient(ClientSettings.from_environment(), url, api_key)
 
 
 def execution_id_of(api: ApiClient, text: str) -> str:
@@ -92,6 +84,10 @@ def checked_filter(
     if unknown:
         fail(f"unknown status {unknown[0]!r}; choose among {', '.join(STATUSES)}", EXIT_USAGE)
     if older_than is not None:
+        # the server's own parser, so the two agree; it brings psycopg, so only when needed
+        from projections.engine.errors import InvalidQuery  # noqa: PLC0415
+        from projections.views.filters import parse_age  # noqa: PLC0415
+
         try:
             parse_age(older_than)
         except InvalidQuery as error:
@@ -101,10 +97,6 @@ def checked_filter(
     given = {"status": statuses or None, "older_than": older_than, "agent": agent,
              "team": team, "type": type_, "queue": queue, "label": label}  # fmt: skip
     return {name: value for name, value in given.items() if value is not None}
-
-
-def first_line(prompt: str | None) -> str:
-    return prompt.strip().splitlines()[0] if prompt and prompt.strip() else ""
 
 
 @execution_cli.command("list")
@@ -125,13 +117,17 @@ def list_executions(
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Executions, filtered, highest priority then oldest first; a page at a time (the next
-    page's --cursor is printed on stderr). On a narrow terminal the prompt is cut first, then
-    ids are shortened to their first 8 characters, which the other verbs take.
+    """List executions, a page at a time.
 
+    Filtered, highest priority then oldest first; the next page's --cursor is printed on
+    stderr. On a narrow terminal the prompt is cut first, then ids are shortened to their
+    first 8 characters, which the other verbs take.
+
+    \b
     Examples:
       agentboard execution list --status pending,running --agent shell
-      agentboard execution list --older-than 1h -o json | jq -r '.items[].id'"""
+      agentboard execution list --older-than 1h -o json | jq -r '.items[].id'
+    """
     params: dict[str, Any] = {"limit": limit, "overdue": overdue}
     params.update(checked_filter(status, older_than, agent, team, type_, queue, label))
     if cursor:
@@ -140,16 +136,10 @@ def list_executions(
     if output is Output.JSON:
         typer.echo(json.dumps(page, indent=2))
         return
-    console = Console()
-    rows = [
-        [Text(item["id"]), status_text(item["status"]), Text(item["agent_id"]),
-         Text(item["worker_queue"]), Text(str(item["priority"])), Text(str(item["attempt"])),
-         Text(ago(item["created_at"])), Text(first_line(item["prompt"]))]
-        for item in page["items"]
-    ]  # fmt: skip
-    headers = ["id", "status", "agent", "queue", "prio", "attempt", "created", "prompt"]
-    if rows:
-        console.print(fitted_table(console, headers, rows, optional=("prio", "attempt")))
+    if page["items"]:
+        from api.cli.format import show_list  # noqa: PLC0415 - rich, only for a table
+
+        show_list(page["items"])
     else:
         typer.echo("no executions match")
     if page.get("next_cursor"):
@@ -163,89 +153,24 @@ def get_execution(
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """One execution: what it was asked, where it stands, the time it spent in each status,
-    its tool calls and artifacts.
+    """Show one execution.
 
+    What it was asked, where it stands, the time it spent in each status, its tool calls and
+    artifacts.
+
+    \b
     Examples:
       agentboard execution get 3f2a9c0d
-      agentboard execution get 3f2a9c0d -o json | jq .result"""
+      agentboard execution get 3f2a9c0d -o json | jq .result
+    """
     api = api_for(url, api_key)
     execution = api.call("GET", f"/v1/executions/{execution_id_of(api, execution_id)}")
     if output is Output.JSON:
         typer.echo(json.dumps(execution, indent=2))
         return
-    console = Console()
-    console.print(Text.assemble((execution["id"], "bold"), "  ", status_text(execution["status"])))
-    console.print(_overview(execution))
-    if execution.get("tool_calls"):
-        calls = Table("tool", "arguments", "outcome", "took", "summary", title="tool calls",
-                      box=box.SIMPLE_HEAD)  # fmt: skip
-        for call in execution["tool_calls"]:
-            outcome = call.get("outcome") or "running"
-            calls.add_row(
-                Text(str(call.get("tool"))), Text(json.dumps(call.get("arguments") or {})),
-                Text(outcome, style="green" if outcome == "success" else "red"),
-                duration(call.get("duration_seconds") or 0),
-                Text(str(call.get("result_summary") or "")),
-            )  # fmt: skip
-        console.print(calls)
-    if execution.get("artifacts"):
-        files = Table("artifact", "type", "bytes", Column("download", overflow="fold"),
-                      title="artifacts",
-                      box=box.SIMPLE_HEAD)  # fmt: skip
-        for artifact in execution["artifacts"]:
-            files.add_row(Text(artifact["name"]), artifact["media_type"],
-                          f"{artifact['size']:,}", Text(artifact["url"]))  # fmt: skip
-        console.print(files)
+    from api.cli.format import show_execution  # noqa: PLC0415 - rich, only for a table
 
-
-def _overview(execution: dict[str, Any]) -> Table:
-    """Label and value, one a line, leaving out what is not set."""
-    prompt_lines = execution["prompt"].splitlines() or [""]
-    prompt = "\n".join(prompt_lines[:PROMPT_LINES])
-    if len(prompt_lines) > PROMPT_LINES:
-        prompt += f"\n… {len(prompt_lines) - PROMPT_LINES} more lines (-o json has them all)"
-    by = execution.get("created_by") or {}
-    spent = execution.get("time_in_status") or {}
-    deadline = execution.get("deadline")
-    fields = {
-        "prompt": prompt,
-        "agent": execution["agent_id"] if execution["type"] == "agent"
-        else f"{execution['agent_id']} (team {execution.get('team_id')})",
-        "queue": execution["worker_queue"],
-        "priority": str(execution["priority"]),
-        "labels": ", ".join(f"{k}={v}" for k, v in execution.get("labels", {}).items()),
-        "deadline": f"{deadline} ({ago(deadline)})" if deadline else "",
-        "attempt": str(execution["attempt"]),
-        "worker": execution.get("worker_id") or "",
-        "created by": f"{by.get('kind')}:{by.get('id')}"
-        + (f" (via {by['via']})" if by.get("via") else "") if by else "",
-        "created": f"{execution['created_at']} ({ago(execution['created_at'])})",
-        "parent": execution.get("parent_execution_id") or "",
-        "blocked": _blocked(execution.get("blocked")),
-        "cancel": "requested" if execution.get("cancel_requested") else "",
-        "question": execution.get("question") or "",
-        "error": " ".join(filter(None, [execution.get("failure_reason"),
-                                        execution.get("error")])),
-        "notes": execution.get("completion_notes") or "",
-        "result": json.dumps(execution["result"]) if execution.get("result") is not None else "",
-        "time in status": ", ".join(f"{name} {duration(spent[name])}"
-                                    for name in STATUSES if name in spent),
-    }  # fmt: skip
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="dim", no_wrap=True)
-    grid.add_column()
-    for name, value in fields.items():
-        if value:
-            grid.add_row(f"  {name}", Text(value))
-    return grid
-
-
-def _blocked(blocked: dict[str, Any] | None) -> str:
-    if not blocked:
-        return ""
-    by = blocked.get("by") or {}
-    return f"{blocked.get('reason')} (by {by.get('kind')}:{by.get('id')}, {blocked.get('at')})"
+    show_execution(execution)
 
 
 @execution_cli.command("logs")
@@ -258,17 +183,23 @@ def logs(
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """The output an execution stored so far; with --follow, live until it ends (tool calls,
-    questions and changes of worker on stderr; a dropped stream is reconnected). With
-    --output json: its events as a JSON list, or with --follow one JSON object a line, the
-    last {"type": "end", "status": ...}.
+    """Print an execution's output.
 
+    The output it stored so far; with --follow, live until it ends (tool calls, questions and
+    changes of worker on stderr; a dropped stream is reconnected). With --output json: its
+    events as a JSON list, or with --follow one JSON object a line, the last {"type": "end",
+    "status": ...}.
+
+    \b
     Examples:
       agentboard execution logs 3f2a9c0d --follow
-      agentboard execution logs 3f2a9c0d -o json | jq -r '.[].type'"""
+      agentboard execution logs 3f2a9c0d -o json | jq -r '.[].type'
+    """
     api = api_for(url, api_key)
     execution_id = execution_id_of(api, execution_id)
     if follow_:
+        from api.cli.follow import follow  # noqa: PLC0415 - rich, only when following
+
         follow(api, execution_id, answer_questions=False, as_json=output is Output.JSON)
     elif output is Output.JSON:
         typer.echo(json.dumps(api.call("GET", f"/v1/executions/{execution_id}/events"), indent=2))
@@ -293,12 +224,16 @@ def respond(
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Answer an execution that requires input (its question shows on `execution get`); it
-    goes back to running. Prints the id and the new status.
+    """Answer an execution that requires input.
 
+    Its question shows on `execution get`; with the answer it goes back to running. Prints
+    the id and the new status.
+
+    \b
     Examples:
       agentboard execution respond 3f2a9c0d main
-      agentboard execution respond 3f2a9c0d '{"approve": true}'"""
+      agentboard execution respond 3f2a9c0d '{"approve": true}'
+    """
     try:
         value: Any = json.loads(answer)
     except ValueError:
@@ -317,8 +252,10 @@ def block(
     no new tool call or question until it is unblocked (a run that ends meanwhile ends the
     block). Prints the id and the new status.
 
+    \b
     Example:
-      agentboard execution block 3f2a9c0d --reason 'waiting for the change freeze'"""
+      agentboard execution block 3f2a9c0d --reason 'waiting for the change freeze'
+    """
     act(api_for(url, api_key), execution_id, "block", {"reason": reason})
 
 
@@ -331,8 +268,10 @@ def unblock(
 ) -> None:
     """Let a blocked execution go on. Prints the id and the new status.
 
+    \b
     Example:
-      agentboard execution unblock 3f2a9c0d"""
+      agentboard execution unblock 3f2a9c0d
+    """
     act(api_for(url, api_key), execution_id, "unblock", {"reason": reason})
 
 
@@ -355,14 +294,18 @@ def exec_command(
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:  # fmt: skip
-    """Create an execution and print its id. With --wait, then its result (JSON) once it
-    completes, or exit 1 when it fails or is cancelled; with --follow, its output as it comes.
+    """Create an execution and print its id.
 
+    With --wait, then its result (JSON) once it completes, or exit 1 when it fails or is
+    cancelled; with --follow, its output as it comes.
+
+    \b
     Examples:
       agentboard exec "ls -la" --wait
       agentboard exec deploy --agent script --param 'steps=[{"ask": "sure?"}]' -f
       agentboard exec "run the suite" --priority 10 --label team=search --deadline 2h
-      agentboard exec "review the release" --type team --team release-crew"""
+      agentboard exec "review the release" --type team --team release-crew
+    """
     if type_ not in ("agent", "team"):
         fail(f"--type is agent or team (got {type_!r})", EXIT_USAGE)
     if (type_ == "team") != (team is not None):
@@ -378,6 +321,8 @@ def exec_command(
     created = api.call("POST", "/v1/executions", json=body)
     typer.echo(created["id"])
     if follow_:
+        from api.cli.follow import follow  # noqa: PLC0415 - rich, only when following
+
         follow(api, created["id"], answer_questions=True)
     elif not wait:
         return

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import typer
@@ -25,7 +24,11 @@ from rich.markup import escape
 from api.cli.client import EXIT_REFUSED, ApiClient, fail
 from api.cli.format import duration
 
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
 RECONNECT_FOR_SECONDS = 60.0
+RECONNECT_EVERY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,69 +38,89 @@ class Event:
     data: dict[str, Any]
 
 
+class StreamBroke(Exception):
+    """A stream that was established ended before the execution did."""
+
+
 def follow(
     api: ApiClient, execution_id: str, *, answer_questions: bool, as_json: bool = False
 ) -> str:
     """Print the execution's events until it ends; its final status. A server that cannot be
     reached at first is exit 2 at once; a stream that broke is reconnected for a minute."""
+    from tenacity import Retrying, retry_if_exception_type, wait_fixed  # noqa: PLC0415 - slow
+
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     show = _print_json if as_json else _Shown(err).show
-    last: int | None = None
-    connected = False
-    broken_since: float | None = None
-    while True:
+    ask = (lambda: _ask(api, execution_id, err)) if answer_questions else None
+    stream = _Stream(api, execution_id, show, ask)
+
+    def lost(state: RetryCallState) -> str:
+        fail(f"lost the stream from {api.url} ({_problem(state)})", EXIT_REFUSED)
+
+    reconnecting = Retrying(
+        retry=retry_if_exception_type(StreamBroke),
+        wait=wait_fixed(RECONNECT_EVERY_SECONDS),
+        stop=stream.broken_too_long,
+        before_sleep=lambda state: err.print(f"[dim]reconnecting ({_problem(state)})…[/]"),
+        retry_error_callback=lost,
+    )
+    return reconnecting(stream.read_to_end)
+
+
+class _Stream:
+    """``GET /v1/executions/{id}/logs?follow=true``, resumed after the last event seen."""
+
+    def __init__(
+        self, api: ApiClient, execution_id: str, show: Callable[[Event], None],
+        ask: Callable[[], None] | None,
+    ) -> None:  # fmt: skip
+        self.api = api
+        self.path = f"/v1/executions/{execution_id}/logs"
+        self.show = show
+        self.ask = ask
+        self.last: int | None = None
+        self.connected = False
+        self.broken_since: float | None = None
+
+    def read_to_end(self) -> str:
+        """The final status; ``StreamBroke`` when the stream ends before it."""
+        from httpx_sse import connect_sse  # noqa: PLC0415 - only --follow needs it
+
+        headers = {"Last-Event-ID": str(self.last)} if self.last is not None else {}
+        timeout = httpx.Timeout(30, read=60)  # the server sends a comment every 15 s
         try:
-            with _stream(api, execution_id, last) as response:
-                connected, broken_since = True, None
-                for event in _events(response):
-                    show(event)
+            with connect_sse(
+                self.api.http, "GET", self.path, params={"follow": "true"}, headers=headers,
+                timeout=timeout,
+            ) as source:  # fmt: skip
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    self.api.refused(source.response)
+                self.connected, self.broken_since = True, None
+                for sse in source.iter_sse():
+                    if not sse.data:  # `retry:`, or a keepalive (httpx-sse yields those too)
+                        continue
+                    event = Event(sse.event, int(sse.id) if sse.id else None, sse.json())
+                    self.show(event)
                     if event.type == "end":
                         return str(event.data["status"])
-                    last = event.id if event.id is not None else last
-                    if event.type == "InputRequested" and answer_questions:
-                        _ask(api, execution_id, err)
+                    self.last = event.id if event.id is not None else self.last
+                    if event.type == "InputRequested" and self.ask is not None:
+                        self.ask()
             problem = "the server closed the stream"
         except httpx.HTTPError as error:
-            if not connected:
-                api.unreachable(error)
+            if not self.connected:
+                self.api.unreachable(error)
             problem = str(error) or type(error).__name__
-        broken_since = broken_since or time.monotonic()
-        if time.monotonic() - broken_since > RECONNECT_FOR_SECONDS:
-            fail(f"lost the stream from {api.url} ({problem})", EXIT_REFUSED)
-        err.print(f"[dim]reconnecting ({problem})…[/]")
-        time.sleep(1)
+        self.broken_since = self.broken_since or time.monotonic()
+        raise StreamBroke(problem)
+
+    def broken_too_long(self, state: RetryCallState) -> bool:
+        return time.monotonic() - (self.broken_since or 0) > RECONNECT_FOR_SECONDS
 
 
-@contextmanager
-def _stream(api: ApiClient, execution_id: str, last: int | None) -> Iterator[httpx.Response]:
-    headers = {"Accept": "text/event-stream"}
-    if last is not None:
-        headers["Last-Event-ID"] = str(last)
-    path = f"/v1/executions/{execution_id}/logs"
-    timeout = httpx.Timeout(30, read=60)  # the server sends a comment every 15 s
-    with api.http.stream(
-        "GET", path, params={"follow": "true"}, headers=headers, timeout=timeout
-    ) as response:
-        if response.status_code >= 400:
-            response.read()
-            api.refused(response)
-        yield response
-
-
-def _events(response: httpx.Response) -> Iterator[Event]:
-    fields: dict[str, str] = {}
-    for line in response.iter_lines():
-        if line == "":
-            if "data" in fields:
-                yield Event(
-                    fields.get("event", "message"),
-                    int(fields["id"]) if fields.get("id") else None,
-                    json.loads(fields["data"]),
-                )
-            fields = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            fields[name] = value.removeprefix(" ")
+def _problem(state: RetryCallState) -> str:
+    return str(state.outcome.exception()) if state.outcome is not None else "?"
 
 
 def _print_json(event: Event) -> None:

@@ -6,15 +6,13 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Column, Table
 
 from api.cli.client import KeyOption, UrlOption
 from api.cli.executions import Output, OutputOption, api_for
-from api.cli.format import ago
-from infra.keys import Role
+from api.cli.group import verb_group
+from infra.local_keys import Role
 
-keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
+keys_cli = verb_group("API keys.")
 
 
 @keys_cli.command("create")
@@ -28,9 +26,14 @@ def keys_create(
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Make an API key (needs an admin key). The key is printed once; keep it.
+    """Make an API key.
 
-    Example: agentboard keys create --tenant acme --role worker --queue gpu --queue cpu"""
+    It takes an admin key. The new key is printed once; keep it.
+
+    \b
+    Example:
+      agentboard keys create --tenant acme --role worker --queue gpu --queue cpu
+    """
     body: dict[str, Any] = {"tenant": tenant, "role": role.value}
     if queue:
         body["queues"] = queue
@@ -44,14 +47,24 @@ def keys_list(
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """The keys an admin may see, revoked ones too; never their secrets.
+    """List the keys an admin may see.
 
-    Example: agentboard keys list --tenant acme"""
+    Revoked ones too; never their secrets.
+
+    \b
+    Example:
+      agentboard keys list --tenant acme
+    """
     params = {"tenant": tenant} if tenant else {}
     items = api_for(url, api_key).call("GET", "/v1/keys", params=params)["items"]
     if output is Output.JSON:
         typer.echo(json.dumps(items, indent=2))
         return
+    from rich.console import Console  # noqa: PLC0415 - rich, only for a table
+    from rich.table import Column, Table  # noqa: PLC0415
+
+    from api.cli.format import ago  # noqa: PLC0415
+
     table = Table(Column("key id", no_wrap=True), "tenant", "role", "queues", "made",
                   "made by", "revoked")  # fmt: skip
     for item in items:
@@ -69,9 +82,14 @@ def keys_revoke(
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Revoke a key: refused at once by this API process, within 30 s everywhere.
+    """Revoke a key.
 
-    Example: agentboard keys revoke 3f2a9c0d1e2b4a5c"""
+    It is refused at once by the API process that revoked it, within 30 s everywhere.
+
+    \b
+    Example:
+      agentboard keys revoke 3f2a9c0d1e2b4a5c
+    """
     key_id = key.split("_")[1] if key.startswith("ab_") and key.count("_") >= 2 else key
     revoked = api_for(url, api_key).call("DELETE", f"/v1/keys/{key_id}")
     typer.echo(f"revoked {revoked['key_id']} ({revoked['role']} of {revoked['tenant']})")

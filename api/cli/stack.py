@@ -1,4 +1,5 @@
-"""`agentboard up`: the whole stack in this process and two children (projections, a worker)."""
+"""Serving HTTP: ``agentboard up`` (the whole stack: this process and its children) and
+``agentboard api`` (the api role alone); infra/roles.py builds what each runs."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from typing import Any
 
 import typer
 import uvicorn
+from litestar import Litestar
 
 from api.cli.client import EXIT_USAGE, fail
 from api.http.app import create_app
-from infra.bootstrap import open_stack, write_stack_file
-from infra.keys import KeyStore, ensure_admin_key, ensure_worker_key
+from infra import roles
 from infra.settings import Settings
 
 
@@ -52,54 +53,65 @@ class _Server(uvicorn.Server):
 
 
 def serve_stack(settings: Settings) -> None:
-    """Embedded servers unless configured, the API with its background services, the
-    projections process and a worker on `default`, until Ctrl-C or SIGTERM."""
-    # The port first: taken, nothing is started, and no key is made for another server.
+    """``agentboard up``: the stack infra/roles.py builds, served until Ctrl-C or SIGTERM.
+    The port first: taken, nothing is started, and no key is made for another server; the
+    stack is said to be up once the API listens."""
     listening = http_socket(settings.http_host, settings.http_port)
-    with open_stack(settings, run_projections=False) as container:
-        # Start-up made many long-lived objects; a full collection walking them pauses every
-        # thread (≈200 ms with a warm writer cache): keep them out of its way.
-        gc.collect()
-        gc.freeze()
-        worker_key = ensure_worker_key(settings.data_dir, KeyStore(container.database_url))
-        config = uvicorn.Config(
-            create_app(
-                container,
-                worker_queue="default",
-                worker_key=worker_key,
-                projections_process=True,
-                relay_process=True,
-            ),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_level="info",
-            log_config=None,  # our handlers: JSON lines with request ids
-            access_log=False,  # the API logs each request itself
-            lifespan="on",
-            loop="uvloop",  # C event loop and HTTP parser: the pure-Python ones cost
-            http="httptools",  # the API about half its CPU under load
-            timeout_graceful_shutdown=5,  # then live streams are cut; clients resume
-        )
-        server = _Server(config)
-        http_url = f"http://{settings.http_host}:{settings.http_port}"
-        stack_file = write_stack_file(settings, container, http_url)
-        key = ensure_admin_key(settings.data_dir, KeyStore(container.database_url))
+    with roles.stack(settings) as stack:
+        _settle()
+        app = create_app(stack.api.container, role=stack.api)
 
         def say_it_is_up() -> None:
-            typer.echo(f"agentboard is up: {http_url}/")
-            typer.echo(f"sign in to the board: {http_url}/#key={key}")
+            typer.echo(f"agentboard is up: {stack.http_url}/")
+            typer.echo(f"sign in to the board: {stack.http_url}/#key={stack.admin_key}")
 
-        server.on_listening = say_it_is_up
-        try:
-            server.run(sockets=[listening])  # returns on Ctrl-C or SIGTERM, after draining
-        finally:
-            stack_file.unlink(missing_ok=True)
+        _serve(app, settings, listening, say_it_is_up)
     typer.echo("agentboard stopped")
+
+
+def serve_api(settings: Settings) -> None:
+    """``agentboard api``: the api role on the configured servers, until Ctrl-C or SIGTERM."""
+    listening = http_socket(settings.http_host, settings.http_port)
+    with roles.api(settings) as api:
+        _settle()
+        _serve(create_app(api.container, role=api), settings, listening)
+
+
+def _settle() -> None:
+    # Start-up made many long-lived objects; a full collection walking them pauses every
+    # thread (≈200 ms with a warm writer cache): keep them out of its way.
+    gc.collect()
+    gc.freeze()
+
+
+def _serve(
+    app: Litestar,
+    settings: Settings,
+    listening: socket.socket,
+    on_listening: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve HTTP on ``listening`` (bound to the configured host and port); returns on
+    Ctrl-C or SIGTERM, after draining requests (the app's lifespan then stops its role)."""
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="info",
+        log_config=None,  # our handlers: JSON lines with request ids
+        access_log=False,  # the API logs each request itself
+        lifespan="on",
+        loop="uvloop",  # C event loop and HTTP parser: the pure-Python ones cost
+        http="httptools",  # the API about half its CPU under load
+        timeout_graceful_shutdown=5,  # then live streams are cut; clients resume
+    )
+    server = _Server(config)
+    server.on_listening = on_listening
+    server.run(sockets=[listening])
 
 
 def http_socket(host: str, port: int) -> socket.socket:
     """The API's socket, bound before anything starts (as uvicorn binds it); a port another
-    process holds ends `up` at once with what to do about it (exit code 2)."""
+    process holds ends the command at once with what to do about it (exit code 2)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

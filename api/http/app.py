@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
+from typing import TYPE_CHECKING
 
 import anyio
 from litestar import Litestar, get
@@ -16,6 +17,7 @@ from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.response import Response
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import Scope
+from prometheus_client import CollectorRegistry
 
 from api.http.artifacts import download_artifact
 from api.http.audit import AuditController
@@ -24,13 +26,17 @@ from api.http.bulk import bulk
 from api.http.errors import exception_handlers, is_refusal, problem_details_config
 from api.http.executions import ExecutionController
 from api.http.keys import KeyController
-from api.http.metrics import count_requests, metrics, view_positions
+from api.http.metrics import RequestMetrics, StackCollector, metrics, read_stack, view_positions
 from api.http.page import PUBLIC_PATTERNS, page_router
 from api.http.queries import QueryController
 from api.http.streams import board_stream, live_hub
+from api.http.webhooks import WebhookController
 from infra.bootstrap import Container
-from infra.services import BackgroundServices, LocalProjections, LocalRelay, LocalWorker
+from infra.services import BackgroundServices
 from projections.engine.control import Control
+
+if TYPE_CHECKING:
+    from infra.roles import ApiRole
 
 log = logging.getLogger("agentboard.api")
 
@@ -80,53 +86,30 @@ async def log_unexpected(error: Exception, scope: Scope) -> None:
         log.error("unexpected error on %s", scope.get("path"), exc_info=error)
 
 
-def create_app(
-    container: Container, *, background: bool = True, worker_queue: str | None = None,
-    worker_key: str | None = None, projections_process: bool = False, relay_process: bool = False,
-) -> Litestar:  # fmt: skip
-    """The HTTP app; with ``background`` it also runs the relay, the lease monitor and the
-    command service for workers for as long as it serves, with ``worker_queue`` a worker
-    process on that queue (reporting with ``worker_key``), and with ``projections_process``
-    and ``relay_process`` the projections and the relay in processes of their own."""
+def create_app(container: Container, *, role: ApiRole | None = None) -> Litestar:
+    """The HTTP app over ``container``; with ``role`` (infra/roles.py) it also runs, for as
+    long as it serves, what an API process runs beside HTTP (the command service for
+    workers, the lease monitor, ...; under ``agentboard up`` the other roles' processes)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        services = BackgroundServices(container, relay=not relay_process)
-        relay = LocalRelay(container.database_url, container.nats_url) if relay_process else None
-        worker = (
-            LocalWorker(container.nats_url, worker_key or "", worker_queue)
-            if worker_queue
-            else None
-        )
-        projections = LocalProjections(container.database_url) if projections_process else None
         hub = live_hub(container)
-        if projections is not None:
-            await projections.start()  # first: it catches up while the rest starts
-        if background:
-            await services.start()
-        if relay is not None:
-            await relay.start()
-        if worker is not None:
-            await worker.start()
-        await hub.start()
-        app.state.services, app.state.hub = services, hub
-        try:
-            yield
-        finally:
-            await hub.stop()
-            if worker is not None:
-                await worker.stop()  # first: it reports to the services below
-            await services.stop()
-            if relay is not None:
-                await relay.stop()  # after the last writes; the rest go on its next start
-            if projections is not None:
-                await projections.stop()
+        async with role if role is not None else nullcontext():
+            await hub.start()
+            app.state.services = role.services if role is not None else None
+            app.state.hub = hub
+            try:
+                yield
+            finally:
+                await hub.stop()
 
     auth = DefineMiddleware(
         KeyAuthentication,
         exclude=["^/healthz", "^/readyz", "^/metrics", "^/schema", *PUBLIC_PATTERNS],
     )
-    return Litestar(
+    registry = CollectorRegistry()  # the app's own: tests run several apps in one process
+    requests = RequestMetrics(registry)
+    app = Litestar(
         route_handlers=[
             healthz,
             readyz,
@@ -138,14 +121,17 @@ def create_app(
             download_artifact,
             KeyController,
             AuditController,
+            WebhookController,
             page_router(),
         ],
-        state=State({"container": container, "key_store": container.keys}),
+        state=State(
+            {"container": container, "key_store": container.keys, "metrics_registry": registry}
+        ),
         lifespan=[lifespan],
         logging_config=None,  # ours (infra/logs.py): JSON lines with request ids
         after_exception=[log_unexpected],
         exception_handlers=exception_handlers(),
-        middleware=[count_requests, auth],
+        middleware=[requests.middleware, auth],
         plugins=[ProblemDetailsPlugin(problem_details_config())],
         openapi_config=OpenAPIConfig(
             title="agentboard",
@@ -160,3 +146,8 @@ def create_app(
             security=[{"apiKey": []}],
         ),
     )
+    registry.register(StackCollector(lambda: read_stack(app.state)))
+    if role is not None:  # webhook deliveries, counted where they are made
+        for collector in role.webhooks.metrics.collectors():
+            registry.register(collector)
+    return app

@@ -16,25 +16,16 @@ from litestar.response import Response
 from nats.js.errors import ObjectNotFoundError
 
 from api.http.errors import NotFound, Unavailable
-from domain.execution.aggregate import Execution as ExecutionAggregate
 from infra.bootstrap import Container
 from infra.keys import Principal
 from infra.nats import artifacts_store
-
-ArtifactAdded = ExecutionAggregate.ArtifactAdded
+from infra.webhooks.payload import artifacts
 
 
 def artifacts_of(container: Container, execution_id: UUID) -> list[dict[str, Any]]:
-    """The execution's artifacts, the latest of each name, in the order first stored."""
-    found: dict[str, dict[str, Any]] = {}
-    for event in container.service.timeline(execution_id):
-        if isinstance(event, ArtifactAdded):
-            found[event.name] = {
-                "name": event.name, "media_type": event.media_type, "size": event.size,
-                "sha256": event.sha256, "object_key": event.object_key,
-                "url": f"/v1/executions/{execution_id}/artifacts/{quote(event.name)}",
-            }  # fmt: skip
-    return list(found.values())
+    """The execution's artifacts, the latest of each name, in the order first stored (as
+    a webhook's payload lists them, from the same function)."""
+    return artifacts(execution_id, container.service.timeline(execution_id))
 
 
 @get("/v1/executions/{execution_id:uuid}/artifacts/{name:str}", operation_id="getArtifact",

@@ -79,14 +79,15 @@ class AuditController(Controller):
 
 
 async def _chain_caught_up(container: Container) -> None:
-    """Wait (briefly) until the chain covers everything stored when the export began;
-    the manifest says how far it got if it did not."""
-    supervisor = container.projections
-    if supervisor is None:
-        return
+    """Wait (briefly) until the chain covers everything stored when the export began,
+    wherever the projections run (``container.views``: this process's supervisor, or
+    what the projections process announces); the manifest says how far it got if it did
+    not."""
     head = await anyio.to_thread.run_sync(container.service.recorder.max_notification_id)
     if head:
-        await anyio.to_thread.run_sync(supervisor.wait_for, "audit_chain", head, CHAIN_WAIT_SECONDS)
+        await anyio.to_thread.run_sync(
+            container.views.wait_for, "audit_chain", head, CHAIN_WAIT_SECONDS
+        )
 
 
 async def _chunks(export: Export) -> AsyncIterator[bytes]:

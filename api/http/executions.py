@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import anyio
 from litestar import Controller, Request, get, post
@@ -16,22 +16,28 @@ from litestar.response import Response
 from api.http.artifacts import artifacts_of
 from api.http.auth import operators
 from api.http.consistency import caught_up, note_written
-from api.http.queries import FILTERS, Text, card_json, read_models
-from api.http.schemas import Execution, ExecutionCreate, InputAnswer, Reason
+from api.http.queries import FILTERS, Text, read_models
+from api.http.schemas import Execution, ExecutionCreate, ExecutionPage, InputAnswer, Reason
 from api.http.streams import LastEventId, follow_execution
 from domain.execution import commands as c
 from domain.execution.aggregate import Execution as ExecutionAggregate
 from domain.execution.errors import ExecutionNotFound
-from domain.execution.state import CommandResult, ExecutionState, idempotent_execution_id
+from domain.execution.state import CommandResult, ExecutionState
 from domain.execution.values import Actor, ActorKind, ExecutionType, RetryPolicy
 from infra.bootstrap import Container
 from infra.keys import Principal
+from infra.tracecontext import parse_traceparent
 from projections.engine.errors import NotFound as ReadNotFound
 from projections.views.filters import ExecutionFilter
 from projections.views.read_models import ReadModels
 
 OutputAppended = ExecutionAggregate.OutputAppended
 
+TraceParentHeader = Annotated[
+    str | None,
+    HeaderParameter(name="traceparent", required=False, max_length=512,
+                    description="W3C trace context: the execution's trace continues yours"),
+]  # fmt: skip
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(name="Idempotency-Key", required=False, max_length=255,
@@ -45,21 +51,6 @@ def actor_of(request: Request[Principal, Any, State]) -> Actor:
 
 def reason_or(data: Reason | None, default: str) -> str:
     return (data.reason if data else "") or default
-
-
-def to_execution(state: ExecutionState, position: int | None = None) -> Execution:
-    return Execution(
-        id=state.id, tenant=state.tenant, type=state.type, agent_id=state.agent_id,
-        team_id=state.team_id, worker_queue=state.worker_queue, prompt=state.prompt,
-        parameters=state.parameters, priority=state.priority, labels=state.labels,
-        status=state.status, attempt=state.attempt, worker_id=state.worker_id,
-        created_by=state.created_by, created_at=state.created_at, updated_at=state.updated_at,
-        deadline=state.deadline, question=state.question,
-        cancel_requested=state.cancel_requested, result=state.result, error=state.error,
-        failure_reason=state.failure_reason, completion_notes=state.completion_notes,
-        blocked=state.blocked, pending_input=state.pending_input,
-        parent_execution_id=state.parent_execution_id, position=position,
-    )  # fmt: skip
 
 
 async def state_in_tenant(container: Container, tenant: str, execution_id: UUID) -> ExecutionState:
@@ -77,9 +68,10 @@ class ExecutionController(Controller):
     @post("/", operation_id="createExecution", guards=[operators], status_code=201)
     async def create(
         self, request: Request[Principal, Any, State], data: JSONBody[ExecutionCreate],
-        idempotency_key: IdempotencyKey = None,
+        idempotency_key: IdempotencyKey = None, traceparent: TraceParentHeader = None,
     ) -> Execution:  # fmt: skip
-        """Create an execution; it waits in `pending` until a worker of its queue takes it."""
+        """Create an execution; it waits in `pending` until a worker of its queue takes it.
+        With a `traceparent` header, its trace (OpenTelemetry) continues the caller's."""
         container: Container = request.app.state.container
         tenant = request.user.tenant
         key = f"key:{request.user.key_id}"
@@ -88,45 +80,47 @@ class ExecutionController(Controller):
             if data.created_by
             else Actor(ActorKind.API, key)
         )
-        execution_id = (
-            idempotent_execution_id(tenant, idempotency_key) if idempotency_key else uuid4()
-        )
         retry = RetryPolicy(**data.retry.model_dump()) if data.retry else RetryPolicy()
         result = await container.writer.send(
-            c.CreateExecution(
-                execution_id, tenant=tenant, agent_id=data.agent_id,
-                worker_queue=data.worker_queue, prompt=data.prompt, created_by=created_by,
+            c.CreateExecution.new(
+                tenant=tenant, agent_id=data.agent_id, worker_queue=data.worker_queue,
+                prompt=data.prompt, created_by=created_by, idempotency_key=idempotency_key,
                 type=ExecutionType(data.type), team_id=data.team_id,
                 parameters=data.parameters, priority=data.priority, labels=data.labels,
                 deadline=data.deadline, retry=retry, timeout_seconds=data.timeout_seconds,
                 heartbeat_timeout_seconds=data.heartbeat_timeout_seconds,
-                parent_execution_id=data.parent_execution_id, idempotency_key=idempotency_key,
+                parent_execution_id=data.parent_execution_id,
+                traceparent=_trace_context(traceparent),
             )
         )  # fmt: skip
         note_written(request, result.position)
-        return to_execution(result.execution, result.position)
+        return Execution.of(result.execution, result.position)
 
     @get("/", operation_id="listExecutions", dependencies=FILTERS)
     async def list_executions(
         self, request: Request[Principal, Any, State], where: NamedDependency[ExecutionFilter],
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50, cursor: Text = None,
-    ) -> dict[str, Any]:  # fmt: skip
-        """Executions, newest priority first then oldest, filtered; page with `cursor`."""
+    ) -> ExecutionPage:  # fmt: skip
+        """Executions, highest priority first then oldest, filtered; page with `cursor`. Each
+        item is an Execution without its heavy parts (`time_in_status`, `tool_calls` and
+        `artifacts` are null): `GET /v1/executions/{id}` has them."""
         models = read_models(request)
         await caught_up(request)
         page = await anyio.to_thread.run_sync(
             lambda: models.board.list(request.user.tenant, where, limit=limit, cursor=cursor)
         )
-        return {"items": [card_json(c) for c in page.items], "next_cursor": page.next_cursor}
+        items = [Execution.of(card, card.position) for card in page.items]
+        return ExecutionPage(items, page.next_cursor)
 
     @get("/{execution_id:uuid}", operation_id="getExecution")
     async def get_one(
         self, request: Request[Principal, Any, State], execution_id: FromPath[UUID]
     ) -> Execution:
-        """One execution, as stored now."""
+        """One execution, as stored now, with the time it spent in each status, its tool
+        calls and its artifacts."""
         container: Container = request.app.state.container
         state = await state_in_tenant(container, request.user.tenant, execution_id)
-        execution = to_execution(state)
+        execution = Execution.of(state, None)
         await caught_up(request, "status_intervals", "tool_calls")
         models, tenant = container.read_models, request.user.tenant
         execution.time_in_status = await anyio.to_thread.run_sync(
@@ -178,7 +172,7 @@ class ExecutionController(Controller):
         scoped = c.Within.of(command, request.user.tenant)
         result: CommandResult = await container.writer.send(scoped)
         note_written(request, result.position)
-        return to_execution(result.execution, result.position)
+        return Execution.of(result.execution, result.position)
 
     @post("/{execution_id:uuid}/cancel", operation_id="cancelExecution", guards=[operators],
           status_code=200)  # fmt: skip
@@ -233,6 +227,12 @@ class ExecutionController(Controller):
         reason = reason_or(data, "unblocked")
         command = c.Unblock(execution_id, reason, actor_of(request), idempotency_key)
         return await self._act(request, execution_id, command)
+
+
+def _trace_context(header: str | None) -> str | None:
+    """The caller's trace context, normalised; one that is not valid is ignored (W3C)."""
+    parent = parse_traceparent(header)
+    return parent.header() if parent is not None else None
 
 
 def _time_in_status(models: ReadModels, tenant: str, execution_id: UUID) -> dict[str, float]:

@@ -1,4 +1,10 @@
-"""GET /metrics in the Prometheus text format: what an operator graphs and alerts on."""
+"""GET /metrics in the Prometheus text format: what an operator graphs and alerts on.
+
+prometheus-client writes the exposition (escaping label values, formatting numbers). Each
+app has a registry of its own (tests run several apps in one process): the request
+counter and latency histogram that the middleware below feeds, and ``StackCollector``,
+which reads the rest at scrape time (writer counts, log position, lags, queue depths).
+"""
 
 from __future__ import annotations
 
@@ -7,158 +13,216 @@ import logging
 import re
 import secrets
 import time
-from bisect import bisect_left
-from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.from_thread
 from litestar import Request, get
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.response import Response
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from infra.bootstrap import Container
 from infra.logs import request_id
 from infra.nats import BANDS
 from infra.relay import relay_position
 from infra.services import BackgroundServices
+from infra.tracecontext import parse_traceparent, trace_id
 
 log = logging.getLogger("agentboard.http")
 
-REQUESTS: Counter[tuple[str, str, int]] = Counter()
+# no `_created` series beside each counter and histogram: nobody graphs them
+disable_created_metrics()  # type: ignore[no-untyped-call]
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-DURATIONS: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(BUCKETS) + 2))
-"""Per route: a count per bucket (not cumulative), then +Inf, then the sum of seconds."""
 STREAMS = ("/v1/board/stream",)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # A request id made here: random per process, then a serial (unique, and cheaper than uuid4).
 _PROCESS, _SERIAL = secrets.token_hex(12), itertools.count()
 
 
-def count_requests(app: ASGIApp) -> ASGIApp:
-    """Middleware: a request id (the caller's ``X-Request-ID`` or a new one) in the logs and
-    the response; requests by route and status; their durations as a histogram; one log
-    line per request."""
+class RequestMetrics:
+    """Requests by route and status, and their durations by route (streams excluded), in
+    the app's own registry."""
 
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _REQUEST_ID.match(given) else f"{_PROCESS}{next(_SERIAL):08x}"
-        token = request_id.set(rid)
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "agentboard_http_requests", "HTTP requests by route and status",
+            ["method", "route", "status"], registry=registry,
+        )  # fmt: skip
+        self.durations = Histogram(
+            "agentboard_http_request_duration_seconds",
+            "HTTP request durations by route (streams excluded)",
+            ["method", "route"], buckets=BUCKETS, registry=registry,
+        )  # fmt: skip
 
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
-            await send(message)
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """A request id (the caller's ``X-Request-ID`` or a new one) in the logs and the
+        response; requests by route and status; their durations as a histogram; one log
+        line per request."""
 
-        try:
-            await app(scope, receive, sending)
-        finally:
-            seconds = time.perf_counter() - started
-            route = str(scope.get("path_template") or "unmatched")
-            method = str(scope.get("method", "GET"))
-            REQUESTS[(method, route, status)] += 1
-            if not (route in STREAMS or "follow=true" in scope.get("query_string", b"").decode()):
-                _observe(DURATIONS[(method, route)], seconds)
-            log.info(
-                "%s %s %d", method, scope["path"], status,
-                extra={"route": route, "status": status, "ms": round(seconds * 1000, 2)},
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != ScopeType.HTTP:
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = 500
+            headers = dict(scope["headers"])
+            given = headers.get(b"x-request-id", b"").decode("latin-1")
+            rid = given if _REQUEST_ID.match(given) else f"{_PROCESS}{next(_SERIAL):08x}"
+            token = request_id.set(rid)
+            parent = parse_traceparent(headers.get(b"traceparent", b"").decode("latin-1"))
+            trace = trace_id.set(f"{parent.trace_id:032x}" if parent is not None else None)
+
+            async def sending(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                    message["headers"] = [
+                        *message.get("headers", []), (b"x-request-id", rid.encode())
+                    ]  # fmt: skip
+                await send(message)
+
+            try:
+                await app(scope, receive, sending)
+            finally:
+                seconds = time.perf_counter() - started
+                route = str(scope.get("path_template") or "unmatched")
+                method = str(scope.get("method", "GET"))
+                self.requests.labels(method, route, str(status)).inc()
+                if not (route in STREAMS or b"follow=true" in scope.get("query_string", b"")):
+                    self.durations.labels(method, route).observe(seconds)
+                log.info(
+                    "%s %s %d", method, scope["path"], status,
+                    extra={"route": route, "status": status, "ms": round(seconds * 1000, 2)},
+                )  # fmt: skip
+                request_id.reset(token)
+                trace_id.reset(trace)
+
+        return middleware
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What the stack reports at one scrape; what does not run in this process is None."""
+
+    commands: int
+    commits: int
+    stored: int
+    view_positions: dict[str, int]
+    sse_clients: int | None = None
+    sse_messages: int | None = None
+    relay_position: int | None = None
+    leases_expired: int | None = None
+    queue_depths: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+class StackCollector:
+    """A prometheus-client collector of what is read at scrape time."""
+
+    def __init__(self, read: Callable[[], Reading]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.read()
+        yield CounterMetricFamily(
+            "agentboard_commands", "commands through the group-commit writer", now.commands
+        )
+        yield CounterMetricFamily("agentboard_command_commits", "group commits", now.commits)
+        yield GaugeMetricFamily(
+            "agentboard_events_stored", "last position of the event log", now.stored
+        )
+        lag = GaugeMetricFamily(
+            "agentboard_projection_lag", "events stored but not yet in a view", labels=["view"]
+        )
+        for view, position in now.view_positions.items():
+            lag.add_metric([view], max(now.stored - position, 0))
+        yield lag
+        if now.sse_clients is not None:
+            yield GaugeMetricFamily(
+                "agentboard_sse_clients", "connected live-stream clients", now.sse_clients
+            )
+        if now.sse_messages is not None:
+            yield CounterMetricFamily(
+                "agentboard_sse_messages", "board messages sent to clients", now.sse_messages
+            )
+        if now.relay_position is not None:
+            yield GaugeMetricFamily(
+                "agentboard_relay_position", "last position published to NATS", now.relay_position
+            )
+            yield GaugeMetricFamily(
+                "agentboard_relay_lag", "events stored but not yet published",
+                max(now.stored - now.relay_position, 0),
             )  # fmt: skip
-            request_id.reset(token)
-
-    return middleware
-
-
-def _observe(histogram: list[float], seconds: float) -> None:
-    histogram[bisect_left(BUCKETS, seconds)] += 1
-    histogram[-1] += seconds
-
-
-def _histogram_lines(name: str) -> list[str]:
-    lines = [f"# HELP {name} HTTP request durations by route (streams excluded)",
-             f"# TYPE {name} histogram"]  # fmt: skip
-    for (method, route), counts in sorted(DURATIONS.items()):
-        labels = f'method="{method}",route="{route}"'
-        total = 0.0
-        for bound, count in zip([*BUCKETS, "+Inf"], counts[:-1], strict=True):
-            total += count
-            lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {total:g}')
-        lines.append(f"{name}_sum{{{labels}}} {counts[-1]:g}")
-        lines.append(f"{name}_count{{{labels}}} {total:g}")
-    return lines
+        if now.leases_expired is not None:
+            yield CounterMetricFamily(
+                "agentboard_leases_expired", "leases expired for lost workers", now.leases_expired
+            )
+        if now.queue_depths:
+            depth = GaugeMetricFamily(
+                "agentboard_queue_depth",
+                "work waiting per queue and band",
+                labels=["queue", "band"],
+            )
+            for (queue, band), waiting in now.queue_depths.items():
+                depth.add_metric([queue, band], waiting)
+            yield depth
 
 
-@get("/metrics", operation_id="metrics", media_type="text/plain; version=0.0.4")
-async def metrics(request: Request[Any, Any, State]) -> Response[str]:
-    container: Container = request.app.state.container
-    services: BackgroundServices | None = getattr(request.app.state, "services", None)
-    lines: list[str] = []
+@get("/metrics", operation_id="metrics", media_type=CONTENT_TYPE_PLAIN_0_0_4)
+async def metrics(request: Request[Any, Any, State]) -> Response[bytes]:
+    # in a worker thread: the collector reads PostgreSQL, and NATS through this event loop
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    text = await anyio.to_thread.run_sync(generate_latest, registry)
+    return Response(text, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
 
-    metric("agentboard_http_requests_total", "counter", "HTTP requests by route and status", [
-        (f'{{method="{m}",route="{r}",status="{s}"}}', n) for (m, r, s), n in REQUESTS.items()
-    ])  # fmt: skip
-    lines.extend(_histogram_lines("agentboard_http_request_duration_seconds"))
-    writer = container.writer
-    metric("agentboard_commands_total", "counter", "commands through the group-commit writer",
-           [("", writer.commands)])  # fmt: skip
-    metric("agentboard_command_commits_total", "counter", "group commits", [("", writer.batches)])
-    stored = await anyio.to_thread.run_sync(container.service.recorder.max_notification_id)
-    metric(
-        "agentboard_events_stored", "gauge", "last position of the event log", [("", stored or 0)]
-    )
-    metric("agentboard_projection_lag", "gauge", "events stored but not yet in a view", [
-        (f'{{view="{name}"}}', max((stored or 0) - position, 0))
-        for name, position in view_positions(container).items()
-    ])  # fmt: skip
-    hub = request.app.state.get("hub")
-    if hub is not None:
-        metric("agentboard_sse_clients", "gauge", "connected live-stream clients",
-               [("", hub.clients)])  # fmt: skip
-        metric("agentboard_sse_messages_total", "counter", "board messages sent to clients",
-               [("", hub.delivered)])  # fmt: skip
+def read_stack(state: State) -> Reading:
+    """The reading of one scrape (in a worker thread of the app's event loop)."""
+    container: Container = state.container
+    services: BackgroundServices | None = state.get("services")
+    hub = state.get("hub")
+    relay: int | None = None
+    depths: dict[tuple[str, str], int] = {}
     if services is not None:
-        relayed = await _relay_position(container, services)
-        metric("agentboard_relay_position", "gauge", "last position published to NATS",
-               [("", relayed)])  # fmt: skip
-        metric("agentboard_relay_lag", "gauge", "events stored but not yet published",
-               [("", max((stored or 0) - relayed, 0))])  # fmt: skip
-    if services is not None and services.monitor is not None:
-        metric("agentboard_leases_expired_total", "counter", "leases expired for lost workers",
-               [("", services.monitor.expired)])  # fmt: skip
-    if services is not None and services.nc is not None:
-        depths = await _queue_depths(container, await services.work_queues())
-        metric("agentboard_queue_depth", "gauge", "work waiting per queue and band", [
-            (f'{{queue="{q}",band="{b}"}}', n) for (q, b), n in depths.items()
-        ])  # fmt: skip
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        if services.relay is not None and services.relay.active:
+            relay = services.relay.position  # its own count when it runs here
+        else:
+            relay = relay_position(container.read_models.datastore)
+        if services.nc is not None:
+            depths = _queue_depths(container, anyio.from_thread.run(services.work_queues))
+    monitor = services.monitor if services is not None else None
+    return Reading(
+        commands=container.writer.commands,
+        commits=container.writer.batches,
+        stored=container.service.recorder.max_notification_id() or 0,
+        view_positions=view_positions(container),
+        sse_clients=hub.clients if hub is not None else None,
+        sse_messages=hub.delivered if hub is not None else None,
+        relay_position=relay,
+        leases_expired=monitor.expired if monitor is not None else None,
+        queue_depths=depths,
+    )
 
 
 def view_positions(container: Container) -> dict[str, int]:
     return {name: container.views.position(name) for name in container.views.names}
 
 
-async def _relay_position(container: Container, services: BackgroundServices) -> int:
-    """Where the relay is: its own count when it runs here, else its tracking record."""
-    relay = services.relay
-    if relay is not None and relay.active:
-        return relay.position
-    return await anyio.to_thread.run_sync(relay_position, container.read_models.datastore)
-
-
-async def _queue_depths(container: Container, queues: set[str]) -> dict[tuple[str, str], float]:
-    """Pending executions per queue and band, from the board (cancelled work is not waiting)."""
-    waiting = await anyio.to_thread.run_sync(container.read_models.board.waiting)
+def _queue_depths(container: Container, queues: set[str]) -> dict[tuple[str, str], int]:
+    """Pending executions per queue and band, from the board: cancelled work is not waiting
+    (JetStream's count of undelivered messages kept it until a worker dropped it)."""
+    waiting = container.read_models.board.waiting()
     every = sorted(queues | {queue for queue, _ in waiting})
     return {(queue, band): waiting.get((queue, band), 0) for queue in every for band in BANDS}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from litestar.params import KwargDefinition
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from domain.execution.shape import ExecutionFields, shape_of
 from domain.execution.values import FailureReason
 
 MAX_PROMPT_BYTES = 64 * 1024
@@ -129,39 +132,42 @@ class Reason(Strict):
     reason: str = Field(default="", max_length=2000)
 
 
-class Execution(BaseModel):
-    id: UUID
-    tenant: str
-    type: str
-    agent_id: str
-    team_id: str | None
-    worker_queue: str
-    prompt: str
-    parameters: dict[str, Any]
-    priority: int
-    labels: dict[str, str]
-    status: str
-    attempt: int
-    worker_id: str | None
-    created_by: dict[str, str]
-    created_at: datetime
-    updated_at: datetime
-    deadline: datetime | None
-    question: str | None = None
-    cancel_requested: bool = False
-    result: Any = None
-    error: str | None = None
-    failure_reason: str | None = None
-    completion_notes: str | None = None
-    blocked: dict[str, Any] | None = Field(
-        default=None, description="while blocked: {reason, by: the actor, at}"
-    )
-    pending_input: dict[str, Any] | None = Field(
-        default=None,
-        description="while it requires input: {question, kind, schema: the answer's JSON Schema}",
-    )
-    parent_execution_id: UUID | None = None
-    position: int | None = Field(default=None, description="log position of the last change")
-    time_in_status: dict[str, float] = Field(default_factory=dict)
-    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
-    artifacts: list[dict[str, Any]] = Field(default_factory=list)
+LEFT_OUT = (
+    "null in the items of GET /v1/executions, which leave out the parts that cost a query "
+    "each; GET /v1/executions/{id} fills it"
+)
+
+
+def described(text: str) -> KwargDefinition:
+    return KwargDefinition(description=text)
+
+
+@dataclass(slots=True)
+class Execution(ExecutionFields):
+    """An execution as the API shows it, whichever call answers: its fields, declared once
+    in the domain (domain/execution/shape.py), the log position of its last change, and
+    the parts that only ``GET /v1/executions/{id}`` fills (a list item leaves them null)."""
+
+    position: Annotated[int | None, described("log position of the last change, if known")] = None
+    time_in_status: Annotated[
+        dict[str, float] | None, described(f"seconds spent in each status; {LEFT_OUT}")
+    ] = None
+    tool_calls: Annotated[
+        list[dict[str, Any]] | None, described(f"its tool calls, every attempt's; {LEFT_OUT}")
+    ] = None
+    artifacts: Annotated[
+        list[dict[str, Any]] | None,
+        described(f"name, media type, size, sha256 and url of each; {LEFT_OUT}"),
+    ] = None
+
+    @classmethod
+    def of(cls, execution: ExecutionFields, position: int | None) -> Execution:
+        return cls(**shape_of(execution), position=position)
+
+
+@dataclass(slots=True)
+class ExecutionPage:
+    items: Annotated[
+        list[Execution], described(f"time_in_status, tool_calls, artifacts: {LEFT_OUT}")
+    ]
+    next_cursor: Annotated[str | None, described("the next page's `cursor`; null on the last")]

@@ -1,10 +1,9 @@
 """The Execution aggregate: one run of one agent (or team) on one prompt.
 
 Commands are methods that check their guards first and only then trigger events,
-so a refused command raises a named error and leaves the aggregate unchanged.
-Events carry explicit, versioned topics, never module paths, so code can move
-without breaking stored history. ``apply`` methods hold no rules: replaying the
-log never re-decides anything.
+so a refused command raises a named error and leaves the aggregate unchanged. The
+events, with their explicit topics and how each changes the aggregate, are in
+domain/execution/events.py.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from domain.execution import events
 from domain.execution.answers import check_answer, check_answer_schema
 from domain.execution.errors import (
     ExecutionBlocked,
@@ -38,7 +38,6 @@ from domain.execution.values import (
     ToolOutcome,
 )
 
-_TOPIC = "agentboard.execution"
 # The reason recorded when a run ends while blocked: the block ends with the run, on record.
 ENDED_WHILE_BLOCKED = "ended_while_blocked"
 # Names that travel in NATS subjects (agentboard.work.<queue>, ...) must be one token.
@@ -53,236 +52,37 @@ def check_name(field: str, value: str) -> None:
 
 
 class Execution(Aggregate):
-    TOPIC = f"{_TOPIC}.Execution.v1"
+    TOPIC = f"{events.TOPIC}.Execution.v1"
 
-    class Created(Aggregate.Created):
-        TOPIC = f"{_TOPIC}.Created.v1"
-        tenant: str
-        type: str
-        agent_id: str
-        team_id: str | None
-        worker_queue: str
-        prompt: str
-        parameters: dict[str, Any]
-        priority: int
-        labels: dict[str, str]
-        deadline: datetime | None
-        retry: dict[str, Any]
-        timeout_seconds: float | None
-        heartbeat_timeout_seconds: float | None
-        parent_execution_id: UUID | None
-        created_by: dict[str, str]
-        idempotency_key: str | None
-
-    class PickedUp(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.PickedUp.v1"
-        worker_id: str
-        attempt: int
-        lease: int
-        claim_token: str
-
-        def apply(self, execution: Execution) -> None:
-            execution.status = Status.RUNNING
-            execution.worker_id = self.worker_id
-            execution.lease = self.lease
-            execution.claim_token = self.claim_token
-            execution.picked_up_at = self.timestamp
-            execution.lease_expired = False
-            execution.output_sequence = 0  # each lease numbers its output chunks afresh
-
-    class ToolCalled(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.ToolCalled.v1"
-        call_id: str
-        tool: str
-        arguments: dict[str, Any]
-        lease: int
-
-        def apply(self, execution: Execution) -> None:
-            execution.tool_calls[self.call_id] = None
-            execution.tool_calls_started[self.call_id] = self.timestamp
-
-    class ToolCallFinished(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.ToolCallFinished.v1"
-        call_id: str
-        outcome: str
-        result_summary: str
-        duration_seconds: float
-        lease: int
-
-        def apply(self, execution: Execution) -> None:
-            execution.tool_calls[self.call_id] = ToolOutcome(self.outcome)
-
-    class OutputAppended(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.OutputAppended.v1"
-        text: str
-        sequence: int
-        lease: int
-
-        def apply(self, execution: Execution) -> None:
-            execution.output_sequence = self.sequence
-            execution.output_chars += len(self.text)
-
-    class ArtifactAdded(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.ArtifactAdded.v1"
-        name: str
-        media_type: str
-        size: int
-        sha256: str
-        object_key: str
-        lease: int
-
-        def apply(self, execution: Execution) -> None:
-            execution.artifacts[self.name] = self.sha256
-
-    class InputRequested(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.InputRequested.v1"
-        question: str
-        kind: str
-        answer_schema: dict[str, Any] | None
-        lease: int
-
-        def apply(self, execution: Execution) -> None:
-            execution.status = Status.REQUIRES_INPUT
-            execution.question = self.question
-            execution.pending_input = {
-                "question": self.question, "kind": self.kind, "schema": self.answer_schema,
-            }  # fmt: skip
-            execution.answer = None
-
-    class InputProvided(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.InputProvided.v1"
-        answer: Any
-        actor: dict[str, str]
-        idempotency_key: str | None
-
-        def apply(self, execution: Execution) -> None:
-            execution.status = Status.RUNNING
-            execution.question = None
-            execution.pending_input = None
-            execution.answer = self.answer
-            execution.remember_key(self.idempotency_key, "provide_input")
-
-    class Blocked(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.Blocked.v1"
-        reason: str
-        actor: dict[str, str]
-        idempotency_key: str | None
-
-        def apply(self, execution: Execution) -> None:
-            execution.status = Status.BLOCKED
-            execution.blocked = {
-                "reason": self.reason, "by": self.actor, "at": self.timestamp.isoformat(),
-            }  # fmt: skip
-            execution.remember_key(self.idempotency_key, "block")
-
-    class Unblocked(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.Unblocked.v1"
-        reason: str
-        actor: dict[str, str]
-        idempotency_key: str | None
-
-        def apply(self, execution: Execution) -> None:
-            execution.status = Status.RUNNING
-            execution.blocked = None
-            execution.remember_key(self.idempotency_key, "unblock")
-
-    class CancelRequested(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.CancelRequested.v1"
-        reason: str
-        actor: dict[str, str]
-        idempotency_key: str | None
-
-        def apply(self, execution: Execution) -> None:
-            execution.cancel_requested = True
-            execution.remember_key(self.idempotency_key, "cancel")
-
-    class Cancelled(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.Cancelled.v1"
-        reason: str
-        actor: dict[str, str]
-        idempotency_key: str | None
-
-        def apply(self, execution: Execution) -> None:
-            execution.status = Status.CANCELLED
-            execution.ended()
-            execution.remember_key(self.idempotency_key, "cancel")
-
-    class Completed(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.Completed.v1"
-        result: Any
-        completion_notes: str | None
-        actor: dict[str, str]
-        idempotency_key: str | None
-
-        def apply(self, execution: Execution) -> None:
-            execution.status = Status.COMPLETED
-            execution.result = self.result
-            execution.completion_notes = self.completion_notes
-            execution.ended()
-            execution.remember_key(self.idempotency_key, "complete")
-
-    class Failed(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.Failed.v1"
-        error: str
-        reason: str
-        actor: dict[str, str]
-
-        def apply(self, execution: Execution) -> None:
-            execution.status = Status.FAILED
-            execution.error = self.error
-            execution.failure_reason = FailureReason(self.reason)
-            execution.ended()
-
-    class LeaseExpired(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.LeaseExpired.v1"
-        lease: int
-        worker_id: str | None
-
-        def apply(self, execution: Execution) -> None:
-            execution.lease_expired = True  # the lost worker stays named until a new attempt
-
-    class RetryScheduled(Aggregate.Event):
-        TOPIC = f"{_TOPIC}.RetryScheduled.v1"
-        attempt: int
-        not_before: datetime
-        actor: dict[str, str]
-        idempotency_key: str | None
-
-        def apply(self, execution: Execution) -> None:
-            execution.status = Status.PENDING
-            execution.attempt = self.attempt
-            execution.not_before = self.not_before
-            execution.cancel_requested = False
-            execution.worker_id = None
-            execution.lease_expired = False
-            execution.blocked = None
-            execution.tool_calls = {}
-            execution.tool_calls_started = {}
-            execution.question = None
-            execution.pending_input = None
-            execution.error = None
-            execution.failure_reason = None
-            execution.remember_key(self.idempotency_key, "retry")
+    # Its events (domain/execution/events.py), named on the class as eventsourcing expects:
+    # it registers each one's topic from here.
+    Event = events.ExecutionEvent
+    Created = events.Created
+    PickedUp = events.PickedUp
+    ToolCalled = events.ToolCalled
+    ToolCallFinished = events.ToolCallFinished
+    OutputAppended = events.OutputAppended
+    ArtifactAdded = events.ArtifactAdded
+    InputRequested = events.InputRequested
+    InputProvided = events.InputProvided
+    Blocked = events.Blocked
+    Unblocked = events.Unblocked
+    CancelRequested = events.CancelRequested
+    Cancelled = events.Cancelled
+    Completed = events.Completed
+    Failed = events.Failed
+    LeaseExpired = events.LeaseExpired
+    RetryScheduled = events.RetryScheduled
 
     def __init__(
-        self,
-        tenant: str,
-        type: str,
-        agent_id: str,
-        team_id: str | None,
-        worker_queue: str,
-        prompt: str,
-        parameters: dict[str, Any],
-        priority: int,
-        labels: dict[str, str],
-        deadline: datetime | None,
-        retry: dict[str, Any],
-        timeout_seconds: float | None,
-        heartbeat_timeout_seconds: float | None,
-        parent_execution_id: UUID | None,
-        created_by: dict[str, str],
-        idempotency_key: str | None,
-    ) -> None:
+        self, tenant: str, type: str, agent_id: str, team_id: str | None, worker_queue: str,
+        prompt: str, parameters: dict[str, Any], priority: int, labels: dict[str, str],
+        deadline: datetime | None, retry: dict[str, Any], timeout_seconds: float | None,
+        heartbeat_timeout_seconds: float | None, parent_execution_id: UUID | None,
+        created_by: dict[str, str], idempotency_key: str | None, traceparent: str | None = None,
+    ) -> None:  # fmt: skip
+        """What ``Created`` recorded (eventsourcing calls this with its fields), and the
+        state every execution starts in."""
         self.tenant = tenant
         self.type = type
         self.agent_id = agent_id
@@ -299,7 +99,9 @@ class Execution(Aggregate):
         self.parent_execution_id = parent_execution_id
         self.created_by = created_by
         self.idempotency_key = idempotency_key
+        self.traceparent = traceparent
         self.status = Status.PENDING
+        self.status_entered_at = self.created_on
         self.attempt = 1
         self.lease = 0
         self.claim_token: str | None = None
@@ -309,6 +111,9 @@ class Execution(Aggregate):
         self.not_before: datetime | None = None
         self.tool_calls: dict[str, ToolOutcome | None] = {}
         self.tool_calls_started: dict[str, datetime] = {}
+        self.last_tool: str | None = None
+        self.last_tool_call_id: str | None = None
+        self.last_tool_outcome: str | None = None
         self.output_sequence = 0
         self.output_chars = 0
         self.artifacts: dict[str, str] = {}
@@ -325,26 +130,13 @@ class Execution(Aggregate):
 
     @classmethod
     def create(
-        cls,
-        execution_id: UUID,
-        *,
-        tenant: str,
-        type: ExecutionType,
-        agent_id: str,
-        team_id: str | None,
-        worker_queue: str,
-        prompt: str,
-        parameters: dict[str, Any],
-        priority: int,
-        labels: dict[str, str],
-        deadline: datetime | None,
-        retry: RetryPolicy,
-        timeout_seconds: float | None,
-        heartbeat_timeout_seconds: float | None,
-        parent_execution_id: UUID | None,
-        created_by: Actor,
-        idempotency_key: str | None,
-    ) -> Execution:
+        cls, execution_id: UUID, *, tenant: str, type: ExecutionType, agent_id: str,
+        team_id: str | None, worker_queue: str, prompt: str, parameters: dict[str, Any],
+        priority: int, labels: dict[str, str], deadline: datetime | None, retry: RetryPolicy,
+        timeout_seconds: float | None, heartbeat_timeout_seconds: float | None,
+        parent_execution_id: UUID | None, created_by: Actor, idempotency_key: str | None,
+        traceparent: str | None = None,
+    ) -> Execution:  # fmt: skip
         check_name("tenant", tenant)
         check_name("worker_queue", worker_queue)
         if not 0 < len(agent_id) <= 128:
@@ -360,25 +152,20 @@ class Execution(Aggregate):
             if seconds is not None and seconds <= 0:
                 raise InvalidCommand(f"{name} must be positive")
         return cls._create(
-            cls.Created,
-            id=execution_id,
-            tenant=tenant,
-            type=type.value,
-            agent_id=agent_id,
-            team_id=team_id,
-            worker_queue=worker_queue,
-            prompt=prompt,
-            parameters=parameters,
-            priority=priority,
-            labels=labels,
-            deadline=deadline,
-            retry=retry.as_dict(),
-            timeout_seconds=timeout_seconds,
-            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
-            parent_execution_id=parent_execution_id,
-            created_by=created_by.as_dict(),
-            idempotency_key=idempotency_key,
-        )
+            cls.Created, id=execution_id, tenant=tenant, type=type.value, agent_id=agent_id,
+            team_id=team_id, worker_queue=worker_queue, prompt=prompt, parameters=parameters,
+            priority=priority, labels=labels, deadline=deadline, retry=retry.as_dict(),
+            timeout_seconds=timeout_seconds, heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+            parent_execution_id=parent_execution_id, created_by=created_by.as_dict(),
+            idempotency_key=idempotency_key, traceparent=traceparent,
+        )  # fmt: skip
+
+    def enter(self, status: Status, at: datetime) -> None:
+        """Move to ``status`` (events call this): the clock of a status starts when the
+        execution enters it, not when something happens within it."""
+        if status is not self.status:
+            self.status = status
+            self.status_entered_at = at
 
     def ended(self) -> None:
         """It reached a terminal status: no block and no question remain open."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from domain.execution.errors import ExecutionNotFound, InvalidCommand, QueueNotAllowed
 from domain.execution.values import (
@@ -32,6 +32,15 @@ def _coerce(command: object, name: str, enum: type[Any]) -> None:
     except ValueError:
         allowed = ", ".join(member.value for member in enum)
         raise InvalidCommand(f"{name} must be one of {allowed} (got {value!r})") from None
+
+
+_IDEMPOTENT_NAMESPACE = uuid5(NAMESPACE_URL, "agentboard:execution-idempotency-key")
+
+
+def idempotent_execution_id(tenant: str, idempotency_key: str) -> UUID:
+    """The same key, in the same tenant, always names the same execution, so a
+    repeated create finds the first one instead of recording a second."""
+    return uuid5(_IDEMPOTENT_NAMESPACE, f"{tenant}\x00{idempotency_key}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +66,37 @@ class CreateExecution(Command):
     heartbeat_timeout_seconds: float | None = None
     parent_execution_id: UUID | None = None
     idempotency_key: str | None = None
+    traceparent: str | None = None  # W3C trace context of the caller, if it sent one
 
     def __post_init__(self) -> None:
         _coerce(self, "type", ExecutionType)
         if isinstance(self.retry, dict):
             object.__setattr__(self, "retry", _retry_policy(self.retry))
+        key = self.idempotency_key
+        if key is not None and self.execution_id != idempotent_execution_id(self.tenant, key):
+            raise InvalidCommand("an idempotent create names its execution by its key: use new()")
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        tenant: str,
+        agent_id: str,
+        worker_queue: str,
+        prompt: str,
+        created_by: Actor,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> CreateExecution:
+        """A create of a new execution, or, with an idempotency key, of the one execution
+        that key names (a repeat finds the first instead of recording a second)."""
+        execution_id = (
+            idempotent_execution_id(tenant, idempotency_key) if idempotency_key else uuid4()
+        )
+        return cls(
+            execution_id, tenant=tenant, agent_id=agent_id, worker_queue=worker_queue,
+            prompt=prompt, created_by=created_by, idempotency_key=idempotency_key, **options,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,57 +1,23 @@
-"""Read-only copies of an execution handed back to callers of the command side."""
+"""Copies of an execution handed back to callers of the command side."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, fields
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
 
 from domain.execution.aggregate import Execution
-
-_IDEMPOTENT_NAMESPACE = uuid5(NAMESPACE_URL, "agentboard:execution-idempotency-key")
-
-
-def idempotent_execution_id(tenant: str, idempotency_key: str) -> UUID:
-    """The same key, in the same tenant, always names the same execution, so a
-    repeated create finds the first one instead of recording a second."""
-    return uuid5(_IDEMPOTENT_NAMESPACE, f"{tenant}\x00{idempotency_key}")
+from domain.execution.shape import ExecutionFields
 
 
-@dataclass(frozen=True, slots=True)
-class ExecutionState:
-    id: UUID
-    version: int
-    tenant: str
-    type: str
-    agent_id: str
-    team_id: str | None
-    worker_queue: str
-    prompt: str
-    parameters: dict[str, Any]
-    priority: int
-    labels: dict[str, str]
-    status: str
-    attempt: int
+@dataclass(slots=True)
+class ExecutionState(ExecutionFields):
+    """The execution as the command side left it: its fields, and what only the command
+    side hands out (the lease, the answer to its question, its time limits)."""
+
     lease: int
-    worker_id: str | None
-    created_by: dict[str, str]
-    created_at: datetime
-    updated_at: datetime
-    deadline: datetime | None
+    answer: Any
     timeout_seconds: float | None
     heartbeat_timeout_seconds: float | None
-    not_before: datetime | None
-    question: str | None
-    answer: Any
-    cancel_requested: bool
-    result: Any
-    error: str | None
-    failure_reason: str | None
-    completion_notes: str | None
-    pending_input: dict[str, Any] | None = None
-    blocked: dict[str, Any] | None = None
-    parent_execution_id: UUID | None = None
 
     @classmethod
     def of(cls, execution: Execution) -> ExecutionState:
@@ -59,41 +25,17 @@ class ExecutionState:
 
     @classmethod
     def from_snapshot(cls, state: dict[str, Any]) -> ExecutionState:
-        reason = state["failure_reason"]
-        return cls(
-            id=state["_id"],
-            version=state["_version"],
-            tenant=state["tenant"],
-            type=state["type"],
-            agent_id=state["agent_id"],
-            team_id=state["team_id"],
-            worker_queue=state["worker_queue"],
-            prompt=state["prompt"],
-            parameters=state["parameters"],
-            priority=state["priority"],
-            labels=state["labels"],
-            status=state["status"].value,
-            attempt=state["attempt"],
-            lease=state["lease"],
-            worker_id=state["worker_id"],
-            created_by=state["created_by"],
-            created_at=state["_created_on"],
-            updated_at=state["_modified_on"],
-            deadline=state["deadline"],
-            timeout_seconds=state["timeout_seconds"],
-            heartbeat_timeout_seconds=state["heartbeat_timeout_seconds"],
-            not_before=state["not_before"],
-            question=state["question"],
-            answer=state["answer"],
-            cancel_requested=state["cancel_requested"],
-            result=state["result"],
-            error=state["error"],
-            failure_reason=reason.value if reason else None,
-            completion_notes=state["completion_notes"],
-            pending_input=state["pending_input"],
-            blocked=state["blocked"],
-            parent_execution_id=state["parent_execution_id"],
-        )
+        values = {name: state[_ATTRIBUTE.get(name, name)] for name in _NAMES}
+        values["status"] = values["status"].value
+        reason = values["failure_reason"]
+        values["failure_reason"] = reason.value if reason else None
+        return cls(**values)
+
+
+_NAMES = tuple(field.name for field in fields(ExecutionState))
+_ATTRIBUTE = {"id": "_id", "version": "_version", "created_at": "_created_on",
+              "updated_at": "_modified_on"}  # fmt: skip
+"""The aggregate's own names for the fields eventsourcing keeps."""
 
 
 def snapshot(execution: Execution) -> dict[str, Any]:

@@ -5,7 +5,7 @@ which holds the hash of the same execution's previous event), the event's hash
 (SHA-256 of head and stored state) and the tenant chain's value after it (SHA-256 of the
 tenant's previous value and the event's hash), in the same transaction as its tracking
 record, like every view. An export line is then head, state and chain fields end to
-end: what was hashed is what is exported. See ``audit_format`` and docs/audit.md.
+end: what was hashed is what is exported. See ``format`` and docs/audit.md.
 
 Unlike the other views it reads the stored events raw (topic and state bytes), not
 decoded: the chain covers what is stored, whether or not this code understands it. A
@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import msgspec
+from cachetools import LRUCache
 from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from psycopg import Cursor
@@ -32,10 +33,9 @@ from domain.execution.aggregate import Execution
 from domain.execution.values import SYSTEM
 from projections.audit import format as fmt
 from projections.audit.chain_view import AuditChainView, Head, Stored, TenantHead, copy_text
-from projections.engine.cache import Lru
 from projections.engine.errors import BadEvent
 from projections.engine.log import LoggedEvent, Page, topic_of
-from projections.engine.projection import PageProjection
+from projections.engine.projection import PageProjection, remembered
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ CREATED = topic_of(Execution.Created)
 PICKED_UP = topic_of(Execution.PickedUp)
 LEASE_EXPIRED = topic_of(Execution.LeaseExpired)
 SYSTEM_ACTOR = fmt.json_text(SYSTEM.as_dict())
+UNATTRIBUTED: frozenset[type[Any]] = frozenset()
+"""Events whose line names no actor (``null``): none. Every other event names who did it
+(``_actor``): Created its creator, an operator action its actor, a pick-up or a worker's
+report (it carries a lease) the worker, an expired lease the system."""
 GENESIS = bytes(32)
 
 
@@ -54,7 +58,7 @@ class AuditChainProjection(PageProjection[AuditChainView]):
 
     def __init__(self, view: AuditChainView) -> None:
         super().__init__(view)
-        self.known: Lru[str, Head] = Lru(self.cache_size)
+        self.known: LRUCache[str, Head] = LRUCache(self.cache_size)
         self.tenants: dict[str, TenantHead] = {}
 
     def forget(self) -> None:
@@ -132,12 +136,12 @@ class AuditChainProjection(PageProjection[AuditChainView]):
             heads[event.execution_id] = changed[event.execution_id] = head
             tenants[head.tenant] = TenantHead(event.position, tenant_hash, tenant.events + 1)
         self.view.save(curs, links, changed, tenants)
-        self.known.remember(changed)
+        self.known.update(changed)
         self.tenants.update(tenants)
 
     def _heads(self, curs: Cursor[DictRow], stored: list[Stored]) -> dict[str, Head]:
         earlier = list({e.execution_id for e in stored if e.topic != CREATED})
-        heads, missing = self.known.find(earlier)
+        heads, missing = remembered(self.known, earlier)
         heads.update(self.view.heads(curs, missing))
         return heads
 

@@ -1,14 +1,14 @@
-"""The line-by-line checks of ``audit verify`` (see ``audit_verify`` for the whole).
+"""The line-by-line checks of ``audit verify`` (see ``verify`` for the whole).
 
 A ``LineChecker`` checks the lines of one *segment* of an export: the whole file, or
 one of the parts that worker processes check side by side. Each event line is checked
 for its hash, its place (``seq``, position, range, filters), its execution's chain and
 the tenant chain. What links across the segment's start (the first ``seq``, the tenant
 chain's start, each execution's first event in the segment, the first key record) is
-recorded in the segment's summary and judged by ``audit_segments.join``, which knows
+recorded in the segment's summary and judged by ``segments.join``, which knows
 what came before.
 
-``audit_lean.check_block`` runs a lean path over lines that pass everything; a line
+``lean.check_block`` runs a lean path over lines that pass everything; a line
 that fails anything comes here, to ``line()``, which checks it again slowly and says
 exactly what is wrong with it.
 """
@@ -27,7 +27,6 @@ from projections.audit import format as fmt
 
 GENESIS = fmt.GENESIS.encode()
 UNKNOWN = b""  # a chain value the segment has not seen yet
-KEY_START = b'{"key_seq":'
 MAX_LISTED = 50
 NUMBER = re.compile(r"[0-9]{1,19}")
 HEX = re.compile(r"[0-9a-f]{64}")
@@ -121,7 +120,7 @@ class LineChecker:
                 number, int(head[5]), head[1], int(head[6]), head[2], head[3], head[4],
                 line[:split], tail[1], tail[2], tail[3], int(tail[4]), line,
             )  # fmt: skip
-        elif line.startswith(KEY_START):
+        elif line.startswith(fmt.KEY_START):
             self.key(number, line)
         else:
             self.unreadable(number, line)

@@ -4,7 +4,7 @@ manifest.
 One REPEATABLE READ, read-only transaction per export, so the lines and the manifest
 describe one snapshot. Rows come through a server-side cursor a batch at a time (read
 by a thread one batch ahead) and leave as bytes a chunk at a time: memory stays flat
-whatever the history's size. See ``audit_lines`` for the lines themselves.
+whatever the history's size. See ``lines`` for the lines themselves.
 
 Time bounds choose a contiguous slice of the log: ``from`` starts at the first of the
 tenant's events stamped at or after it, ``to`` ends at the last stamped at or before it

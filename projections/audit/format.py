@@ -1,8 +1,10 @@
-"""The audit export's format: how each line is laid out, hashed and signed.
+"""The audit export's format: how each line is written, hashed, signed and read back.
 
 Pure standard library on purpose: the chain projection, the export and ``audit verify``
 share this code, and an outsider can check an export with nothing but Python's
-``hashlib``, ``hmac`` and ``json`` (docs/audit.md gives the recipe).
+``hashlib``, ``hmac`` and ``json`` (docs/audit.md gives the recipe). The fields of each
+line and their order are defined once, in ``layout``; the writers and patterns here
+derive from it.
 
 An event line is one JSON object whose keys come in a fixed order::
 
@@ -30,10 +32,22 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from projections.audit.layout import (
+    EVENT,
+    EVENT_CHAIN,
+    KEY,
+    KEY_CHAIN,
+    LINE_END,
+    MANIFEST_START,
+    PATTERNS,
+    member,
+)
+
 SCHEME = "agentboard-audit-v1"
 GENESIS = "0" * 64
 SIGNATURE_ALGORITHM = "HMAC-SHA256"
-HASH_FIELD = b',"hash":"'
+HASH_FIELD = EVENT_CHAIN.separators[0].encode()
+"""Where a line's record ends (the same for event and key lines)."""
 # The same format in PostgreSQL, so an export formats stored times exactly as the chain did.
 SQL_TIMESTAMP = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
@@ -59,8 +73,8 @@ def json_name(value: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def topic_fields(topic: str) -> str:
-    return f'"event_type":{json_name(event_type_of(topic))},"topic":{json_name(topic)}'
+def event_type_name(topic: str) -> str:
+    return json_name(event_type_of(topic))
 
 
 def utc_text(moment: datetime) -> str:
@@ -72,6 +86,13 @@ def event_type_of(topic: str) -> str:
     """The part of the topic before its last dot: ``agentboard.execution.Created.v1`` ->
     ``Created``."""
     return topic.rsplit(".", 2)[-2] if "." in topic else topic
+
+
+EVENT_HEAD_TEMPLATE = EVENT.template(last_value=False)
+EVENT_SUFFIX_TEMPLATE = EVENT_CHAIN.template() + LINE_END
+KEY_RECORD_TEMPLATE = KEY.template()
+KEY_SUFFIX_TEMPLATE = KEY_CHAIN.template() + LINE_END
+QUEUES, REVOKED = member("queues"), member("revoked")
 
 
 def event_head(
@@ -88,10 +109,12 @@ def event_head(
     """An event's record up to its data: ``event_head(...) + state`` is what is hashed.
     ``actor`` is already JSON text (``json_text`` of the actor, or ``null``)."""
     return (
-        f'{{"execution_id":"{execution_id}","prev_hash":"{prev_hash}","tenant":{json_name(tenant)},'
-        f'"agent_id":{json_name(agent_id)},"position":{position},"version":{version},'
-        f'{topic_fields(topic)},"timestamp":"{timestamp}","actor":{actor},"data":'
-    ).encode()
+        EVENT_HEAD_TEMPLATE
+        % (
+            execution_id, prev_hash, json_name(tenant), json_name(agent_id), position, version,
+            event_type_name(topic), json_name(topic), timestamp, actor,
+        )
+    ).encode()  # fmt: skip
 
 
 def event_record(
@@ -114,10 +137,7 @@ def event_record(
 
 
 def event_suffix(hash_hex: str, tenant_prev: str, tenant_hash: str, seq: int) -> bytes:
-    return (
-        f',"hash":"{hash_hex}","tenant_prev":"{tenant_prev}",'
-        f'"tenant_hash":"{tenant_hash}","seq":{seq}}}\n'
-    ).encode()
+    return (EVENT_SUFFIX_TEMPLATE % (hash_hex, tenant_prev, tenant_hash, seq)).encode()
 
 
 def key_record(
@@ -134,17 +154,15 @@ def key_record(
     """The hashed part of a key line: an API key made for ``tenant``, by ``actor`` (or, with
     ``"revoked":true``, revoked by ``actor``); a worker key limited to some queues lists
     them. Fields absent by default, so records made before them hash as they did."""
-    limited = "" if queues is None else f',"queues":{json_text(list(queues))}'
-    revocation = ',"revoked":true' if revoked else ""
-    return (
-        f'{{"key_seq":{key_seq},"prev_hash":"{prev_hash}","tenant":{json_text(tenant)},'
-        f'"key_id":{json_text(key_id)},"role":{json_text(role)},"actor":{actor},'
-        f'"timestamp":"{timestamp}"{limited}{revocation}'
-    ).encode()
+    limited = "" if queues is None else QUEUES + json_text(list(queues))
+    revocation = REVOKED + "true" if revoked else ""
+    fields = (key_seq, prev_hash, json_text(tenant), json_text(key_id), json_text(role), actor,
+              timestamp)  # fmt: skip
+    return (KEY_RECORD_TEMPLATE % fields + limited + revocation).encode()
 
 
 def key_suffix(hash_hex: str, seq: int) -> bytes:
-    return f',"hash":"{hash_hex}","seq":{seq}}}\n'.encode()
+    return (KEY_SUFFIX_TEMPLATE % (hash_hex, seq)).encode()
 
 
 def digest(record: bytes) -> str:
@@ -186,26 +204,29 @@ def signature_matches(manifest: dict[str, Any], key: bytes) -> bool:
 
 
 def manifest_line(manifest: dict[str, Any]) -> bytes:
-    return (json_text({"manifest": manifest}) + "\n").encode()
+    """The manifest's line: ``{"manifest":`` and the manifest (the JSON text of
+    ``{"manifest": manifest}``, one key)."""
+    return (MANIFEST_START + json_text(manifest) + LINE_END).encode()
 
 
 # -- reading lines back (verify) ------------------------------------------------------
 
-# Numbers have at most 19 digits (PostgreSQL's bigint): int() of a match never fails.
-EVENT_HEAD = re.compile(
-    rb'\{"execution_id":"([0-9a-f-]{36})","prev_hash":"([0-9a-f]{64})",'
-    rb'"tenant":("(?:[^"\\]|\\.)*"),"agent_id":("(?:[^"\\]|\\.)*"),'
-    rb'"position":([0-9]{1,19}),"version":([0-9]{1,19}),'
+# Only the fields a checker needs to read are captured; a line's own hash judges the rest.
+# After the version, only the comma that opens the next field: an edit beyond it is a
+# line whose hash does not match, not a line verify cannot read.
+EVENT_HEAD = re.compile((EVENT.pattern(EVENT.names.index("version") + 1) + ",").encode())
+# A line's end, read as before the layout was derived: a carriage return and a missing
+# line break (the file's last line) still match; the counts and the manifest judge them.
+LINE_CLOSE = re.escape(LINE_END.rstrip("\n")) + r"\r?\n?\Z"
+EVENT_TAIL = re.compile((EVENT_CHAIN.pattern() + LINE_CLOSE).encode())
+KEY_HEAD = re.compile(KEY.pattern(KEY.names.index("tenant") + 1).encode())
+KEY_TAIL = re.compile((KEY_CHAIN.pattern() + LINE_CLOSE).encode())
+POSITION_NEAR = re.compile(
+    (re.escape(EVENT.separator("position").lstrip(",")) + PATTERNS["number"]).encode()
 )
-EVENT_TAIL = re.compile(
-    rb',"hash":"([0-9a-f]{64})","tenant_prev":"([0-9a-f]{64})",'
-    rb'"tenant_hash":"([0-9a-f]{64})","seq":([0-9]{1,19})\}\r?\n?\Z'
-)
-KEY_HEAD = re.compile(
-    rb'\{"key_seq":([0-9]{1,19}),"prev_hash":"([0-9a-f]{64})","tenant":("(?:[^"\\]|\\.)*")'
-)
-KEY_TAIL = re.compile(rb',"hash":"([0-9a-f]{64})","seq":([0-9]{1,19})\}\r?\n?\Z')
-POSITION_NEAR = re.compile(rb'"position":([0-9]{1,19})')
+KEY_START = KEY.separators[0].encode()
+MANIFEST_OPENING = MANIFEST_START.encode()
+"""How a key line and the manifest's line begin."""
 
 
 def json_string(quoted: bytes) -> str:

@@ -1,9 +1,11 @@
-"""The lines of an audit export: the SQL that reads them and the two layouts.
+"""The lines of an audit export: the SQL that reads them, and the two file formats.
 
 NDJSON lines are laid out by PostgreSQL: the record head the chain stored, the stored
 state, then the chain fields and ``seq``, concatenated in C beside this process. So the
 bytes of a record are exactly the bytes that were hashed, and Python only hands chunks
-on. CSV rows are made here, from the same head (parsed) and state.
+on. That concatenation is built from ``layout.EVENT_CHAIN``, the definition every other
+reader and writer of a line uses. CSV rows are made here, from the same head (parsed)
+and state.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 from psycopg.rows import TupleRow
 
 from projections.audit import format as fmt
+from projections.audit.layout import EVENT_CHAIN, LINE_END
 from projections.views.timeline import EVENTS_TABLE
 
 T = TypeVar("T")
@@ -28,11 +31,29 @@ FROM_CHAIN = (
     f"FROM audit_chain c JOIN {EVENTS_TABLE} e ON e.notification_id = c.position "
     "WHERE c.tenant = %s AND c.position > %s AND c.position <= %s{filters} ORDER BY c.position"
 )
-LINE_TAIL = (
-    """concat(',"hash":"', encode(c.hash, 'hex'), '","tenant_prev":"', """
-    """encode(c.tenant_prev, 'hex'), '","tenant_hash":"', encode(c.tenant_hash, 'hex'), """
-    r"""'","seq":', row_number() OVER (ORDER BY c.position), E'}\n')"""
-)
+# The value of each chain field, as PostgreSQL writes it on the line.
+CHAIN_VALUES = {
+    "hash": "encode(c.hash, 'hex')",
+    "tenant_prev": "encode(c.tenant_prev, 'hex')",
+    "tenant_hash": "encode(c.tenant_hash, 'hex')",
+    "seq": "row_number() OVER (ORDER BY c.position)",
+}
+
+
+def sql_text(text: str) -> str:
+    """``text`` as an SQL string constant (the layout's separators: no quote to escape)."""
+    if "'" in text or "\\" in text:
+        raise ValueError(f"not a plain SQL string constant: {text!r}")
+    return f"'{text}'"
+
+
+LINE_TAIL = "concat({})".format(
+    ", ".join(
+        [f"{sql_text(separator)}, {CHAIN_VALUES[name]}"
+         for name, separator in zip(EVENT_CHAIN.names, EVENT_CHAIN.separators, strict=True)]
+        + [sql_text(EVENT_CHAIN.closing + LINE_END)]
+    )
+)  # fmt: skip
 # The line, its position, and whether the stored state holds a line break (see _framed).
 SELECT_NDJSON = (
     f"SELECT c.head || e.state || convert_to({LINE_TAIL}, 'UTF8'), c.position, "
@@ -86,7 +107,7 @@ class Csv:
     def events(self, rows: list[TupleRow], seq: int) -> bytes:
         out = []
         for n, (_, head, state, hash_, tenant_prev, tenant_hash) in enumerate(rows, seq + 1):
-            line = json.loads(bytes(head) + b"null}")
+            line = json.loads(bytes(head) + b"null}")  # the head ends with "data":
             data = state.replace(b"\n", b"\\n").decode(errors="replace")
             out.append([
                 n, "event", line["position"], line["execution_id"], line["version"],

@@ -1,7 +1,7 @@
 """``agentboard audit verify``: check an export offline, with the standard library only.
 
 It reads the manifest (the last line) first, then every line once, in order, checking
-(``audit_checks``):
+(``checks``, ``lean``; ``segments`` side by side):
 
 * each line's hash against its record (an **edited** line);
 * ``seq`` counting up by one (a **deleted**, **inserted** or **moved** line);
@@ -41,7 +41,6 @@ TAIL_BLOCK = 1 << 16
 PARALLEL_FROM = 64 << 20  # bytes: below this, one process checks the whole file
 MAX_WORKERS = 4
 CSV_HEADER = (",".join(fmt.CSV_COLUMNS) + "\n").encode()
-MANIFEST_START = b'{"manifest":'
 MISSING = (
     "missing manifest: the last line is not the export's signed manifest; the export is "
     "incomplete (cut short, or its stream broke)"
@@ -151,7 +150,7 @@ class _Verification:
         manifest_at, last_line = self._last_line(size)
         manifest = self._manifest(last_line)
         cut_manifest = isinstance(manifest, str) and (
-            last_line.startswith(MANIFEST_START) or last_line.startswith(b",manifest,")
+            last_line.startswith(fmt.MANIFEST_OPENING) or last_line.startswith(b",manifest,")
         )
         if isinstance(manifest, dict):
             self.manifest = verdict.manifest = manifest
@@ -244,7 +243,7 @@ class _Verification:
             if len(row) != len(fmt.CSV_COLUMNS):
                 return MISSING
             text = row[12].encode() + line[len(line.rstrip(b"\n")) :]
-        if not text.startswith(MANIFEST_START):
+        if not text.startswith(fmt.MANIFEST_OPENING):
             return MISSING
         try:
             manifest = json.loads(text.decode())["manifest"]

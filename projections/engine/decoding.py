@@ -21,6 +21,7 @@ compressor — goes to the mapper, which decodes it or raises its own error, as 
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from collections.abc import Callable
@@ -103,11 +104,34 @@ def _values_of(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
     return itemgetter(*names) if names else (lambda state: ())
 
 
+def _optional(event_class: type[Any]) -> frozenset[str]:
+    """Fields added to an event after some were stored: they have a default, and events
+    stored before them load without them."""
+    return frozenset(
+        field.name for field in dataclasses.fields(event_class)
+        if field.default is not dataclasses.MISSING
+        or field.default_factory is not dataclasses.MISSING
+    )  # fmt: skip
+
+
 CREATED = topic_of(Execution.Created)
 FIELD_CHECKS = {topic: _field_checks(cls) for topic, cls in KNOWN_EVENTS.items()}
-_REQUIRED = {topic: frozenset(checks) for topic, checks in FIELD_CHECKS.items()}
+_OPTIONAL = {topic: _optional(cls) for topic, cls in KNOWN_EVENTS.items()}
+_REQUIRED = {topic: frozenset(checks) - _OPTIONAL[topic] for topic, checks in FIELD_CHECKS.items()}
 _TYPED = {
-    topic: tuple((name, accepted) for name, accepted in checks.items() if accepted is not None)
+    topic: tuple(
+        (name, accepted)
+        for name, accepted in checks.items()
+        if accepted is not None and name not in _OPTIONAL[topic]
+    )
+    for topic, checks in FIELD_CHECKS.items()
+}
+_TYPED_OPTIONAL = {
+    topic: tuple(
+        (name, accepted)
+        for name, accepted in checks.items()
+        if accepted is not None and name in _OPTIONAL[topic]
+    )
     for topic, checks in FIELD_CHECKS.items()
 }
 # The same checks, as a getter of the values and a tuple of their types: all fields of an
@@ -123,6 +147,9 @@ def problem_with(topic: str, state: dict[str, Any]) -> str | None:
     if not state.keys() >= _REQUIRED[topic]:
         missing = sorted(_REQUIRED[topic] - state.keys())
         return f"field {missing[0]!r} is missing"
+    for name, accepted in _TYPED_OPTIONAL[topic]:
+        if name in state and not isinstance(state[name], accepted):
+            return f"field {name!r} holds {type(state[name]).__name__}"
     values, types_ = _TYPED_AT_ONCE[topic]
     if all(map(isinstance, values(state), types_)):
         return None

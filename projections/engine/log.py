@@ -25,9 +25,9 @@ from eventsourcing.persistence import (
     OperationalError,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
 from projections.engine.decoding import (
     CREATED,
@@ -165,7 +165,12 @@ class LogReader:
             return Page(after, after, (), 0)
         return Page(after, rows[-1][0], self._decode_rows(rows), len(rows))
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @retry(  # a connection the database dropped: the pool replaces it (as eventsourcing does)
+        retry=retry_if_exception_type((InterfaceError, OperationalError)),
+        stop=stop_after_attempt(10),
+        wait=wait_random(0.19, 0.21),
+        reraise=True,
+    )
     def _rows(self, after: int, limit: int, stop: int | None) -> Sequence[Stored]:
         if self._select is None or not isinstance(self.recorder, PostgresApplicationRecorder):
             notifications = self.recorder.select_notifications(

@@ -1,100 +1,92 @@
 """Where each view is, for a process that reads the views but does not run them (the API).
 
-Every page a live view commits announces itself on the PostgreSQL channel
-``agentboard_views`` (``"<view> <position>"``, a NOTIFY in the page's own transaction, so
-delivered on its commit: projections/engine/view.py). A reader listens, and re-reads the tracking
-positions every second, so a notification lost while its connection was down costs at most
-a second.
-``wait_for`` is what read-your-writes and the live streams wait on.
+Every page a live view commits announces itself on ``VIEWS_CHANNEL`` (``"<view>
+<position>"``, a NOTIFY in the page's own transaction, so delivered on its commit:
+projections/engine/view.py). This reader hears the announcements through the process's
+listener, and re-reads the tracking positions every second (and whenever the listener
+starts listening again), so a notification lost while its connection was down costs at
+most a second; when that re-read finds a view further than announced, the listener may
+have gone silent, and is told so.
+
+It is a ``ViewProgress`` like the supervisor: ``wait_for`` is what read-your-writes, the
+live streams and the audit export wait on.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
+from collections.abc import Callable
 
-import psycopg
 from eventsourcing.postgres import PostgresDatastore
 
-from projections.engine.errors import UnknownView
+from projections.engine.listener import VIEWS_CHANNEL, Listener
+from projections.engine.progress import Positions
 from projections.engine.registry import make_projection, view_names
-from projections.engine.view import ANNOUNCE_CHANNEL
 
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 1.0
 
 
-class ViewPositions:
+class ViewPositions(Positions):
     def __init__(
-        self, database_url: str, datastore: PostgresDatastore, names: list[str] | None = None
-    ) -> None:
-        self.database_url = database_url
+        self, database_url: str, datastore: PostgresDatastore, names: list[str] | None = None,
+        *, listener: Listener | None = None,
+    ) -> None:  # fmt: skip
+        """``listener``: the process's own, shared (else this reader makes and runs one)."""
+        super().__init__(names or view_names())
         self.datastore = datastore
-        self.names = names or view_names()
-        self._positions = dict.fromkeys(self.names, 0)
-        self._changed = threading.Condition()
+        self._owns_listener = listener is None
+        self.listener = listener or Listener(database_url)
+        self._unsubscribe: Callable[[], None] | None = None
+        self._resync_now = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="view-positions", daemon=True)
 
     def start(self) -> ViewPositions:
-        self._resync()
+        self._unsubscribe = self.listener.subscribe(VIEWS_CHANNEL, self._heard)
+        self._resync()  # after subscribing: nothing announced in between is lost
+        if self._owns_listener:
+            self.listener.start()
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(5)
+        self._resync_now.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._owns_listener:
+            self.listener.stop()
+        if self._thread.is_alive():
+            self._thread.join(5)
 
-    def position(self, view: str) -> int:
-        if view not in self._positions:
-            raise UnknownView(view, self.names)
-        return self._positions[view]
+    def _heard(self, payload: str | None) -> None:
+        """On the listener's thread: an announcement, or None when it starts listening
+        (then what was announced before is read back, on this reader's thread)."""
+        if payload is None:
+            self._resync_now.set()
+            return
+        view, _, position = payload.partition(" ")
+        if position.isdigit():
+            self.advance(view, int(position))
 
-    def positions(self) -> dict[str, int]:
-        return dict(self._positions)
-
-    def wait_for(self, view: str, position: int, timeout: float) -> bool:
-        """Block until ``view`` has applied ``position``; False if ``timeout`` passes first."""
-        self.position(view)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while self._positions[view] < position:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
-        return True
-
-    def _advance(self, view: str, position: int) -> None:
-        with self._changed:
-            if position > self._positions.get(view, -1):
-                self._positions[view] = position
-                self._changed.notify_all()
-
-    def _resync(self) -> None:
+    def _resync(self) -> bool:
+        """Read every view's tracking position; True if one was further than announced."""
+        found = False
         for name in self.names:
             try:
-                self._advance(name, make_projection(name, self.datastore).view.position())
+                found |= self.advance(name, make_projection(name, self.datastore).view.position())
             except Exception as error:  # e.g. its tables are not there yet
                 log.debug("view %s position unknown: %s", name, error)
+        return found
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            try:
-                self._listen()
-            except Exception as error:
-                log.warning("view positions: %s; listening again in 1 s", error)
-                self._stopping.wait(1)
-
-    def _listen(self) -> None:
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            conn.execute(f"LISTEN {ANNOUNCE_CHANNEL}")
-            self._resync()  # what was announced before LISTEN took effect
-            while not self._stopping.is_set():
-                for notice in conn.notifies(timeout=RESYNC_SECONDS):
-                    view, _, position = notice.payload.partition(" ")
-                    if view in self._positions and position.isdigit():
-                        self._advance(view, int(position))
-                self._resync()
+            asked = self._resync_now.wait(RESYNC_SECONDS)
+            self._resync_now.clear()
+            if self._stopping.is_set():
+                return
+            if self._resync() and not asked:
+                self.listener.missed()

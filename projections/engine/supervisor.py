@@ -1,26 +1,30 @@
 """Runs one runner per view, restarts a runner that stops, and says how far each view is.
 
-A runner that raises is logged and replaced after a backoff (0.1 s doubling to 30 s,
-back to 0.1 s once a replacement makes progress); the replacement resumes from the
-view's tracking position. A bad stored event halts its view: the supervisor records
+A runner that raises is logged and replaced after a backoff (0.1 s doubling to 30 s), or
+at once if it had made progress (the backoff then starts over); the replacement resumes
+from the view's tracking position. A bad stored event halts its view: the supervisor records
 the error where ``agentboard projections status`` shows it, and keeps retrying slowly,
 so recording a skip (or deploying code that knows the event) resumes the view.
+
+It is a ``ViewProgress`` (projections/engine/progress.py): in this process, ``wait_for``
+answers from what the runners report, without asking the database.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 from eventsourcing.postgres import PostgresDatastore
+from tenacity import wait_exponential
 
 from domain.application import ExecutionService
 from projections.engine.control import Control
-from projections.engine.errors import BadEvent, UnknownView
-from projections.engine.listener import Listener
+from projections.engine.errors import BadEvent
+from projections.engine.listener import EVENTS_CHANNEL, Listener
 from projections.engine.log import LogReader
+from projections.engine.progress import Positions
 from projections.engine.registry import (
     ProjectionFactory,
     ProjectionOptions,
@@ -28,6 +32,7 @@ from projections.engine.registry import (
     make_projection,
     view_names,
 )
+from projections.engine.restarts import run_until_stopped
 from projections.engine.runner import OnPage, ViewRunner
 from projections.views.read_models import ReadModels
 
@@ -54,11 +59,6 @@ class _Health:
     restarts: int = 0
 
 
-def events_channel(service: ExecutionService) -> str:
-    channel: str = getattr(service.recorder, "channel_name", f"{service.name}_events")
-    return channel
-
-
 class ProjectionSupervisor:
     def __init__(
         self,
@@ -70,7 +70,10 @@ class ProjectionSupervisor:
         names: list[str] | None = None,
         factory: ProjectionFactory = make_projection,
         on_page: OnPage | None = None,
+        listener: Listener | None = None,
     ) -> None:
+        """``listener``: the process's own, shared (else the supervisor makes and runs
+        one)."""
         self.service = service
         self.datastore = datastore
         self.options = options or ProjectionOptions()
@@ -78,13 +81,13 @@ class ProjectionSupervisor:
         self.factory = factory
         self.on_page = on_page
         self.control = Control(datastore)
-        self.listener = Listener(database_url, events_channel(service))
-        self._positions = dict.fromkeys(self.names, 0)
+        self._owns_listener = listener is None
+        self.listener = listener or Listener(database_url)
+        self.progress = Positions(self.names)
         self._health = {name: _Health() for name in self.names}
-        self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.read_models = ReadModels.build(service, datastore)
+        self.read_models = ReadModels.build(service, datastore, self)
 
     def create_tables(self) -> None:
         self.control.create_tables()
@@ -96,11 +99,12 @@ class ProjectionSupervisor:
         returns their positions."""
         for name in self.names:
             self._on_page(name, self._runner(name, threading.Event()).catch_up())
-        return dict(self._positions)
+        return self.progress.positions()
 
     def start(self) -> ProjectionSupervisor:
         self.create_tables()
-        self.listener.start()
+        if self._owns_listener:
+            self.listener.start()
         for name in self.names:
             thread = threading.Thread(
                 target=self._supervise, args=(name,), name=f"projection-{name}", daemon=True
@@ -111,7 +115,8 @@ class ProjectionSupervisor:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
-        self.listener.stop()
+        if self._owns_listener:
+            self.listener.stop()
         for thread in self._threads:
             thread.join(timeout)
         for name, health in self._health.items():
@@ -122,27 +127,22 @@ class ProjectionSupervisor:
     # -- what callers ask ---------------------------------------------------------------
 
     def position(self, view: str) -> int:
-        self._check(view)
-        return self._positions[view]
+        return self.progress.position(view)
+
+    def positions(self) -> dict[str, int]:
+        return self.progress.positions()
 
     def wait_for(self, view: str, position: int, timeout: float) -> bool:
         """Read-your-writes: block until ``view`` has applied ``position`` (a command's
         ``CommandResult.position``). False if ``timeout`` seconds pass first."""
-        self._check(view)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while self._positions[view] < position:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
-        return True
+        return self.progress.wait_for(view, position, timeout)
 
     def status(self) -> list[ViewStatus]:
         head = self.service.recorder.max_notification_id() or 0
         statuses = []
+        positions = self.progress.positions()
         for name, health in self._health.items():
-            position = self._positions[name]
+            position = positions[name]
             lag = max(head - position, 0)
             statuses.append(
                 ViewStatus(
@@ -163,14 +163,8 @@ class ProjectionSupervisor:
 
     # -- supervision ----------------------------------------------------------------------
 
-    def _check(self, view: str) -> None:
-        if view not in self._positions:
-            raise UnknownView(view, self.names)
-
     def _on_page(self, name: str, position: int) -> None:
-        with self._changed:
-            self._positions[name] = position
-            self._changed.notify_all()
+        self.progress.advance(name, position)
         if self.on_page is not None:
             self.on_page(name, position)
         health = self._health[name]
@@ -190,22 +184,35 @@ class ProjectionSupervisor:
         )  # fmt: skip
 
     def _supervise(self, name: str) -> None:
-        wakeup = self.listener.wakeup()
-        backoff = self.options.min_backoff
-        while not self._stopping.is_set():
-            runner = self._runner(name, wakeup)
-            try:
-                runner.run(self._stopping)
-                return
-            except BadEvent as bad:
-                log.error("%s", bad)
-                self._failed(name, "halted", str(bad), bad.position)
-            except Exception as error:
-                log.exception("view %s failed; restarting in %.1fs", name, backoff)
-                self._failed(name, "restarting", str(error), None)
-            backoff = self.options.min_backoff if runner.pages else backoff
-            self._stopping.wait(backoff)
-            backoff = min(backoff * 2, self.options.max_backoff)
+        wakeup = threading.Event()
+        unsubscribe = self.listener.subscribe(EVENTS_CHANNEL, lambda _: wakeup.set())
+        backoff = wait_exponential(
+            multiplier=self.options.min_backoff, max=self.options.max_backoff
+        )
+        try:
+            run_until_stopped(
+                lambda: self._run_view(name, wakeup), self._stopping, backoff,
+                lambda error, pause: self._report(name, error, pause),
+            )  # fmt: skip
+        finally:
+            unsubscribe()
+
+    def _run_view(self, name: str, wakeup: threading.Event) -> None:
+        runner = self._runner(name, wakeup)
+        try:
+            runner.run(self._stopping)
+        except Exception as error:
+            if not runner.pages:
+                raise  # the next runner comes after a backoff
+            self._report(name, error, 0.0)  # it made progress: the next one at once
+
+    def _report(self, name: str, error: BaseException, pause: float) -> None:
+        if isinstance(error, BadEvent):
+            log.error("%s", error)
+            self._failed(name, "halted", str(error), error.position)
+        else:
+            log.error("view %s failed; restarting in %.1fs", name, pause, exc_info=error)
+            self._failed(name, "restarting", str(error), None)
 
     def _failed(self, name: str, state: str, error: str, position: int | None) -> None:
         health = self._health[name]
@@ -225,12 +232,15 @@ def create_view_tables(datastore: PostgresDatastore) -> None:
 
 
 def start_projections(
-    service: ExecutionService, database_url: str, options: ProjectionOptions | None = None
+    service: ExecutionService,
+    database_url: str,
+    options: ProjectionOptions | None = None,
+    listener: Listener | None = None,
 ) -> ProjectionSupervisor:
     """Create the views' tables if needed and keep every view up to date in threads."""
     options = options or ProjectionOptions()
     datastore = datastore_for(database_url, pool_size=options.pool_size)
     supervisor = ProjectionSupervisor(
-        service, datastore, database_url=database_url, options=options
+        service, datastore, database_url=database_url, options=options, listener=listener
     )
     return supervisor.start()

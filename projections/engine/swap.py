@@ -3,12 +3,11 @@ tables' names, in one transaction, so readers see the old tables or the new ones
 
 from __future__ import annotations
 
-import time
-
 from psycopg import Cursor
 from psycopg.errors import LockNotAvailable
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 NEXT, OLD = "__next", "__old"
 TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL AS found"
@@ -37,18 +36,15 @@ def lock_existing(
         found = curs.execute(TABLE_EXISTS, (table,)).fetchone()
         if found and found["found"]:
             existing.append(table)
-    deadline, pause = time.monotonic() + patience, 0.001
-    while True:
-        try:
-            with curs.connection.transaction():  # a savepoint
-                for table in existing:
-                    curs.execute(SQL(LOCK_TABLE).format(Identifier(table)))
-            return
-        except LockNotAvailable:
-            if time.monotonic() > deadline:
-                raise  # the swap is tried again from the start
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+    for attempt in Retrying(
+        retry=retry_if_exception_type(LockNotAvailable),
+        wait=wait_exponential(multiplier=0.001, max=0.05),  # 1 ms doubling to 50 ms
+        stop=stop_after_delay(patience),
+        reraise=True,  # the swap is tried again from the start
+    ):
+        with attempt, curs.connection.transaction():  # a savepoint
+            for table in existing:
+                curs.execute(SQL(LOCK_TABLE).format(Identifier(table)))
 
 
 def drop_existing(

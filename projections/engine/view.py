@@ -26,6 +26,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from domain.application import ExecutionService
 from projections.engine.errors import PositionMoved
+from projections.engine.listener import VIEWS_CHANNEL
 
 APPLICATION = ExecutionService.name  # tracking records name the application they follow
 LOCK_NAMESPACE = 0x61627677  # first key of every projection advisory lock
@@ -55,8 +56,8 @@ INSERT_FIRST_POSITION = (
 )
 SELECT_POSITION = "SELECT notification_id FROM {tracking} WHERE application_name = %s"
 # Readers in other processes (projections/engine/positions.py) hear of every page a live view
-# commits, "<view> <position>", sent by the page's own transaction: delivered on commit.
-ANNOUNCE_CHANNEL = "agentboard_views"
+# commits, "<view> <position>" on VIEWS_CHANNEL, sent by the page's own transaction:
+# delivered on commit.
 ANNOUNCE = "SELECT pg_notify(%s, %s)"
 
 
@@ -167,7 +168,7 @@ class ViewRecorder(PostgresTrackingRecorder):
             yield curs
             self._insert_tracking(curs, Tracking(APPLICATION, last))
             if not self.suffix:  # a rebuild's fresh tables are nobody's position yet
-                curs.execute(ANNOUNCE, (ANNOUNCE_CHANNEL, f"{self.name} {last}"), prepare=True)
+                curs.execute(ANNOUNCE, (VIEWS_CHANNEL, f"{self.name} {last}"), prepare=True)
 
     # -- writing helpers ----------------------------------------------------------------
 

@@ -13,13 +13,13 @@ from collections import Counter
 from typing import ClassVar
 from uuid import UUID
 
+from cachetools import LRUCache
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
-from projections.engine.cache import Lru
 from projections.engine.errors import BadEvent
 from projections.engine.log import LoggedEvent, by_execution, is_created
-from projections.engine.projection import PageProjection
+from projections.engine.projection import PageProjection, remembered
 from projections.engine.view import ViewRecorder
 from projections.views.card import CHANGE_TYPES, CHANGING_COLUMNS, COLUMN_TYPES, COLUMNS, Card
 
@@ -45,14 +45,16 @@ CREATE TABLE IF NOT EXISTS {board_cards} (
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     deadline timestamptz,
+    parent_execution_id uuid,
     not_before timestamptz,
     result jsonb,
     error text,
     failure_reason text,
     completion_notes text,
     question text,
-    blocked jsonb,
+    pending_input jsonb,
     cancel_requested boolean NOT NULL,
+    blocked jsonb,
     last_tool text,
     last_tool_call_id text,
     last_tool_outcome text,
@@ -61,8 +63,12 @@ CREATE TABLE IF NOT EXISTS {board_cards} (
     position bigint NOT NULL
 ) WITH (fillfactor = 85)
 """
-# Cards stored before a card showed its block gain the column (empty until a rebuild).
-ADD_BLOCKED = "ALTER TABLE {board_cards} ADD COLUMN IF NOT EXISTS blocked jsonb"
+# Cards stored before a card showed its parent, question and block gain the columns (empty
+# until a rebuild).
+ADD_COLUMNS = (
+    "ALTER TABLE {board_cards} ADD COLUMN IF NOT EXISTS parent_execution_id uuid, "
+    "ADD COLUMN IF NOT EXISTS pending_input jsonb, ADD COLUMN IF NOT EXISTS blocked jsonb"
+)
 CREATE_COLUMNS = """
 CREATE TABLE IF NOT EXISTS {board_columns} (
     tenant text NOT NULL,
@@ -120,7 +126,7 @@ DROP_EMPTY_COLUMNS = "DELETE FROM {board_columns} WHERE count = 0"
 class BoardView(ViewRecorder):
     name = "board"
     tables = ("board_cards", "board_columns")
-    create_tables = (CREATE_CARDS, ADD_BLOCKED, CREATE_COLUMNS)
+    create_tables = (CREATE_CARDS, ADD_COLUMNS, CREATE_COLUMNS)
     create_indexes = CREATE_INDEXES
 
     def load_cards(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, Card]:
@@ -159,7 +165,7 @@ class BoardProjection(PageProjection[BoardView]):
 
     def __init__(self, view: BoardView) -> None:
         super().__init__(view)
-        self.cards: Lru[UUID, Card] = Lru(self.cache_size)
+        self.cards: LRUCache[UUID, Card] = LRUCache(self.cache_size)
         self.unsaved: dict[UUID, Card] = {}
         """Write-behind: cards changed since the last save, each written once by it."""
         self.unstored: set[UUID] = set()
@@ -209,14 +215,14 @@ class BoardProjection(PageProjection[BoardView]):
         unstored = self.unstored
         self.view.insert_cards(curs, [c for i, c in self.unsaved.items() if i in unstored])
         self.view.update_cards(curs, [c for i, c in self.unsaved.items() if i not in unstored])
-        self.cards.remember(self.unsaved)
+        self.cards.update(self.unsaved)
         self.unsaved = {}
         self.unstored = set()
 
     def _find(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, Card]:
         """Cards as they stand: held back, remembered, or read from the view."""
         held = self.unsaved
-        cards, missing = self.cards.find([i for i in ids if i not in held] if held else ids)
+        cards, missing = remembered(self.cards, [i for i in ids if i not in held] if held else ids)
         if held:
             cards.update((i, card) for i in ids if (card := held.get(i)) is not None)
         cards.update(self.view.load_cards(curs, missing))

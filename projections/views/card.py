@@ -11,82 +11,24 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
-from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from domain.execution.aggregate import Execution
+from domain.execution import events
+from domain.execution.shape import ExecutionFields, created
 from domain.execution.values import Status
 
 
 @dataclass(slots=True)
-class Card:
-    id: UUID
-    tenant: str
-    type: str
-    agent_id: str
-    team_id: str | None
-    worker_queue: str
-    prompt: str
-    parameters: dict[str, Any]
-    priority: int
-    labels: dict[str, str]
-    status: str
-    attempt: int
-    worker_id: str | None
-    created_by: dict[str, str]
-    created_at: datetime
-    updated_at: datetime
-    deadline: datetime | None
-    not_before: datetime | None
-    result: Any
-    error: str | None
-    failure_reason: str | None
-    completion_notes: str | None
-    question: str | None
-    cancel_requested: bool
-    last_tool: str | None
-    last_tool_call_id: str | None
-    last_tool_outcome: str | None
-    status_entered_at: datetime
-    version: int
+class Card(ExecutionFields):
+    """The execution's fields (domain/execution/shape.py), and where in the log the card
+    stands."""
+
     position: int
-    blocked: dict[str, Any] | None = None  # reason, by (actor), at: while a person blocks it
 
     @classmethod
-    def created(cls, event: Execution.Created, position: int) -> Card:
-        return cls(
-            id=event.originator_id,
-            tenant=event.tenant,
-            type=event.type,
-            agent_id=event.agent_id,
-            team_id=event.team_id,
-            worker_queue=event.worker_queue,
-            prompt=event.prompt,
-            parameters=event.parameters,
-            priority=event.priority,
-            labels=event.labels,
-            status=PENDING,
-            attempt=1,
-            worker_id=None,
-            created_by=event.created_by,
-            created_at=event.timestamp,
-            updated_at=event.timestamp,
-            deadline=event.deadline,
-            not_before=None,
-            result=None,
-            error=None,
-            failure_reason=None,
-            completion_notes=None,
-            question=None,
-            cancel_requested=False,
-            last_tool=None,
-            last_tool_call_id=None,
-            last_tool_outcome=None,
-            status_entered_at=event.timestamp,
-            version=event.originator_version,
-            position=position,
-        )
+    def created(cls, event: events.Created, position: int) -> Card:
+        return cls(**created(event), position=position)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Card:
@@ -110,7 +52,7 @@ class Card:
 
     def apply(self, event: Any, position: int) -> None:
         evolve = EVOLVE.get(type(event))
-        if evolve is not None:  # output chunks and artifacts move only the clock
+        if evolve is not None:  # the others (CLOCK_ONLY) move only the clock
             evolve(self, event)
         self.updated_at = event.timestamp
         self.version = event.originator_version
@@ -121,60 +63,66 @@ class Card:
             self.status = status
             self.status_entered_at = at
 
-    def picked_up(self, event: Execution.PickedUp) -> None:
+    def ended(self) -> None:
+        """A final status: no block and no question remain open."""
+        self.blocked = None
+        self.pending_input = None
+
+    def picked_up(self, event: events.PickedUp) -> None:
         self.enter(RUNNING, event.timestamp)
         self.worker_id = event.worker_id
         self.attempt = event.attempt
 
-    def tool_called(self, event: Execution.ToolCalled) -> None:
+    def tool_called(self, event: events.ToolCalled) -> None:
         self.last_tool = event.tool
         self.last_tool_call_id = event.call_id
         self.last_tool_outcome = None
 
-    def tool_call_finished(self, event: Execution.ToolCallFinished) -> None:
+    def tool_call_finished(self, event: events.ToolCallFinished) -> None:
         if event.call_id == self.last_tool_call_id:
             self.last_tool_outcome = event.outcome
 
-    def input_requested(self, event: Execution.InputRequested) -> None:
+    def input_requested(self, event: events.InputRequested) -> None:
         self.enter(REQUIRES_INPUT, event.timestamp)
         self.question = event.question
+        self.pending_input = {
+            "question": event.question, "kind": event.kind, "schema": event.answer_schema,
+        }  # fmt: skip
 
-    def input_provided(self, event: Execution.InputProvided) -> None:
+    def input_provided(self, event: events.InputProvided) -> None:
         self.enter(RUNNING, event.timestamp)
         self.question = None
+        self.pending_input = None
 
-    def was_blocked(self, event: Execution.Blocked) -> None:
+    def was_blocked(self, event: events.Blocked) -> None:
         self.enter(BLOCKED, event.timestamp)
         at = event.timestamp.isoformat()
         self.blocked = {"reason": event.reason, "by": event.actor, "at": at}
 
-    def unblocked(self, event: Execution.Unblocked) -> None:
+    def unblocked(self, event: events.Unblocked) -> None:
         self.enter(RUNNING, event.timestamp)
         self.blocked = None
 
-    def cancellation_requested(self, event: Execution.CancelRequested) -> None:
+    def cancellation_requested(self, event: events.CancelRequested) -> None:
         self.cancel_requested = True
 
-    def cancelled(self, event: Execution.Cancelled) -> None:
+    def cancelled(self, event: events.Cancelled) -> None:
         self.enter(CANCELLED, event.timestamp)
-        self.blocked = None  # the worker that ran it stays named
+        self.ended()  # the worker that ran it stays named
 
-    def completed(self, event: Execution.Completed) -> None:
+    def completed(self, event: events.Completed) -> None:
         self.enter(COMPLETED, event.timestamp)
         self.result = event.result
         self.completion_notes = event.completion_notes
-        self.blocked = None
+        self.ended()
 
-    def failed(self, event: Execution.Failed) -> None:
+    def failed(self, event: events.Failed) -> None:
         self.enter(FAILED, event.timestamp)
         self.error = event.error
         self.failure_reason = event.reason
-        self.blocked = None
+        self.ended()
 
-    def lease_expired(self, event: Execution.LeaseExpired) -> None:
-        pass  # the lost worker stays named until a new attempt (or a person) moves it on
-
-    def retry_scheduled(self, event: Execution.RetryScheduled) -> None:
+    def retry_scheduled(self, event: events.RetryScheduled) -> None:
         self.enter(PENDING, event.timestamp)
         self.worker_id = None
         self.blocked = None
@@ -182,6 +130,7 @@ class Card:
         self.not_before = event.not_before
         self.cancel_requested = False
         self.question = None
+        self.pending_input = None
         self.error = None
         self.failure_reason = None
         self.last_tool = self.last_tool_call_id = self.last_tool_outcome = None
@@ -194,55 +143,63 @@ COMPLETED, FAILED, CANCELLED = (
     Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value,
 )  # fmt: skip
 EVOLVE: dict[type[Any], Callable[[Card, Any], None]] = {
-    Execution.PickedUp: Card.picked_up,
-    Execution.ToolCalled: Card.tool_called,
-    Execution.ToolCallFinished: Card.tool_call_finished,
-    Execution.InputRequested: Card.input_requested,
-    Execution.InputProvided: Card.input_provided,
-    Execution.Blocked: Card.was_blocked,
-    Execution.Unblocked: Card.unblocked,
-    Execution.CancelRequested: Card.cancellation_requested,
-    Execution.Cancelled: Card.cancelled,
-    Execution.Completed: Card.completed,
-    Execution.Failed: Card.failed,
-    Execution.LeaseExpired: Card.lease_expired,
-    Execution.RetryScheduled: Card.retry_scheduled,
+    events.PickedUp: Card.picked_up,
+    events.ToolCalled: Card.tool_called,
+    events.ToolCallFinished: Card.tool_call_finished,
+    events.InputRequested: Card.input_requested,
+    events.InputProvided: Card.input_provided,
+    events.Blocked: Card.was_blocked,
+    events.Unblocked: Card.unblocked,
+    events.CancelRequested: Card.cancellation_requested,
+    events.Cancelled: Card.cancelled,
+    events.Completed: Card.completed,
+    events.Failed: Card.failed,
+    events.RetryScheduled: Card.retry_scheduled,
 }
 """How each event changes a card (one method per event; a dict, not singledispatch,
-because a rebuild calls it for every stored event)."""
+because a rebuild calls it for every stored event). ``Created`` makes the card."""
+CLOCK_ONLY: frozenset[type[Any]] = frozenset(
+    {events.OutputAppended, events.ArtifactAdded, events.LeaseExpired}
+)
+"""Events that change nothing a card shows but its clock (updated_at, version, position):
+a lost worker stays named until a new attempt (or a person) moves the execution on."""
 
 COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(Card))
 _values = attrgetter(*COLUMNS)
 CHANGING_COLUMNS = (
     "status", "attempt", "worker_id", "updated_at", "not_before", "result", "error",
-    "failure_reason", "completion_notes", "question", "blocked", "cancel_requested", "last_tool",
-    "last_tool_call_id", "last_tool_outcome", "status_entered_at", "version", "position",
+    "failure_reason", "completion_notes", "question", "pending_input", "cancel_requested",
+    "blocked", "last_tool", "last_tool_call_id", "last_tool_outcome", "status_entered_at",
+    "version", "position",
 )  # fmt: skip
 """What events after Created change; the rest of a card is fixed when it is created."""
 _changing_values = attrgetter("id", *CHANGING_COLUMNS)
-CHANGING_JSON_INDEXES = tuple(1 + CHANGING_COLUMNS.index(name) for name in ("result", "blocked"))
+CHANGING_JSON_INDEXES = tuple(
+    1 + CHANGING_COLUMNS.index(name) for name in ("result", "pending_input", "blocked")
+)
 COLUMN_TYPES = {
     "id": "uuid", "tenant": "text", "type": "text", "agent_id": "text", "team_id": "text",
     "worker_queue": "text", "prompt": "text", "parameters": "jsonb", "priority": "int4",
     "labels": "jsonb", "status": "text", "attempt": "int4", "worker_id": "text",
     "created_by": "jsonb", "created_at": "timestamptz", "updated_at": "timestamptz",
-    "deadline": "timestamptz", "not_before": "timestamptz", "result": "jsonb", "error": "text",
-    "failure_reason": "text", "completion_notes": "text", "question": "text",
-    "cancel_requested": "bool", "last_tool": "text", "last_tool_call_id": "text",
+    "deadline": "timestamptz", "parent_execution_id": "uuid", "not_before": "timestamptz",
+    "result": "jsonb", "error": "text", "failure_reason": "text", "completion_notes": "text",
+    "question": "text", "pending_input": "jsonb", "cancel_requested": "bool",
+    "blocked": "jsonb", "last_tool": "text", "last_tool_call_id": "text",
     "last_tool_outcome": "text", "status_entered_at": "timestamptz", "version": "int4",
-    "position": "int8", "blocked": "jsonb",
+    "position": "int8",
 }  # fmt: skip
 """PostgreSQL types of the card's columns, in ``COLUMNS`` order (binary COPY needs them)."""
 CHANGE_TYPES = {name: COLUMN_TYPES[name] for name in ("id", *CHANGING_COLUMNS)}
-JSON_COLUMNS = ("parameters", "labels", "created_by", "result", "blocked")
+JSON_COLUMNS = ("parameters", "labels", "created_by", "result", "pending_input", "blocked")
 JSON_COLUMN_INDEXES = tuple(COLUMNS.index(name) for name in JSON_COLUMNS)
 
 
-def fold(events: list[tuple[int, Any]]) -> Card | None:
+def fold(history: list[tuple[int, Any]]) -> Card | None:
     """One execution's card after its ``(position, event)`` pairs, in order."""
     card: Card | None = None
-    for position, event in events:
-        if isinstance(event, Execution.Created):
+    for position, event in history:
+        if isinstance(event, events.Created):
             card = Card.created(event, position)
         elif card is not None:
             card.apply(event, position)

@@ -13,15 +13,15 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from cachetools import LRUCache
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
 from domain.execution.aggregate import Execution
 from domain.execution.values import Status
-from projections.engine.cache import Lru
 from projections.engine.errors import BadEvent
 from projections.engine.log import LoggedEvent, by_execution, is_created, topic_of
-from projections.engine.projection import PageProjection
+from projections.engine.projection import PageProjection, remembered
 from projections.engine.view import ViewRecorder
 
 STATUS_AFTER: dict[type[Any], str] = {
@@ -35,8 +35,14 @@ STATUS_AFTER: dict[type[Any], str] = {
     Execution.Failed: Status.FAILED.value,
     Execution.RetryScheduled: Status.PENDING.value,
 }
-PENDING = Status.PENDING.value
 """The events that move an execution to another status, and where they move it."""
+IGNORED: frozenset[type[Any]] = frozenset({
+    Execution.ToolCalled, Execution.ToolCallFinished, Execution.OutputAppended,
+    Execution.ArtifactAdded, Execution.CancelRequested, Execution.LeaseExpired,
+})  # fmt: skip
+"""The events that leave the status as it was (a lost worker's execution moves on with
+the event that follows, a retry, a failure or a cancellation): never decoded for this view."""
+PENDING = Status.PENDING.value
 
 CREATE_INTERVALS = """
 CREATE TABLE IF NOT EXISTS {status_intervals} (
@@ -147,7 +153,7 @@ class StatusIntervalsProjection(PageProjection[StatusIntervalsView]):
 
     def __init__(self, view: StatusIntervalsView) -> None:
         super().__init__(view)
-        self.open: Lru[UUID, Interval] = Lru(self.cache_size)
+        self.open: LRUCache[UUID, Interval] = LRUCache(self.cache_size)
         self.unsaved: list[Interval] = []
         """Intervals entered since the last save (closed in memory if they close before)."""
         self.unsaved_open: dict[UUID, Interval] = {}
@@ -199,7 +205,7 @@ class StatusIntervalsProjection(PageProjection[StatusIntervalsView]):
         self.unsaved += new
         entered = {id(interval) for interval in new}
         held.update((i, interval) for i, interval in current.items() if id(interval) in entered)
-        self.open.remember(current)
+        self.open.update(current)
         if not self.write_behind or len(self.unsaved) >= self.hold_limit:
             self._save(curs)
 
@@ -214,7 +220,7 @@ class StatusIntervalsProjection(PageProjection[StatusIntervalsView]):
     def _find(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, Interval]:
         """Each execution's open interval: held back, remembered, or read."""
         held = self.unsaved_open
-        stored, missing = self.open.find([i for i in ids if i not in held] if held else ids)
+        stored, missing = remembered(self.open, [i for i in ids if i not in held] if held else ids)
         if held:
             stored.update((i, interval) for i in ids if (interval := held.get(i)) is not None)
         stored.update(self.view.open_intervals(curs, missing))

@@ -12,16 +12,17 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from cachetools import LRUCache
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from domain.execution.aggregate import Execution
-from projections.engine.cache import Lru
+from domain.execution.events import ToolCallFinished
 from projections.engine.errors import BadEvent
 from projections.engine.log import LoggedEvent, by_execution, is_created, topic_of
-from projections.engine.projection import PageProjection
+from projections.engine.projection import PageProjection, remembered
 from projections.engine.view import ViewRecorder
 
 CREATE_CALLS = """
@@ -91,6 +92,16 @@ RETURNING t.execution_id, t.attempt, t.call_id
 """
 
 
+HANDLED = (Execution.Created, Execution.PickedUp, Execution.ToolCalled, Execution.ToolCallFinished)
+"""What this view reads: who the execution is, its attempt (a pick-up carries it), its calls."""
+IGNORED: frozenset[type[Any]] = frozenset({
+    Execution.OutputAppended, Execution.ArtifactAdded, Execution.InputRequested,
+    Execution.InputProvided, Execution.Blocked, Execution.Unblocked, Execution.CancelRequested,
+    Execution.Cancelled, Execution.Completed, Execution.Failed, Execution.LeaseExpired,
+    Execution.RetryScheduled,
+})  # fmt: skip
+"""Never decoded for this view: a retry's calls belong to the attempt its pick-up names."""
+
 Key = tuple[UUID, int, str]  # execution_id, attempt, call_id
 
 
@@ -115,7 +126,7 @@ class ToolCall:
     def key(self) -> Key:
         return self.execution_id, self.attempt, self.call_id
 
-    def finish(self, event: Execution.ToolCallFinished, position: int) -> None:
+    def finish(self, event: ToolCallFinished, position: int) -> None:
         self.outcome = event.outcome
         self.result_summary = event.result_summary
         self.duration_seconds = float(event.duration_seconds)
@@ -170,19 +181,14 @@ class ToolCallsView(ViewRecorder):
 
 class ToolCallsProjection(PageProjection[ToolCallsView]):
     name = "tool_calls"
-    decoded: ClassVar[frozenset[str] | None] = frozenset(
-        topic_of(cls)
-        for cls in (
-            Execution.Created, Execution.PickedUp, Execution.ToolCalled, Execution.ToolCallFinished,
-        )
-    )  # fmt: skip
+    decoded: ClassVar[frozenset[str] | None] = frozenset(topic_of(cls) for cls in HANDLED)
 
     can_write_behind = True
     cache_size = 100_000
 
     def __init__(self, view: ToolCallsView) -> None:
         super().__init__(view)
-        self.known: Lru[UUID, tuple[str, int]] = Lru(self.cache_size)
+        self.known: LRUCache[UUID, tuple[str, int]] = LRUCache(self.cache_size)
         self.calls: dict[Key, ToolCall] = {}
         """Calls made since the last save, finished in memory if they finish before it."""
         self.changed: dict[UUID, tuple[str, int]] = {}
@@ -237,7 +243,7 @@ class ToolCallsProjection(PageProjection[ToolCallsView]):
                     entry.topic,
                     f"tool call {key[2]!r} of execution {key[0]} (attempt {key[1]}) was never made",
                 )
-        self.known.remember({i: executions[i] for i in histories})
+        self.known.update({i: executions[i] for i in histories})
         if not self.write_behind or len(new) + len(changed) >= self.hold_limit:
             self._save(curs)
 
@@ -253,7 +259,9 @@ class ToolCallsProjection(PageProjection[ToolCallsView]):
     def _find(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, tuple[str, int]]:
         """Each execution's tenant and attempt: held back, remembered, or read."""
         held = self.changed
-        executions, missing = self.known.find([i for i in ids if i not in held] if held else ids)
+        executions, missing = remembered(
+            self.known, [i for i in ids if i not in held] if held else ids
+        )
         if held:
             executions.update((i, state) for i in ids if (state := held.get(i)) is not None)
         executions.update(self.view.executions(curs, missing))

@@ -1,8 +1,8 @@
-"""A small Server-Sent Events reader for tests: a thread reads the stream into a queue."""
+"""A small Server-Sent Events reader for tests: a thread reads the stream (httpx-sse) into a
+queue."""
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from httpx_sse import connect_sse
 
 
 @dataclass
@@ -24,13 +25,12 @@ class SseReader:
     """Reads ``GET url`` as SSE until closed; ``next`` takes events in order."""
 
     def __init__(self, base_url: str, path: str, key: str, last_event_id: int | None = None):
-        headers = {"Authorization": f"Bearer {key}", "Accept": "text/event-stream"}
+        headers = {"Authorization": f"Bearer {key}"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         self.events: queue.Queue[Event | None] = queue.Queue()
         self.status: int | None = None
         self.content_type: str | None = None
-        self.comments: list[str] = []
         self._ready = threading.Event()
         self._client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(10, read=60))
         self._thread = threading.Thread(target=self._read, args=(path, headers), daemon=True)
@@ -40,30 +40,19 @@ class SseReader:
 
     def _read(self, path: str, headers: dict[str, str]) -> None:
         try:
-            with self._client.stream("GET", path, headers=headers) as response:
+            with connect_sse(self._client, "GET", path, headers=headers) as source:
+                response = source.response
                 self.status = response.status_code
                 self.content_type = response.headers.get("content-type", "").split(";")[0]
                 self._ready.set()
                 if response.status_code != 200:
                     response.read()
                     return
-                fields: dict[str, str] = {}
-                for line in response.iter_lines():
-                    if line.startswith(":"):
-                        self.comments.append(line[1:].strip())
-                    elif line == "":
-                        if "data" in fields:
-                            self.events.put(
-                                Event(
-                                    fields.get("event", "message"),
-                                    int(fields["id"]) if "id" in fields else None,
-                                    json.loads(fields["data"]),
-                                )
-                            )
-                        fields = {}
-                    else:
-                        name, _, value = line.partition(":")
-                        fields[name] = value.removeprefix(" ")
+                for sse in source.iter_sse():
+                    if sse.data:  # not a `retry:` or a keepalive (httpx-sse yields those too)
+                        self.events.put(
+                            Event(sse.event, int(sse.id) if sse.id else None, sse.json())
+                        )
         except httpx.HTTPError:
             pass
         finally:

@@ -38,6 +38,7 @@ class Row:
     stream: bool = False  # SSE: the answer's status, then hang up
 
 
+NO_WEBHOOK = "wh_0000000000000000"  # no such webhook
 CREATE = {"agent_id": "script", "worker_queue": IDLE, "prompt": "made by the matrix"}
 MATRIX: dict[str, Row] = {
     "listExecutions": Row(READ),
@@ -60,6 +61,12 @@ MATRIX: dict[str, Row] = {
     "revokeKey": Row(ADMIN, path_params={"key_id": "0000000000000000"}),  # no such key
     "exportAudit": Row(READ),  # each role exports its own tenant's trail
     "getArtifact": Row(READ, path_params={"name": "report.txt"}),
+    "createWebhook": Row(ADMIN, body={"url": "http://127.0.0.1:9/matrix", "events": ["failed"]}),
+    "listWebhooks": Row(ADMIN),
+    "getWebhook": Row(ADMIN, path_params={"webhook_id": NO_WEBHOOK}),
+    "deleteWebhook": Row(ADMIN, path_params={"webhook_id": NO_WEBHOOK}),
+    "enableWebhook": Row(ADMIN, path_params={"webhook_id": NO_WEBHOOK}),
+    "listWebhookDeliveries": Row(ADMIN, path_params={"webhook_id": NO_WEBHOOK}),
 }  # fmt: skip
 
 

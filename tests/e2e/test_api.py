@@ -16,6 +16,7 @@ import pytest
 
 from infra.keys import KeyStore, Role
 from tests.e2e.conftest import RunningStack
+from tests.e2e.scrape import scrape, series
 
 SCRIPT = {"agent_id": "script", "prompt": "two tools", "parameters": {"steps": [
     {"tool": "search", "args": {"q": "x"}}, {"tool": "read", "args": {}}]}}  # fmt: skip
@@ -241,16 +242,13 @@ def test_metrics_show_requests_commands_and_queue_depth(
 ) -> None:
     api = client(stack, keys["operator"])
     api.post("/v1/executions", json=SCRIPT)
-    text = httpx.get(f"{stack.url}/metrics").text
+    seen = scrape(stack.url)
 
-    assert (
-        'agentboard_http_requests_total{method="POST",route="/v1/executions",status="201"} 1'
-        in text
-    )
-    assert "agentboard_commands_total" in text
-    assert 'agentboard_queue_depth{queue="default",band="normal"}' in text
-    stored = next(line for line in text.splitlines() if line.startswith("agentboard_events_stored"))
-    assert int(float(stored.split()[-1])) >= 1
+    route = {"method": "POST", "route": "/v1/executions"}
+    assert seen[series("agentboard_http_requests_total", **route, status="201")] >= 1
+    assert series("agentboard_commands_total") in seen
+    assert series("agentboard_queue_depth", queue="default", band="normal") in seen
+    assert seen[series("agentboard_events_stored")] >= 1
 
 
 def test_list_board_and_durations_follow_the_executions(

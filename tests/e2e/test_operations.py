@@ -10,6 +10,7 @@ import pytest
 
 from infra.keys import KeyStore, Role
 from tests.e2e.conftest import RunningStack, module_stack
+from tests.e2e.scrape import scrape, series
 from tests.e2e.sse import SseReader
 
 
@@ -46,15 +47,14 @@ def test_metrics_show_latency_histograms_projection_lag_and_stream_clients(
         )
         assert created.status_code == 201
     board = SseReader(running.url, "/v1/board/stream", key)
-    text = httpx.get(f"{running.url}/metrics", timeout=10).text
+    seen = scrape(running.url)
     board.close()
 
-    route = 'method="POST",route="/v1/executions"'
-    assert f"agentboard_http_request_duration_seconds_count{{{route}}} 3" in text
-    assert f'agentboard_http_request_duration_seconds_bucket{{{route},le="+Inf"}} 3' in text
-    assert 'agentboard_projection_lag{view="board"}' in text
-    clients = next(line for line in text.splitlines() if line.startswith("agentboard_sse_clients"))
-    assert int(float(clients.split()[-1])) >= 1
+    route = {"method": "POST", "route": "/v1/executions"}
+    assert seen[series("agentboard_http_request_duration_seconds_count", **route)] == 3
+    assert seen[series("agentboard_http_request_duration_seconds_bucket", **route, le="+Inf")] == 3
+    assert series("agentboard_projection_lag", view="board") in seen
+    assert seen[series("agentboard_sse_clients")] >= 1
 
 
 def test_every_response_carries_a_request_id_that_the_json_logs_show(

@@ -10,6 +10,7 @@ import httpx
 import psutil
 
 from domain.application import ExecutionService
+from domain.execution import commands as c
 from domain.execution.values import Actor, ActorKind
 from infra.eventstore import eventsourcing_env
 from infra.settings import Settings
@@ -39,10 +40,10 @@ def test_sigterm_stops_everything_and_a_second_up_keeps_the_data(tmp_path: Path)
     service = ExecutionService(
         eventsourcing_env(database_url, Settings(database_url=database_url), create_table=False)
     )
-    created = service.create(
+    created = service.process_one(c.CreateExecution.new(
         tenant="default", agent_id="script", worker_queue="unserved",  # no more events
         prompt="survive a restart", created_by=Actor(ActorKind.USER, "alice"),
-    )  # fmt: skip
+    ))  # fmt: skip
     service.close()
 
     assert first.stop(signal.SIGTERM) == 0

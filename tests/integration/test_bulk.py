@@ -50,7 +50,7 @@ async def api(read_side: Container) -> AsyncIterator[AsyncTestClient[Any]]:
     nc = await connect(read_side.nats_url, "test-bulk")  # the app's live hub needs the streams
     await ensure_streams(nc.jetstream())
     await nc.close()
-    async with AsyncTestClient(create_app(read_side, background=False)) as client:
+    async with AsyncTestClient(create_app(read_side)) as client:
         yield client
 
 

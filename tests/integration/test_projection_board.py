@@ -8,6 +8,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.postgres import PostgresDatastore
 
+from domain.execution import commands as c
 from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
 from projections.engine.errors import InvalidQuery, NotFound
@@ -39,32 +40,32 @@ def test_columns_and_counts_follow_a_full_lifecycle(
     container: Container, read_side: ProjectionSupervisor, datastore: PostgresDatastore
 ) -> None:
     service = container.service
-    a, b, c = (create(service, prompt=p) for p in ("a", "b", "c"))
+    a, b, third = (create(service, prompt=p) for p in ("a", "b", "c"))
     read_side.catch_up()
     assert columns(read_side) == {"pending": ["a", "b", "c"]}
     assert counts(read_side) == {"pending": 3}
 
-    lease_a = service.pick_up(a, "w1", "claim-a").lease
-    lease_b = service.pick_up(b, "w2", "claim-b").lease
+    lease_a = service.process_one(c.PickUp(a, "w1", "claim-a")).lease
+    lease_b = service.process_one(c.PickUp(b, "w2", "claim-b")).lease
     read_side.catch_up()
     assert columns(read_side) == {"pending": ["c"], "running": ["a", "b"]}
 
-    service.request_input(a, lease_a, "which branch?")
-    service.block(b, "waiting for credentials", BOB)
-    service.request_cancel(c, "not needed", BOB)
+    service.process_one(c.RequestInput(a, lease_a, "which branch?"))
+    service.process_one(c.Block(b, "waiting for credentials", BOB))
+    service.process_one(c.RequestCancel(third, "not needed", BOB))
     read_side.catch_up()
     assert counts(read_side) == {"requires_input": 1, "blocked": 1, "cancelled": 1}
     card_a = read_side.read_models.board.get("default", a)
     assert card_a.question == "which branch?"
 
-    service.provide_input(a, "main", BOB)
-    service.complete(a, lease_a, {"merged": True}, "done")
-    service.unblock(b, "credentials arrived", BOB)
-    service.fail(b, lease_b, "tool crashed", "tool_error")
+    service.process_one(c.ProvideInput(a, "main", BOB))
+    service.process_one(c.Complete(a, lease_a, {"merged": True}, "done"))
+    service.process_one(c.Unblock(b, "credentials arrived", BOB))
+    service.process_one(c.Fail(b, lease_b, "tool crashed", "tool_error"))
     read_side.catch_up()
     assert counts(read_side) == {"completed": 1, "failed": 1, "cancelled": 1}
 
-    service.retry(b, BOB)
+    service.process_one(c.Retry(b, BOB))
     read_side.catch_up()
     board = read_side.read_models.board.board("default")
     assert counts(read_side) == {"pending": 1, "completed": 1, "cancelled": 1}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from domain.execution import commands as c
 from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
 from projections.engine.errors import InvalidQuery
@@ -34,9 +35,9 @@ def test_time_in_status_sums_intervals_and_counts_the_open_one_up_to_now(
 ) -> None:
     service = container.service
     execution_id = create(service)
-    lease = service.pick_up(execution_id, "w", "claim").lease
-    service.block(execution_id, "waiting", BOB)
-    service.unblock(execution_id, "go on", BOB)
+    lease = service.process_one(c.PickUp(execution_id, "w", "claim")).lease
+    service.process_one(c.Block(execution_id, "waiting", BOB))
+    service.process_one(c.Unblock(execution_id, "go on", BOB))
     read_side.catch_up()
     stamps = [event.timestamp for event in service.timeline(execution_id)]
     now = stamps[-1] + timedelta(seconds=30)
@@ -51,7 +52,7 @@ def test_time_in_status_sums_intervals_and_counts_the_open_one_up_to_now(
             "blocked": (stamps[3] - stamps[2]).total_seconds(),
         }
     )
-    service.complete(execution_id, lease)
+    service.process_one(c.Complete(execution_id, lease))
     read_side.catch_up()
     later = read_side.read_models.durations.time_in_status("default", execution_id, now=now)
     assert set(later) == {"pending", "running", "blocked", "completed"}
@@ -126,16 +127,20 @@ def test_tool_calls_are_listed_per_attempt(
 ) -> None:
     service = container.service
     execution_id = create(service, retry={"max_attempts": 2, "retry_on": ["tool_error"]})
-    lease = service.pick_up(execution_id, "w", "claim-1").lease
-    service.record_tool_call(execution_id, lease, "c1", "bash", {"command": "make"})
+    lease = service.process_one(c.PickUp(execution_id, "w", "claim-1")).lease
+    service.process_one(c.RecordToolCall(execution_id, lease, "c1", "bash", {"command": "make"}))
     read_side.catch_up()  # the call and its outcome land in different pages
-    service.finish_tool_call(
-        execution_id, lease, "c1", "failed", result_summary="exit 2", duration_seconds=1.5
+    service.process_one(
+        c.FinishToolCall(
+            execution_id, lease, "c1", "failed", result_summary="exit 2", duration_seconds=1.5
+        )
     )
-    service.fail(execution_id, lease, "make failed", "tool_error")
-    lease = service.pick_up(execution_id, "w", "claim-2").lease
-    service.record_tool_call(execution_id, lease, "c1", "bash", {"command": "make -j1"})
-    service.finish_tool_call(execution_id, lease, "c1", "success", result_summary="ok")
+    service.process_one(c.Fail(execution_id, lease, "make failed", "tool_error"))
+    lease = service.process_one(c.PickUp(execution_id, "w", "claim-2")).lease
+    service.process_one(
+        c.RecordToolCall(execution_id, lease, "c1", "bash", {"command": "make -j1"})
+    )
+    service.process_one(c.FinishToolCall(execution_id, lease, "c1", "success", result_summary="ok"))
     read_side.catch_up()
 
     calls = read_side.read_models.tool_calls("default", execution_id)
@@ -154,7 +159,7 @@ def test_the_timeline_comes_from_the_store_in_order_with_actors(
 ) -> None:
     service = container.service
     execution_id = create(service)
-    service.request_cancel(execution_id, "changed my mind", BOB)
+    service.process_one(c.RequestCancel(execution_id, "changed my mind", BOB))
 
     timeline = read_side.read_models.timeline.timeline("default", execution_id)
 

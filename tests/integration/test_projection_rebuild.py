@@ -16,6 +16,7 @@ from rich.console import Console
 
 from api.cli.projections import rebuild_command
 from domain.application import ExecutionService
+from domain.execution import commands as c
 from domain.execution.errors import DomainError
 from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
@@ -64,34 +65,48 @@ def act(
     lease = service.state(execution_id).lease
     call = f"call-{variant}"
     commands = {
-        "pick_up": lambda: service.pick_up(execution_id, f"w{variant}", str(uuid4())),
-        "tool_call": lambda: service.record_tool_call(
-            execution_id, lease, call, "bash", {"n": variant}
+        "pick_up": lambda: service.process_one(c.PickUp(execution_id, f"w{variant}", str(uuid4()))),
+        "tool_call": lambda: service.process_one(
+            c.RecordToolCall(execution_id, lease, call, "bash", {"n": variant})
         ),
-        "finish_tool": lambda: service.finish_tool_call(
-            execution_id, lease, call, ("success", "failed")[variant % 2], result_summary="r"
+        "finish_tool": lambda: service.process_one(
+            c.FinishToolCall(
+                execution_id, lease, call, ("success", "failed")[variant % 2], result_summary="r"
+            )
         ),
-        "output": lambda: service.append_output(execution_id, lease, "chunk", 10**6 + pick),
-        "artifact": lambda: service.add_artifact(
-            execution_id,
-            lease,
-            name=f"a{variant}",
-            media_type="text/plain",
-            size=1,
-            sha256=uuid4().hex,
-            object_key="k",
+        "output": lambda: service.process_one(
+            c.AppendOutput(execution_id, lease, "chunk", 10**6 + pick)
         ),
-        "ask": lambda: service.request_input(execution_id, lease, f"question {variant}?"),
-        "answer": lambda: service.provide_input(execution_id, variant, BOB),
-        "block": lambda: service.block(execution_id, "wait", BOB),
-        "unblock": lambda: service.unblock(execution_id, "go", BOB),
-        "cancel": lambda: service.request_cancel(execution_id, "stop", BOB),
-        "confirm_cancel": lambda: service.confirm_cancel(execution_id, lease),
-        "complete": lambda: service.complete(execution_id, lease, {"v": variant}, "notes"),
-        "force_complete": lambda: service.force_complete(execution_id, BOB, "forced"),
-        "fail": lambda: service.fail(execution_id, lease, "boom", REASONS[variant % 4]),
-        "expire": lambda: service.expire_lease(execution_id, lease),
-        "retry": lambda: service.retry(execution_id, BOB),
+        "artifact": lambda: service.process_one(
+            c.AddArtifact(
+                execution_id,
+                lease,
+                name=f"a{variant}",
+                media_type="text/plain",
+                size=1,
+                sha256=uuid4().hex,
+                object_key="k",
+            )
+        ),
+        "ask": lambda: service.process_one(
+            c.RequestInput(execution_id, lease, f"question {variant}?")
+        ),
+        "answer": lambda: service.process_one(c.ProvideInput(execution_id, variant, BOB)),
+        "block": lambda: service.process_one(c.Block(execution_id, "wait", BOB)),
+        "unblock": lambda: service.process_one(c.Unblock(execution_id, "go", BOB)),
+        "cancel": lambda: service.process_one(c.RequestCancel(execution_id, "stop", BOB)),
+        "confirm_cancel": lambda: service.process_one(c.ConfirmCancel(execution_id, lease)),
+        "complete": lambda: service.process_one(
+            c.Complete(execution_id, lease, {"v": variant}, "notes")
+        ),
+        "force_complete": lambda: service.process_one(
+            c.ForceComplete(execution_id, BOB, completion_notes="forced")
+        ),
+        "fail": lambda: service.process_one(
+            c.Fail(execution_id, lease, "boom", REASONS[variant % 4])
+        ),
+        "expire": lambda: service.process_one(c.ExpireLease(execution_id, lease)),
+        "retry": lambda: service.process_one(c.Retry(execution_id, BOB)),
     }
     with contextlib.suppress(DomainError):
         commands[operation]()
@@ -254,7 +269,7 @@ def test_a_live_runner_forgets_the_rows_it_remembered_once_a_rebuild_swaps_in(
     with psycopg.connect(database_url, autocommit=True) as conn:  # damage, then remember it
         conn.execute("UPDATE board_cards SET error = 'ghost' WHERE id = %s", (execution_id,))
     read_side.start()
-    lease = service.pick_up(execution_id, "worker-1", f"claim-{uuid4()}").lease
+    lease = service.process_one(c.PickUp(execution_id, "worker-1", f"claim-{uuid4()}")).lease
     head = service.recorder.max_notification_id() or 0
     assert read_side.wait_for("board", head, timeout=10)
     error = "SELECT error FROM board_cards WHERE id = %s"
@@ -262,7 +277,7 @@ def test_a_live_runner_forgets_the_rows_it_remembered_once_a_rebuild_swaps_in(
 
     rebuild(service, datastore, "board")
     assert scalar(database_url, error, execution_id) is None
-    service.record_tool_call(execution_id, lease, "call-1", "bash", {"command": "ls"})
+    service.process_one(c.RecordToolCall(execution_id, lease, "call-1", "bash", {"command": "ls"}))
     head = service.recorder.max_notification_id() or 0
     assert read_side.wait_for("board", head, timeout=10)
 

@@ -59,7 +59,7 @@ def test_live_views_follow_writes_and_answer_read_your_writes(
 
     assert read_side.wait_for("board", position, timeout=5)
     assert read_side.read_models.board.get("default", execution_id).prompt == "fresh"
-    assert read_side.read_models.wait_for("status_intervals", position, timeout=5)
+    assert read_side.read_models.progress.wait_for("status_intervals", position, timeout=5)
     assert not read_side.wait_for("board", position + 1_000, timeout=0.2)
     assert all(status.lag == 0 and status.state == "running" for status in read_side.status())
 
@@ -220,7 +220,7 @@ def test_views_keep_up_when_listen_goes_silent(
     container: Container, read_side: ProjectionSupervisor, caplog: pytest.LogCaptureFixture
 ) -> None:
     service = container.service
-    silent = SilentListener(read_side.listener.database_url, read_side.listener.channel)
+    silent = SilentListener(read_side.listener.database_url)
     read_side.listener = silent
     read_side.start()
     time.sleep(1.2)  # long enough that the listener has been quiet for a while

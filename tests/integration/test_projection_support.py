@@ -16,6 +16,7 @@ import pytest
 from eventsourcing.postgres import PostgresDatastore
 
 from domain.application import ExecutionService
+from domain.execution import commands as c
 from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
 from projections.engine.registry import VIEWS, ProjectionOptions, datastore_for
@@ -67,14 +68,16 @@ def create(service: ExecutionService, **overrides: Any) -> UUID:
         "prompt": "summarise the logs", "created_by": ALICE,
     }  # fmt: skip
     fields.update(overrides)
-    return service.create(**fields).execution.id
+    return service.process_one(c.CreateExecution.new(**fields)).execution.id
 
 
 def run_to_completion(service: ExecutionService, execution_id: UUID) -> None:
-    lease = service.pick_up(execution_id, "worker-1", f"claim-{uuid4()}").lease
-    service.record_tool_call(execution_id, lease, "call-1", "bash", {"command": "ls"})
-    service.finish_tool_call(execution_id, lease, "call-1", "success", result_summary="3 files")
-    service.complete(execution_id, lease, {"answer": 42}, "all good")
+    lease = service.process_one(c.PickUp(execution_id, "worker-1", f"claim-{uuid4()}")).lease
+    service.process_one(c.RecordToolCall(execution_id, lease, "call-1", "bash", {"command": "ls"}))
+    service.process_one(
+        c.FinishToolCall(execution_id, lease, "call-1", "success", result_summary="3 files")
+    )
+    service.process_one(c.Complete(execution_id, lease, {"answer": 42}, "all good"))
 
 
 def rows(datastore: PostgresDatastore, table: str) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from uuid import uuid4
 import psycopg
 import pytest
 
+from domain.execution import commands as c
 from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
 from projections.engine.errors import InvalidQuery
@@ -39,10 +40,10 @@ def test_the_board_as_of_past_positions_and_times(
     soon = datetime.now(UTC) + timedelta(seconds=2)
     a = create(service, prompt="a", agent_id="coder", deadline=soon)
     b = create(service, prompt="b")  # position 2
-    lease = service.pick_up(a, "w1", "claim").lease  # 3
-    service.record_tool_call(a, lease, "c1", "bash", {})  # 4
-    service.complete(a, lease, {"ok": True})  # 5
-    service.request_cancel(b, "no", BOB)  # 6
+    lease = service.process_one(c.PickUp(a, "w1", "claim")).lease  # 3
+    service.process_one(c.RecordToolCall(a, lease, "c1", "bash", {}))  # 4
+    service.process_one(c.Complete(a, lease, {"ok": True}))  # 5
+    service.process_one(c.RequestCancel(b, "no", BOB))  # 6
     read_side.catch_up()
     travel = read_side.read_models.time_travel
 

@@ -11,22 +11,24 @@ import psycopg
 import pytest
 
 from domain.application import ExecutionService
+from domain.execution import commands as c
 from domain.execution.errors import ExecutionNotFound, InvalidTransition, LeaseLost
 from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
 from infra.eventstore import ensure_schema, eventsourcing_env
 from infra.settings import Settings
+from infra.writer import GroupCommitWriter
 
 ALICE = Actor(ActorKind.USER, "alice")
 
 
-def create(service: ExecutionService, **overrides: object) -> UUID:
+def create(writer: GroupCommitWriter, **overrides: object) -> UUID:
     fields: dict[str, object] = {
         "tenant": "default", "agent_id": "script", "worker_queue": "default",
         "prompt": "summarise the logs", "created_by": ALICE,
     }  # fmt: skip
     fields.update(overrides)
-    return service.create(**fields).execution.id  # type: ignore[arg-type]
+    return writer.execute(c.CreateExecution.new(**fields)).execution.id  # type: ignore[arg-type]
 
 
 def stored_versions(database_url: str) -> dict[UUID, list[int]]:
@@ -42,12 +44,14 @@ def stored_versions(database_url: str) -> dict[UUID, list[int]]:
 
 
 def test_a_full_lifecycle_is_stored_and_replays(container: Container) -> None:
-    service = container.service
-    execution_id = create(service)
-    lease = service.pick_up(execution_id, "worker-1", "claim-1").lease
-    service.record_tool_call(execution_id, lease, "call-1", "bash", {"command": "ls"})
-    service.finish_tool_call(execution_id, lease, "call-1", "success", result_summary="3 files")
-    done = service.complete(execution_id, lease, {"answer": 42}, "all good")
+    service, writer = container.service, container.writer
+    execution_id = create(writer)
+    lease = writer.execute(c.PickUp(execution_id, "worker-1", "claim-1")).lease
+    writer.execute(c.RecordToolCall(execution_id, lease, "call-1", "bash", {"command": "ls"}))
+    writer.execute(
+        c.FinishToolCall(execution_id, lease, "call-1", "success", result_summary="3 files")
+    )
+    done = writer.execute(c.Complete(execution_id, lease, {"answer": 42}, "all good"))
 
     assert done.execution.status == "completed"
     assert done.position is not None
@@ -64,8 +68,8 @@ def test_pooled_connections_the_server_dropped_are_replaced_without_an_error(
 ) -> None:
     """As after a PostgreSQL restart: the pool is not pinged before each use; a dead
     connection fails once, is thrown away, and the command is retried on a fresh one."""
-    service = container.service
-    before = [create(service) for _ in range(3)]
+    service, writer = container.service, container.writer
+    before = [create(writer) for _ in range(3)]
     with psycopg.connect(database_url, autocommit=True) as conn:
         dropped = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -74,7 +78,7 @@ def test_pooled_connections_the_server_dropped_are_replaced_without_an_error(
     assert dropped is not None
     assert dropped[0] > 0
 
-    after = [create(service) for _ in range(3)]
+    after = [create(writer) for _ in range(3)]
     assert [service.state(execution_id).status for execution_id in before + after] == [
         "pending"
     ] * 6
@@ -84,13 +88,15 @@ def test_pooled_connections_the_server_dropped_are_replaced_without_an_error(
 def test_many_threads_on_many_executions_lose_nothing(
     container: Container, database_url: str
 ) -> None:
-    service = container.service
-    ids = [create(service, prompt=f"task {n}") for n in range(40)]
-    leases = {i: service.pick_up(i, "worker", f"claim-{i}").lease for i in ids}
+    writer = container.writer
+    ids = [create(writer, prompt=f"task {n}") for n in range(40)]
+    leases = {i: writer.execute(c.PickUp(i, "worker", f"claim-{i}")).lease for i in ids}
 
     def report(execution_id: UUID) -> None:
         for call in range(10):
-            service.record_tool_call(execution_id, leases[execution_id], f"c{call}", "bash", {})
+            writer.execute(
+                c.RecordToolCall(execution_id, leases[execution_id], f"c{call}", "bash", {})
+            )
 
     with ThreadPoolExecutor(max_workers=40) as pool:
         list(pool.map(report, ids))
@@ -103,15 +109,15 @@ def test_many_threads_on_many_executions_lose_nothing(
 def test_threads_racing_on_one_execution_keep_one_unforked_history(
     container: Container, database_url: str
 ) -> None:
-    service = container.service
-    execution_id = create(service)
-    lease = service.pick_up(execution_id, "worker", "claim").lease
+    writer = container.writer
+    execution_id = create(writer)
+    lease = writer.execute(c.PickUp(execution_id, "worker", "claim")).lease
     barrier = threading.Barrier(20, timeout=30)
 
     def report(n: int) -> None:
         barrier.wait()
         for call in range(5):
-            service.record_tool_call(execution_id, lease, f"t{n}-c{call}", "bash", {})
+            writer.execute(c.RecordToolCall(execution_id, lease, f"t{n}-c{call}", "bash", {}))
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         list(pool.map(report, range(20)))
@@ -125,17 +131,19 @@ def _write_from_another_process(database_url: str, execution_ids: list[str], tag
     for execution_id in execution_ids:
         state = service.state(UUID(execution_id))
         for call in range(20):
-            service.record_tool_call(UUID(execution_id), state.lease, f"{tag}-{call}", "bash", {})
+            service.process_one(
+                c.RecordToolCall(UUID(execution_id), state.lease, f"{tag}-{call}", "bash", {})
+            )
     service.close()
 
 
 def test_two_processes_on_the_same_executions_never_fork_a_version(
     container: Container, database_url: str
 ) -> None:
-    service = container.service
-    ids = [create(service, prompt=f"shared {n}") for n in range(5)]
+    service, writer = container.service, container.writer
+    ids = [create(writer, prompt=f"shared {n}") for n in range(5)]
     for execution_id in ids:
-        service.pick_up(execution_id, "worker", f"claim-{execution_id}")
+        writer.execute(c.PickUp(execution_id, "worker", f"claim-{execution_id}"))
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
@@ -149,7 +157,7 @@ def test_two_processes_on_the_same_executions_never_fork_a_version(
     for call in range(20):
         for execution_id in ids:
             lease = 1
-            service.record_tool_call(execution_id, lease, f"p0-{call}", "bash", {})
+            writer.execute(c.RecordToolCall(execution_id, lease, f"p0-{call}", "bash", {}))
     for process in processes:
         process.join(60)
         assert process.exitcode == 0
@@ -163,10 +171,10 @@ def test_two_processes_on_the_same_executions_never_fork_a_version(
 
 
 def test_a_repeated_idempotency_key_records_once(container: Container, database_url: str) -> None:
-    service = container.service
+    writer = container.writer
 
     def create_with_key(_: int) -> UUID:
-        return create(service, idempotency_key="order-7")
+        return create(writer, idempotency_key="order-7")
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         ids = set(pool.map(create_with_key, range(10)))
@@ -178,39 +186,39 @@ def test_a_repeated_idempotency_key_records_once(container: Container, database_
 def test_a_stale_lease_is_refused_and_records_nothing(
     container: Container, database_url: str
 ) -> None:
-    service = container.service
-    execution_id = create(service, retry={"max_attempts": 3})  # type: ignore[arg-type]
-    first = service.pick_up(execution_id, "worker-a", "claim-a").lease
-    service.expire_lease(execution_id, first)  # worker-a presumed dead: requeued
-    second = service.pick_up(execution_id, "worker-b", "claim-b").lease
+    writer = container.writer
+    execution_id = create(writer, retry={"max_attempts": 3})  # type: ignore[arg-type]
+    first = writer.execute(c.PickUp(execution_id, "worker-a", "claim-a")).lease
+    writer.execute(c.ExpireLease(execution_id, first))  # worker-a presumed dead: requeued
+    second = writer.execute(c.PickUp(execution_id, "worker-b", "claim-b")).lease
     before = stored_versions(database_url)[execution_id]
 
     with pytest.raises(LeaseLost):
-        service.complete(execution_id, first, "late result from the lost worker")
+        writer.execute(c.Complete(execution_id, first, "late result from the lost worker"))
 
     assert stored_versions(database_url)[execution_id] == before
-    assert service.complete(execution_id, second, "ok").execution.status == "completed"
+    assert writer.execute(c.Complete(execution_id, second, "ok")).execution.status == "completed"
 
 
 def test_bad_commands_fail_alone_in_a_shared_commit(container: Container) -> None:
-    service = container.service
-    good = [create(service, prompt=f"good {n}") for n in range(10)]
-    finished = create(service, prompt="already done")
-    lease = service.pick_up(finished, "w", "c").lease
-    service.complete(finished, lease)
+    writer = container.writer
+    good = [create(writer, prompt=f"good {n}") for n in range(10)]
+    finished = create(writer, prompt="already done")
+    lease = writer.execute(c.PickUp(finished, "w", "c")).lease
+    writer.execute(c.Complete(finished, lease))
     barrier = threading.Barrier(12, timeout=30)
 
     def good_pickup(execution_id: UUID) -> str:
         barrier.wait()
-        return service.pick_up(execution_id, "w", "c").execution.status
+        return writer.execute(c.PickUp(execution_id, "w", "c")).execution.status
 
     def bad(kind: str) -> str:
         barrier.wait()
         try:
             if kind == "transition":
-                service.pick_up(finished, "w", "other-claim")
+                writer.execute(c.PickUp(finished, "w", "other-claim"))
             else:
-                service.pick_up(UUID(int=7), "w", "c")
+                writer.execute(c.PickUp(UUID(int=7), "w", "c"))
         except (InvalidTransition, ExecutionNotFound) as error:
             return type(error).__name__
         return "accepted"

@@ -10,17 +10,19 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from cachetools import LRUCache
 
 from domain.application import ExecutionService
 from domain.execution import commands as c
 from domain.execution.errors import (
     ExecutionNotFound,
     IdempotencyKeyReused,
+    InvalidCommand,
     InvalidTransition,
     LeaseLost,
     QueueNotAllowed,
 )
-from domain.execution.state import CommandResult, idempotent_execution_id
+from domain.execution.state import CommandResult
 from domain.execution.values import Actor, ActorKind, ToolOutcome
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
@@ -35,12 +37,12 @@ REQUEST: dict[str, Any] = {
 
 
 def new_execution(service: ExecutionService, **overrides: Any) -> UUID:
-    return service.create(**{**REQUEST, **overrides}).execution.id
+    return service.process_one(c.CreateExecution.new(**{**REQUEST, **overrides})).execution.id
 
 
 def running_execution(service: ExecutionService) -> UUID:
     execution_id = new_execution(service)
-    service.pick_up(execution_id, "w1", f"claim-{execution_id}")
+    service.process_one(c.PickUp(execution_id, "w1", f"claim-{execution_id}"))
     return execution_id
 
 
@@ -67,7 +69,7 @@ def sharing_the_store_of(service: ExecutionService) -> ExecutionService:
 
 @pytest.fixture
 def service() -> ExecutionService:
-    return ExecutionService(env=POPO)
+    return ExecutionService(env=POPO, cache=LRUCache(20_000))
 
 
 # -- a batch of several executions -------------------------------------------------
@@ -221,9 +223,9 @@ def test_a_single_command_raises_its_callers_error(service: ExecutionService) ->
     execution_id = running_execution(service)
 
     with pytest.raises(LeaseLost):
-        service.complete(execution_id, lease=9)
+        service.process_one(c.Complete(execution_id, lease=9))
     with pytest.raises(ExecutionNotFound):
-        service.pick_up(uuid4(), "w1", "claim-1")
+        service.process_one(c.PickUp(uuid4(), "w1", "claim-1"))
 
     assert timeline(service, execution_id) == ["Created", "PickedUp"]
 
@@ -232,7 +234,7 @@ def test_a_single_command_raises_its_callers_error(service: ExecutionService) ->
 
 
 def test_a_create_repeated_in_one_batch_records_once(service: ExecutionService) -> None:
-    execution_id = idempotent_execution_id("acme", "order-42")
+    execution_id = c.idempotent_execution_id("acme", "order-42")
     create = c.CreateExecution(execution_id, **REQUEST, idempotency_key="order-42")
 
     first, repeat = results(service.process([create, create]))
@@ -244,10 +246,20 @@ def test_a_create_repeated_in_one_batch_records_once(service: ExecutionService) 
     assert timeline(service, execution_id) == ["Created"]
 
 
-def test_a_create_repeated_later_returns_the_first_execution(service: ExecutionService) -> None:
-    first = service.create(**REQUEST, idempotency_key="order-42")
+def test_an_idempotent_create_must_name_the_execution_its_key_names() -> None:
+    """Else a repeat with the same key would find nothing and record a second execution."""
+    with pytest.raises(InvalidCommand, match="names its execution by its key"):
+        c.CreateExecution(uuid4(), **REQUEST, idempotency_key="order-42")
 
-    repeat = service.create(**REQUEST, idempotency_key="order-42")
+    assert c.CreateExecution.new(**REQUEST, idempotency_key="order-42").execution_id == (
+        c.idempotent_execution_id("acme", "order-42")
+    )
+
+
+def test_a_create_repeated_later_returns_the_first_execution(service: ExecutionService) -> None:
+    first = service.process_one(c.CreateExecution.new(**REQUEST, idempotency_key="order-42"))
+
+    repeat = service.process_one(c.CreateExecution.new(**REQUEST, idempotency_key="order-42"))
 
     assert repeat.execution.id == first.execution.id
     assert (repeat.recorded, repeat.position) == (0, None)
@@ -258,9 +270,9 @@ def test_a_create_repeated_after_the_execution_moved_on_returns_it_as_it_is_now(
     service: ExecutionService,
 ) -> None:
     execution_id = new_execution(service, idempotency_key="order-42")
-    service.pick_up(execution_id, "w1", "claim-1")
+    service.process_one(c.PickUp(execution_id, "w1", "claim-1"))
 
-    repeat = service.create(**REQUEST, idempotency_key="order-42")
+    repeat = service.process_one(c.CreateExecution.new(**REQUEST, idempotency_key="order-42"))
 
     assert (repeat.execution.id, repeat.execution.status) == (execution_id, "running")
     assert repeat.recorded == 0
@@ -270,7 +282,11 @@ def test_the_same_key_with_a_different_prompt_is_refused(service: ExecutionServi
     execution_id = new_execution(service, idempotency_key="order-42")
 
     with pytest.raises(IdempotencyKeyReused):
-        service.create(**{**REQUEST, "prompt": "Something else"}, idempotency_key="order-42")
+        service.process_one(
+            c.CreateExecution.new(
+                **{**REQUEST, "prompt": "Something else"}, idempotency_key="order-42"
+            )
+        )
 
     assert service.state(execution_id).prompt == REQUEST["prompt"]
     assert timeline(service, execution_id) == ["Created"]
@@ -279,7 +295,7 @@ def test_the_same_key_with_a_different_prompt_is_refused(service: ExecutionServi
 def test_the_same_key_with_a_different_prompt_in_one_batch_is_refused(
     service: ExecutionService,
 ) -> None:
-    execution_id = idempotent_execution_id("acme", "order-42")
+    execution_id = c.idempotent_execution_id("acme", "order-42")
     create = c.CreateExecution(execution_id, **REQUEST, idempotency_key="order-42")
     different = c.CreateExecution(
         execution_id, **{**REQUEST, "prompt": "Something else"}, idempotency_key="order-42"
@@ -303,9 +319,9 @@ def test_the_same_key_in_another_tenant_is_another_execution(service: ExecutionS
 
 def test_a_repeated_claim_records_nothing_and_has_no_position(service: ExecutionService) -> None:
     execution_id = new_execution(service)
-    first = service.pick_up(execution_id, "w1", "claim-1")
+    first = service.process_one(c.PickUp(execution_id, "w1", "claim-1"))
 
-    repeat = service.pick_up(execution_id, "w1", "claim-1")
+    repeat = service.process_one(c.PickUp(execution_id, "w1", "claim-1"))
 
     assert (repeat.lease, repeat.recorded, repeat.position) == (first.lease, 0, None)
     assert timeline(service, execution_id) == ["Created", "PickedUp"]
@@ -315,9 +331,13 @@ def test_a_repeated_operator_action_records_nothing_and_has_no_position(
     service: ExecutionService,
 ) -> None:
     execution_id = running_execution(service)
-    first = service.block(execution_id, "waiting for CI", ALICE, idempotency_key="block-1")
+    first = service.process_one(
+        c.Block(execution_id, "waiting for CI", ALICE, idempotency_key="block-1")
+    )
 
-    repeat = service.block(execution_id, "waiting for CI", ALICE, idempotency_key="block-1")
+    repeat = service.process_one(
+        c.Block(execution_id, "waiting for CI", ALICE, idempotency_key="block-1")
+    )
 
     assert first.recorded == 1
     assert first.position is not None
@@ -326,23 +346,25 @@ def test_a_repeated_operator_action_records_nothing_and_has_no_position(
 
 
 def test_keys_are_remembered_by_the_stored_log_not_only_by_the_cache() -> None:
-    service = ExecutionService(env=POPO, cache_size=0)  # every command reloads from the log
+    service = ExecutionService(env=POPO)  # no cache: every command reloads from the log
     execution_id = running_execution(service)
-    service.block(execution_id, "waiting for CI", ALICE, idempotency_key="key-1")
+    service.process_one(c.Block(execution_id, "waiting for CI", ALICE, idempotency_key="key-1"))
 
-    repeat = service.block(execution_id, "waiting for CI", ALICE, idempotency_key="key-1")
+    repeat = service.process_one(
+        c.Block(execution_id, "waiting for CI", ALICE, idempotency_key="key-1")
+    )
     with pytest.raises(IdempotencyKeyReused):
-        service.unblock(execution_id, "CI is green", ALICE, idempotency_key="key-1")
+        service.process_one(c.Unblock(execution_id, "CI is green", ALICE, idempotency_key="key-1"))
 
     assert repeat.recorded == 0
     assert timeline(service, execution_id) == ["Created", "PickedUp", "Blocked"]
 
 
 def test_a_create_repeated_after_a_reload_returns_the_first_execution() -> None:
-    service = ExecutionService(env=POPO, cache_size=0)
-    first = service.create(**REQUEST, idempotency_key="order-42")
+    service = ExecutionService(env=POPO)
+    first = service.process_one(c.CreateExecution.new(**REQUEST, idempotency_key="order-42"))
 
-    repeat = service.create(**REQUEST, idempotency_key="order-42")
+    repeat = service.process_one(c.CreateExecution.new(**REQUEST, idempotency_key="order-42"))
 
     assert repeat.execution.id == first.execution.id
     assert repeat.recorded == 0
@@ -358,7 +380,7 @@ def test_a_batch_retries_on_top_of_what_another_writer_recorded_meanwhile(
     contested = running_execution(service)
     bystander = new_execution(service)
     other_writer = sharing_the_store_of(service)
-    other_writer.request_cancel(contested, "not needed", ALICE)
+    other_writer.process_one(c.RequestCancel(contested, "not needed", ALICE))
 
     completed, picked_up = results(
         service.process([c.Complete(contested, 1, "done"), c.PickUp(bystander, "w2", "claim-2")])
@@ -403,8 +425,10 @@ def test_a_claimed_creator_is_stored_with_the_credential_it_came_via(
     service: ExecutionService,
 ) -> None:
     claimed = Actor(ActorKind.SCHEDULE, "nightly", via="key:k1")
-    result = service.create(
-        tenant="t", agent_id="a", worker_queue="q", prompt="p", created_by=claimed
+    result = service.process_one(
+        c.CreateExecution.new(
+            tenant="t", agent_id="a", worker_queue="q", prompt="p", created_by=claimed
+        )
     )
     created = service.timeline(result.execution.id)[0]
     assert created.created_by == {"kind": "schedule", "id": "nightly", "via": "key:k1"}

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from projections.audit import format as fmt
+from projections.audit import lean
 from projections.audit.verify import malformed
 
 UUID_TEXT = "6f1c2b1e-0000-4000-8000-000000000001"
@@ -47,6 +48,44 @@ def test_the_fixed_width_fields_come_first() -> None:
     assert record[17:53] == UUID_TEXT.encode()
     assert record[68:132] == b"a" * 64
     assert b',"position":123,"version":4,"event_type":"Created",' in record
+
+
+def test_what_writes_a_line_and_what_reads_it_follow_one_layout() -> None:
+    """The patterns and the lean path's offsets are derived from ``layout``, as the
+    writers are: each reads back exactly what was written."""
+    record = fmt.event_record(
+        123, UUID_TEXT, 4, "a" * 64, 'dé"fault', "agent-1", "agentboard.execution.Created.v1",
+        "2025-01-02T03:04:05.000006Z", "null", b"{}",
+    )  # fmt: skip
+    tail = fmt.event_suffix("b" * 64, "c" * 64, "d" * 64, 42)
+    line = record + tail
+    head = fmt.EVENT_HEAD.match(line)
+    assert head is not None
+    assert head.groups() == (
+        UUID_TEXT.encode(), b"a" * 64, fmt.json_name('dé"fault').encode(), b'"agent-1"',
+        b"123", b"4",
+    )  # fmt: skip
+    chain = fmt.EVENT_TAIL.match(line, len(record))
+    assert chain is not None
+    assert chain.groups() == (b"b" * 64, b"c" * 64, b"d" * 64, b"42")
+    execution, prev = lean.EXECUTION_AT, lean.PREV_AT
+    assert line[execution : lean.EXECUTION_END] == UUID_TEXT.encode()
+    assert line[prev : lean.PREV_END] == b"a" * 64
+    assert tail[lean.TENANT_HASH_AT : lean.TENANT_HASH_END] == b"d" * 64
+    assert tail[lean.SEQ_AT : -2] == b"42"
+
+    key = fmt.key_record(7, "e" * 64, "default", "k1", "viewer", "null", "2025-01-02T03:04:05Z",
+                         queues=["gpu"], revoked=True) + fmt.key_suffix("f" * 64, 43)  # fmt: skip
+    assert key.startswith(fmt.KEY_START)
+    key_head = fmt.KEY_HEAD.match(key)
+    assert key_head is not None
+    assert key_head.groups() == (b"7", b"e" * 64, b'"default"')
+    key_tail = fmt.KEY_TAIL.match(key, key.rfind(fmt.HASH_FIELD))
+    assert key_tail is not None
+    assert key_tail.groups() == (b"f" * 64, b"43")
+    assert json.loads(key)["queues"] == ["gpu"]
+    assert json.loads(key)["revoked"] is True
+    assert fmt.manifest_line({"b": 1, "a": [2]}) == b'{"manifest":{"a":[2],"b":1}}\n'
 
 
 def test_event_types_are_the_part_before_the_last_dot() -> None:

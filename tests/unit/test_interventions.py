@@ -145,11 +145,11 @@ def test_no_report_is_lost_and_nothing_runs_twice(
     script: list[str], ending: str, interleaving: list[str]
 ) -> None:
     service = ExecutionService(env=POPO)
-    execution_id = service.create(
+    execution_id = service.process_one(c.CreateExecution.new(
         tenant="acme", agent_id="shell", worker_queue="default", prompt="deploy",
         created_by=ALICE,
-    ).execution.id  # fmt: skip
-    lease = service.pick_up(execution_id, "w1", "claim-1").lease
+    )).execution.id  # fmt: skip
+    lease = service.process_one(c.PickUp(execution_id, "w1", "claim-1")).lease
     run = Run(service, execution_id, lease, [*script, ending])
 
     for turn in interleaving:
@@ -177,14 +177,16 @@ def test_no_report_is_lost_and_nothing_runs_twice(
 
 def test_an_operator_s_complete_closes_the_tool_call_still_running() -> None:
     service = ExecutionService(env=POPO)
-    execution_id = service.create(
+    execution_id = service.process_one(c.CreateExecution.new(
         tenant="acme", agent_id="shell", worker_queue="default", prompt="deploy",
         created_by=ALICE,
-    ).execution.id  # fmt: skip
-    lease = service.pick_up(execution_id, "w1", "claim-1").lease
-    service.record_tool_call(execution_id, lease, "call-1", "bash", {"command": "sleep 1d"})
+    )).execution.id  # fmt: skip
+    lease = service.process_one(c.PickUp(execution_id, "w1", "claim-1")).lease
+    service.process_one(
+        c.RecordToolCall(execution_id, lease, "call-1", "bash", {"command": "sleep 1d"})
+    )
 
-    service.force_complete(execution_id, ALICE, notes="cleaning up")
+    service.process_one(c.ForceComplete(execution_id, ALICE, completion_notes="cleaning up"))
 
     *_, finished, completed = service.events.get(execution_id)
     assert type(finished).__name__ == "ToolCallFinished"
@@ -199,10 +201,10 @@ def test_a_sub_task_names_an_existing_parent_of_its_own_tenant() -> None:
     service = ExecutionService(env=POPO)
 
     def create(tenant: str, parent: UUID | None) -> UUID:
-        return service.create(
+        return service.process_one(c.CreateExecution.new(
             tenant=tenant, agent_id="shell", worker_queue="default", prompt="p",
             created_by=ALICE, parent_execution_id=parent,
-        ).execution.id  # fmt: skip
+        )).execution.id  # fmt: skip
 
     parent = create("acme", None)
     child = create("acme", parent)

@@ -1,5 +1,6 @@
 """The board card fold, with no database: folding an execution's events gives the card
-that agrees with the aggregate, for every history the aggregate accepts."""
+that agrees with the aggregate, field for field of their shared shape, for every history
+the aggregate accepts."""
 
 from __future__ import annotations
 
@@ -11,17 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.application import ExecutionService
+from domain.execution import commands as c
 from domain.execution.errors import DomainError
+from domain.execution.shape import shape_of
 from domain.execution.values import Actor, ActorKind
 from projections.views.card import Card, fold
 
 ALICE = Actor(ActorKind.USER, "alice")
-SHARED_FIELDS = (
-    "id", "tenant", "type", "agent_id", "team_id", "worker_queue", "prompt", "parameters",
-    "priority", "labels", "status", "attempt", "worker_id", "created_by", "created_at",
-    "updated_at", "deadline", "not_before", "result", "error", "failure_reason",
-    "completion_notes", "question", "blocked", "cancel_requested", "version",
-)  # fmt: skip
 
 
 def card_of(service: ExecutionService, execution_id: UUID) -> Card:
@@ -34,30 +31,29 @@ def card_of(service: ExecutionService, execution_id: UUID) -> Card:
 
 def agrees(card: Card, service: ExecutionService, execution_id: UUID) -> None:
     state = service.state(execution_id)
-    for field in SHARED_FIELDS:
-        assert getattr(card, field) == getattr(state, field), field
+    assert shape_of(card) == shape_of(state)  # every field of the shape, tool and clock too
 
 
 def new_execution(service: ExecutionService) -> UUID:
-    return service.create(
+    return service.process_one(c.CreateExecution.new(
         tenant="default", agent_id="script", worker_queue="q", prompt="p", created_by=ALICE,
         retry={"max_attempts": 3, "retry_on": ["tool_error"]},
-    ).execution.id  # fmt: skip
+    )).execution.id  # fmt: skip
 
 
 def test_a_card_follows_tool_calls_input_and_a_retry() -> None:
     service = ExecutionService()
     execution_id = new_execution(service)
-    lease = service.pick_up(execution_id, "w1", "claim-1").lease
-    service.record_tool_call(execution_id, lease, "c1", "bash", {})
+    lease = service.process_one(c.PickUp(execution_id, "w1", "claim-1")).lease
+    service.process_one(c.RecordToolCall(execution_id, lease, "c1", "bash", {}))
     card = card_of(service, execution_id)
     assert (card.status, card.last_tool, card.last_tool_outcome) == ("running", "bash", None)
 
-    service.finish_tool_call(execution_id, lease, "c1", "failed")
-    service.request_input(execution_id, lease, "retry?")
+    service.process_one(c.FinishToolCall(execution_id, lease, "c1", "failed"))
+    service.process_one(c.RequestInput(execution_id, lease, "retry?"))
     assert card_of(service, execution_id).question == "retry?"
-    service.provide_input(execution_id, "yes", ALICE)
-    service.fail(execution_id, lease, "tool broke", "tool_error")
+    service.process_one(c.ProvideInput(execution_id, "yes", ALICE))
+    service.process_one(c.Fail(execution_id, lease, "tool broke", "tool_error"))
 
     card = card_of(service, execution_id)
     agrees(card, service, execution_id)
@@ -70,22 +66,28 @@ def act(service: ExecutionService, execution_id: UUID, operation: str, variant: 
     lease = service.state(execution_id).lease
     call = f"c{variant}"
     commands: dict[str, Callable[[], object]] = {
-        "pick_up": lambda: service.pick_up(execution_id, f"w{variant}", str(uuid4())),
-        "tool": lambda: service.record_tool_call(execution_id, lease, call, "bash", {}),
-        "finish": lambda: service.finish_tool_call(execution_id, lease, call, "success"),
-        "ask": lambda: service.request_input(execution_id, lease, "?"),
-        "answer": lambda: service.provide_input(execution_id, variant, ALICE),
-        "block": lambda: service.block(execution_id, "b", ALICE),
-        "unblock": lambda: service.unblock(execution_id, "u", ALICE),
-        "cancel": lambda: service.request_cancel(execution_id, "c", ALICE),
-        "confirm": lambda: service.confirm_cancel(execution_id, lease),
-        "complete": lambda: service.complete(execution_id, lease, {"v": variant}),
-        "fail": lambda: service.fail(
-            execution_id, lease, "e", ("tool_error", "timeout")[variant % 2]
+        "pick_up": lambda: service.process_one(c.PickUp(execution_id, f"w{variant}", str(uuid4()))),
+        "tool": lambda: service.process_one(
+            c.RecordToolCall(execution_id, lease, call, "bash", {})
         ),
-        "expire": lambda: service.expire_lease(execution_id, lease),
-        "retry": lambda: service.retry(execution_id, ALICE),
-        "force": lambda: service.force_complete(execution_id, ALICE, "n"),
+        "finish": lambda: service.process_one(
+            c.FinishToolCall(execution_id, lease, call, "success")
+        ),
+        "ask": lambda: service.process_one(c.RequestInput(execution_id, lease, "?")),
+        "answer": lambda: service.process_one(c.ProvideInput(execution_id, variant, ALICE)),
+        "block": lambda: service.process_one(c.Block(execution_id, "b", ALICE)),
+        "unblock": lambda: service.process_one(c.Unblock(execution_id, "u", ALICE)),
+        "cancel": lambda: service.process_one(c.RequestCancel(execution_id, "c", ALICE)),
+        "confirm": lambda: service.process_one(c.ConfirmCancel(execution_id, lease)),
+        "complete": lambda: service.process_one(c.Complete(execution_id, lease, {"v": variant})),
+        "fail": lambda: service.process_one(
+            c.Fail(execution_id, lease, "e", ("tool_error", "timeout")[variant % 2])
+        ),
+        "expire": lambda: service.process_one(c.ExpireLease(execution_id, lease)),
+        "retry": lambda: service.process_one(c.Retry(execution_id, ALICE)),
+        "force": lambda: service.process_one(
+            c.ForceComplete(execution_id, ALICE, completion_notes="n")
+        ),
     }
     commands[operation]()
 

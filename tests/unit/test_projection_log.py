@@ -14,6 +14,7 @@ from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresDatastore
 
 from domain.application import ExecutionService
+from domain.execution import commands as c
 from domain.execution.values import Actor, ActorKind
 from projections.engine.errors import BadEvent, InvalidQuery
 from projections.engine.log import LoggedEvent, LogReader, Undecodable
@@ -45,10 +46,12 @@ class ListRecorder:
 def stored_log(*bad: tuple[str, bytes]) -> tuple[ExecutionService, list[Notification]]:
     """Created (1), PickedUp (2), then the ``bad`` events (3, 4, ...)."""
     service = ExecutionService()
-    execution_id = service.create(
-        tenant="t", agent_id="a", worker_queue="q", prompt="p", created_by=ALICE
+    execution_id = service.process_one(
+        c.CreateExecution.new(
+            tenant="t", agent_id="a", worker_queue="q", prompt="p", created_by=ALICE
+        )
     ).execution.id
-    service.pick_up(execution_id, "w", "claim")
+    service.process_one(c.PickUp(execution_id, "w", "claim"))
     stored = [service.mapper.to_stored_event(e) for e in service.timeline(execution_id)]
     stored += [
         type(stored[0])(uuid4(), 1 if topic == CREATED else 2, topic, state) for topic, state in bad

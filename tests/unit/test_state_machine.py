@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
+from cachetools import LRUCache
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -149,7 +150,7 @@ class ExecutionLifecycle(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.service = ExecutionService(env=POPO)
+        self.service = ExecutionService(env=POPO, cache=LRUCache(20_000))
         self.produced: dict[UUID, ExecutionState] = {}
         self.pickups: dict[UUID, int] = {}
 
@@ -163,13 +164,15 @@ class ExecutionLifecycle(RuleBasedStateMachine):
         self.create(policy)
 
     def create(self, policy: RetryPolicy) -> None:
-        result = self.service.create(
-            tenant="acme",
-            agent_id="reviewer",
-            worker_queue="default",
-            prompt="Review the pull request",
-            created_by=ALICE,
-            retry=policy,
+        result = self.service.process_one(
+            c.CreateExecution.new(
+                tenant="acme",
+                agent_id="reviewer",
+                worker_queue="default",
+                prompt="Review the pull request",
+                created_by=ALICE,
+                retry=policy,
+            )
         )
         self.execution_id = result.execution.id
         self.produced[self.execution_id] = result.execution

@@ -71,9 +71,12 @@ class ShellPlan:
             raise _invalid("parameters.cwd must be a string")
         return cls(commands, cwd, _env(parameters.get("env")), _timeout(parameters))
 
-    def environment(self) -> dict[str, str] | None:
-        """The child's environment: the worker's own (inherited as a shell would), plus env."""
-        return None if not self.env else {**os.environ, **self.env}
+    def argv(self, command: str) -> list[str]:
+        """bash running ``command`` in the worker's own environment (inherited, as a shell
+        would) plus ``env``, which the ``env`` utility adds: only infra/settings.py reads
+        this process's environment."""
+        added = [f"{name}={value}" for name, value in (self.env or {}).items()]
+        return ["env", "--", *added, "bash", "-c", command] if added else ["bash", "-c", command]
 
 
 def _env(env: Any) -> dict[str, str] | None:
@@ -164,14 +167,11 @@ def _describe_exit(exit_code: int) -> str:
 async def _start(command: str, plan: ShellPlan, call: ToolCall) -> asyncio.subprocess.Process:
     try:
         return await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            command,
+            *plan.argv(command),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             cwd=plan.cwd,
-            env=plan.environment(),
             start_new_session=True,
         )
     except (OSError, ValueError) as error:  # no such cwd, no bash, a NUL in the command
