@@ -13,6 +13,7 @@ from uuid import UUID
 
 import pytest
 
+from domain.execution import commands as c
 from domain.execution.aggregate import Execution
 from domain.execution.errors import InvalidAnswer, InvalidTransition
 from infra import lease_monitor
@@ -71,10 +72,14 @@ async def test_a_run_that_ends_while_blocked_is_recorded_and_never_runs_again(
     async with running_stack(container):
         execution_id = await create(container, agent="shell", prompt=script)
         await wait_for_event(container, execution_id, "ToolCalled")
-        await asyncio.to_thread(container.service.block, execution_id, "checking", ALICE)
+        await asyncio.to_thread(
+            container.service.process_one, c.Block(execution_id, "checking", ALICE)
+        )
         done = await wait_for_status(container, execution_id, "completed", "failed")
         with pytest.raises(InvalidTransition):  # nothing left to unblock
-            await asyncio.to_thread(container.service.unblock, execution_id, "go", ALICE)
+            await asyncio.to_thread(
+                container.service.process_one, c.Unblock(execution_id, "go", ALICE)
+            )
     async with running_stack(container):  # the next start: nothing to expire, nothing rerun
         await asyncio.sleep(3)  # several board scans of a brisk lease monitor
 
@@ -105,7 +110,8 @@ async def test_a_blocked_run_starts_nothing_new_and_stays_alive_until_unblocked(
         )
         await wait_for_event(container, execution_id, "ToolCalled")
         await asyncio.to_thread(
-            container.service.block, execution_id, "waiting for the freeze to end", ALICE
+            container.service.process_one,
+            c.Block(execution_id, "waiting for the freeze to end", ALICE),
         )
         await wait_for_event(container, execution_id, "ToolCallFinished")
         # held longer than its heartbeat timeout and through many scans of the lease monitor
@@ -117,7 +123,9 @@ async def test_a_blocked_run_starts_nothing_new_and_stays_alive_until_unblocked(
         assert held.blocked is not None
         assert held.blocked["reason"] == "waiting for the freeze to end"
         assert held.blocked["by"] == ALICE.as_dict()
-        await asyncio.to_thread(container.service.unblock, execution_id, "freeze over", ALICE)
+        await asyncio.to_thread(
+            container.service.process_one, c.Unblock(execution_id, "freeze over", ALICE)
+        )
         done = await wait_for_status(container, execution_id, "completed", "failed")
 
     assert done.status == "completed"
@@ -139,14 +147,18 @@ async def test_a_worker_lost_while_blocked_leaves_it_blocked_until_a_person_unbl
             await wait_for_event(container, execution_id, "ToolCalled")
             assert services.nc is not None
             await wait_for_presence(services.nc.jetstream(), {execution_id})
-            await asyncio.to_thread(container.service.block, execution_id, "on hold", ALICE)
+            await asyncio.to_thread(
+                container.service.process_one, c.Block(execution_id, "on hold", ALICE)
+            )
         finally:
             doomed.send_signal(signal.SIGKILL)
             doomed.wait()
         await wait_for_event(container, execution_id, "LeaseExpired", timeout=30)
         held = await asyncio.to_thread(container.service.state, execution_id)
         assert held.status == "blocked"  # not requeued behind the person's back
-        await asyncio.to_thread(container.service.unblock, execution_id, "go on", ALICE)
+        await asyncio.to_thread(
+            container.service.process_one, c.Unblock(execution_id, "go on", ALICE)
+        )
         requeued = await asyncio.to_thread(container.service.state, execution_id)
 
     assert (requeued.status, requeued.attempt) == ("pending", 2)
@@ -165,12 +177,16 @@ async def test_an_answer_that_does_not_fit_the_question_s_schema_is_refused(
         execution_id = await create(container, parameters={"steps": steps})
         waiting = await wait_for_status(container, execution_id, "requires_input")
         with pytest.raises(InvalidAnswer, match="answer: 'yes' is not of type 'object'"):
-            await asyncio.to_thread(container.service.provide_input, execution_id, "yes", ALICE)
+            await asyncio.to_thread(
+                container.service.process_one, c.ProvideInput(execution_id, "yes", ALICE)
+            )
         with pytest.raises(InvalidAnswer, match="answer: 'approved' is a required property"):
-            await asyncio.to_thread(container.service.provide_input, execution_id, {}, ALICE)
+            await asyncio.to_thread(
+                container.service.process_one, c.ProvideInput(execution_id, {}, ALICE)
+            )
         still = await asyncio.to_thread(container.service.state, execution_id)
         await asyncio.to_thread(
-            container.service.provide_input, execution_id, {"approved": True}, ALICE
+            container.service.process_one, c.ProvideInput(execution_id, {"approved": True}, ALICE)
         )
         done = await wait_for_status(container, execution_id, "completed")
 
@@ -185,7 +201,9 @@ async def test_a_live_worker_is_never_presumed_lost(container: Container) -> Non
     """The lease monitor lists the workers' keys once a second; a listing that comes back
     short must not expire a live worker's leases (it once undid blocks after a minute)."""
     execution_id = await create(container)
-    lease = (await asyncio.to_thread(container.service.pick_up, execution_id, "w1", "t")).lease
+    lease = (
+        await asyncio.to_thread(container.service.process_one, c.PickUp(execution_id, "w1", "t"))
+    ).lease
     nc = await connect(container.nats_url, "test")
     bucket = await workers_bucket(nc.jetstream())
     stop = asyncio.Event()
