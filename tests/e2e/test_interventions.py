@@ -18,6 +18,7 @@ import pytest
 
 from infra.processes import free_port
 from tests.e2e.conftest import RunningStack, admin_client, module_stack
+from tests.e2e.scrape import scrape, series
 from tests.e2e.test_api import run_cli, wait_for
 
 APPROVAL = {"type": "object", "required": ["approved"],
@@ -37,11 +38,6 @@ def api(stack: RunningStack) -> httpx.Client:
 def script(*steps: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return {"agent_id": "script", "prompt": "steps", "parameters": {"steps": list(steps)},
             **fields}  # fmt: skip
-
-
-def metric(text: str, name: str) -> float:
-    [line] = [line for line in text.splitlines() if line.startswith(name + " ")]
-    return float(line.split()[-1])
 
 
 def tool_outcomes(api: httpx.Client, execution_id: str) -> list[tuple[str, str]]:
@@ -147,8 +143,8 @@ def test_cancelled_work_leaves_the_queue_depth(stack: RunningStack, api: httpx.C
     api.post(f"/v1/executions/{parked[1]}/cancel")
     api.get("/v1/executions", params={"queue": "parked"})  # read-your-writes: the board has them
 
-    text = httpx.get(f"{stack.url}/metrics").text
-    assert metric(text, 'agentboard_queue_depth{queue="parked",band="normal"}') == 1
+    seen = scrape(stack.url)
+    assert seen[series("agentboard_queue_depth", queue="parked", band="normal")] == 1
 
 
 def test_exec_takes_priority_labels_deadline_and_a_team(
