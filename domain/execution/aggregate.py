@@ -3,12 +3,12 @@
 Commands are methods that check their guards first and only then trigger events,
 so a refused command raises a named error and leaves the aggregate unchanged. The
 events, with their explicit topics and how each changes the aggregate, are in
-domain/execution/events.py.
+domain/execution/events.py; the guards in domain/execution/guards.py, typed answers'
+checks in domain/execution/answers.py.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -17,14 +17,8 @@ from eventsourcing.domain import Aggregate
 
 from domain.execution import events
 from domain.execution.answers import check_answer, check_answer_schema
-from domain.execution.errors import (
-    ExecutionBlocked,
-    IdempotencyKeyReused,
-    InvalidCommand,
-    InvalidTransition,
-    LeaseLost,
-    UnknownToolCall,
-)
+from domain.execution.errors import InvalidTransition, UnknownToolCall
+from domain.execution.guards import ExecutionGuards, check_request
 from domain.execution.values import (
     LEASED,
     POLICY,
@@ -40,18 +34,9 @@ from domain.execution.values import (
 
 # The reason recorded when a run ends while blocked: the block ends with the run, on record.
 ENDED_WHILE_BLOCKED = "ended_while_blocked"
-# Names that travel in NATS subjects (agentboard.work.<queue>, ...) must be one token.
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def check_name(field: str, value: str) -> None:
-    if not _NAME.match(value):
-        raise InvalidCommand(
-            f"{field} must be 1-64 letters, digits, '-' or '_' (got {value[:80]!r})"
-        )
-
-
-class Execution(Aggregate):
+class Execution(ExecutionGuards, Aggregate):
     TOPIC = f"{events.TOPIC}.Execution.v1"
 
     # Its events (domain/execution/events.py), named on the class as eventsourcing expects:
@@ -137,20 +122,11 @@ class Execution(Aggregate):
         parent_execution_id: UUID | None, created_by: Actor, idempotency_key: str | None,
         traceparent: str | None = None,
     ) -> Execution:  # fmt: skip
-        check_name("tenant", tenant)
-        check_name("worker_queue", worker_queue)
-        if not 0 < len(agent_id) <= 128:
-            raise InvalidCommand("agent_id must be 1-128 characters")
-        if not prompt.strip():
-            raise InvalidCommand("prompt must not be empty")
-        if type is ExecutionType.TEAM and not team_id:
-            raise InvalidCommand("a team execution needs a team_id")
-        for name, seconds in (
-            ("timeout_seconds", timeout_seconds),
-            ("heartbeat_timeout_seconds", heartbeat_timeout_seconds),
-        ):
-            if seconds is not None and seconds <= 0:
-                raise InvalidCommand(f"{name} must be positive")
+        check_request(
+            tenant=tenant, worker_queue=worker_queue, agent_id=agent_id, prompt=prompt,
+            type=type, team_id=team_id, timeout_seconds=timeout_seconds,
+            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+        )  # fmt: skip
         return cls._create(
             cls.Created, id=execution_id, tenant=tenant, type=type.value, agent_id=agent_id,
             team_id=team_id, worker_queue=worker_queue, prompt=prompt, parameters=parameters,
@@ -171,45 +147,6 @@ class Execution(Aggregate):
         """It reached a terminal status: no block and no question remain open."""
         self.blocked = None
         self.pending_input = None
-
-    # -- guards -------------------------------------------------------------------
-
-    def check_status(self, action: str, *allowed: Status) -> None:
-        if self.status not in allowed:
-            raise InvalidTransition(self.id, self.status.value, action)
-
-    def check_lease(self, lease: int, action: str) -> None:
-        """A report must carry the current lease: a worker presumed dead cannot finish
-        an execution that someone else now holds (fencing token)."""
-        if lease != self.lease:
-            raise LeaseLost(self.id, lease, self.lease)
-        if self.status is Status.PENDING and lease > 0:
-            raise LeaseLost(self.id, lease, self.lease, "it expired and the execution was requeued")
-        self.check_status(action, *LEASED)
-        if self.lease_expired:  # lost while blocked: it waits for a person, not for it
-            raise LeaseLost(self.id, lease, self.lease, "its worker was presumed lost")
-
-    def nobody_holds_it(self) -> bool:
-        """Blocked, and its worker was lost meanwhile: it waits for a person alone."""
-        return self.status is Status.BLOCKED and self.lease_expired
-
-    def check_not_blocked(self, action: str) -> None:
-        """Nothing new starts while a person holds the execution blocked."""
-        if self.status is Status.BLOCKED:
-            reason = self.blocked["reason"] if self.blocked else "blocked"
-            raise ExecutionBlocked(self.id, action, reason)
-
-    def already_done(self, key: str | None, action: str) -> bool:
-        """True when this idempotency key already recorded this action."""
-        if key is None or key not in self.idempotency_keys:
-            return False
-        if self.idempotency_keys[key] != action:
-            raise IdempotencyKeyReused(key)
-        return True
-
-    def remember_key(self, key: str | None, action: str) -> None:
-        if key is not None:
-            self.idempotency_keys[key] = action
 
     # -- worker reports -----------------------------------------------------------
 
