@@ -37,6 +37,7 @@ from domain.execution.errors import (
     DomainError,
     ExecutionNotFound,
     IdempotencyKeyReused,
+    InvalidCommand,
 )
 from domain.execution.handlers import HANDLERS
 from domain.execution.state import CommandResult, ExecutionState, snapshot
@@ -180,6 +181,8 @@ class ExecutionService(Application[UUID]):
                 if not _same_request(existing, command):
                     raise IdempotencyKeyReused(command.idempotency_key)
                 return existing, []
+        if command.parent_execution_id is not None:
+            self._check_parent(command.parent_execution_id, command.tenant, touched)
         execution = Execution.create(
             command.execution_id,
             tenant=command.tenant,
@@ -203,6 +206,15 @@ class ExecutionService(Application[UUID]):
             output_schema=command.output_schema,
         )
         return execution, list(execution.pending_events)
+
+    def _check_parent(self, parent_id: UUID, tenant: str, touched: dict[UUID, Execution]) -> None:
+        """A sub-task names an execution of its own tenant as its parent."""
+        parent = touched.get(parent_id) or self._find(parent_id)
+        if parent is None or parent.tenant != tenant:
+            raise InvalidCommand(
+                f"parent_execution_id {parent_id} names no execution: give the id of an "
+                "existing execution of this tenant, or leave parent_execution_id out"
+            )
 
     # -- the writer's cache of executions -------------------------------------------
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from domain.execution.aggregate import check_name
+from domain.execution.guards import check_name
 from infra.local_keys import ADMIN_KEY_FILE, WORKER_KEY_FILE, read_key_file
 from infra.local_keys import Role as Role  # noqa: PLC0414 - kept importable from here too
 

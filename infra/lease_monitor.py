@@ -10,6 +10,11 @@ reads the bucket and
   ``heartbeat_timeout_seconds``.
 
 A stale lease (the execution moved on meanwhile) is refused by the aggregate and ignored.
+A worker missing from the bucket's listing is asked for by its key before it is presumed
+lost: nats-py lists keys through a fresh ordered consumer, which on a busy machine can end
+its listing before the first key arrives, and an empty listing once made every live
+worker's leases expire (a blocked execution was requeued and run again, issue #21).
+A blocked execution is held like any other: its worker's presence keeps its lease.
 The monitor remembers what each worker held since it started; executions held by a worker
 that died while no monitor was running are found every ten seconds by a scan of the board
 (``held_elsewhere``): held, quiet for 20 s, and their worker gone.
@@ -85,6 +90,10 @@ class LeaseMonitor:
         if self.checks % SCAN_EVERY_CHECKS == 1:
             await self._expire_orphans(alive)
         for worker_id in set(self.held) - set(alive):
+            still_there = await self._present(worker_id)
+            if still_there is not None:  # the listing missed it, not the bucket
+                alive[worker_id] = still_there
+                continue
             for execution_id, entry in self.held.pop(worker_id).items():
                 # a run that ended since the worker last announced refuses this: not counted
                 if await self._tell(c.ExpireLease(UUID(execution_id), int(entry["lease"]))):
@@ -111,6 +120,8 @@ class LeaseMonitor:
         for execution_id, worker_id, changed_at in await self.held_elsewhere():
             if worker_id in alive or worker_id in self.held or now - changed_at < ORPHAN_AFTER:
                 continue
+            if worker_id is not None and await self._present(worker_id) is not None:
+                continue
             lease = await self.current_lease(execution_id)
             if await self._tell(c.ExpireLease(execution_id, lease)):
                 self.expired += 1
@@ -133,6 +144,18 @@ class LeaseMonitor:
             if entry.value:
                 alive[key] = json.loads(entry.value).get("executions", {})
         return alive
+
+    async def _present(self, worker_id: str) -> dict[str, dict[str, Any]] | None:
+        """The executions a worker holds, read by its own key (no listing involved); None
+        when its key is gone."""
+        try:
+            entry = await self.bucket.get(worker_id)
+        except KeyNotFoundError:  # expired, or deleted as the worker stopped
+            return None
+        if not entry.value:
+            return None
+        executions: dict[str, dict[str, Any]] = json.loads(entry.value).get("executions", {})
+        return executions
 
     async def _tell(self, command: c.Command) -> bool:
         """Whether ``command`` changed anything."""

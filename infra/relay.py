@@ -3,8 +3,8 @@
 - every stored event to ``AGENTBOARD_EVENTS`` (``Nats-Msg-Id`` = ``<store id>:<position>``);
 - a work message to ``agentboard.work.<queue>[.band]`` for every execution that needs a
   worker (Created, RetryScheduled — which also follows a requeue after LeaseExpired);
-- a control message on ``agentboard.control.<id>`` for a cancel, an answer, or an end
-  decided elsewhere, so the worker holding the execution hears at once (workers also
+- a control message on ``agentboard.control.<id>`` for a cancel, an answer, an unblock, or
+  an end decided elsewhere, so the worker holding the execution hears at once (workers also
   poll, so a control message lost on a reconnect delays, never loses, any of them).
 
 Publishes are pipelined within a page and across pages: the next page is read while
@@ -77,6 +77,7 @@ NEEDS_A_WORKER = ("Created", "RetryScheduled")
 CONTROL_EVENTS = (
     "CancelRequested",
     "InputProvided",
+    "Unblocked",  # a run paused by a block goes on
     "Failed",
     "Completed",
     "Cancelled",

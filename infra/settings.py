@@ -196,7 +196,7 @@ def _described(error: ValidationError) -> str:
     """One line per bad variable, in the caller's terms: its name, never its secret."""
     lines = []
     for problem in error.errors():
-        variable, *inside = (str(part) for part in problem["loc"]) or ("",)
+        variable, *inside = [str(part) for part in problem["loc"]] or [""]
         name = ENV_PREFIX + variable.upper()
         message = re.sub(r"^Value error, ", "", problem["msg"])
         if inside:  # a field inside a JSON value (AGENTBOARD_PRICES's m.input)

@@ -6,11 +6,17 @@ chunks are gathered and recorded as one OutputAppended per half second (or 16 Ki
 A run sends one request at a time, in order. A tool call's start is written ahead (on
 record before the tool acts); its result is deferred and travels with the run's next
 report (``agentboard.cmd.batch``): two request/replies per tool call became one.
+
+A person may block the execution at any moment. What the run already does goes on and is
+recorded (output, the result of the running tool, its completion or failure); nothing
+new starts: a tool call or a question is refused (``ExecutionBlocked``) and the run waits,
+its slot given back and its heartbeat kept, until a person unblocks it, then goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,10 +30,11 @@ from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 
 from domain.execution import commands as c
+from domain.execution.answers import check_answer_schema
 from domain.execution.errors import InvalidCommand
-from domain.execution.values import InputKind, ToolOutcome
+from domain.execution.values import FailureReason, InputKind, ToolOutcome
 from infra.nats import log_subject
-from workers.agent import ExecutionInfo
+from workers.agent import AgentFailed, ExecutionInfo
 from workers.client import CommandClient, CommandRefused
 
 DEFER_SECONDS = 0.02  # a tool call's result waits this long for a report to travel with
@@ -38,6 +45,7 @@ CHECK_STATE_EVERY_TICKS = 10  # every 5 s
 log = logging.getLogger(__name__)
 
 TERMINAL_OR_PENDING = ("completed", "failed", "cancelled", "pending")
+BLOCKED_REFUSAL = "ExecutionBlocked"
 
 
 class StopSignal(asyncio.Event):
@@ -63,11 +71,12 @@ class StopSignal(asyncio.Event):
 
 
 class Slot(Protocol):
-    """A worker's concurrency slot, which a run gives back while it waits for a person."""
+    """A worker's concurrency slot, which a run gives back while it waits for a person and
+    takes back, without waiting, once the person lets it go on."""
 
     def give_back(self) -> None: ...
 
-    async def take(self) -> None: ...
+    def take_back(self) -> None: ...
 
 
 class RunToolCall:
@@ -76,7 +85,7 @@ class RunToolCall:
         self.summary = ""
 
     async def output(self, text: str) -> None:
-        await self._context.say(text)
+        await self._context.emit(text)  # a stream: its chunks carry their own line breaks
 
 
 class RunContext:
@@ -104,6 +113,7 @@ class RunContext:
         self._cancelled = StopSignal()
         self.lost = StopSignal()  # the execution is no longer this run's: stop quietly
         self._answers: asyncio.Queue[Any] = asyncio.Queue()
+        self._unblocked = asyncio.Event()  # a hint from the relay; the state decides
         self._tool_calls = 0
         self._buffer: list[str] = []
         self._buffered_chars = 0
@@ -130,6 +140,8 @@ class RunContext:
             self._cancelled.set()
         elif kind == "InputProvided":
             self._answers.put_nowait(data.get("answer"))
+        elif kind == "Unblocked":
+            self._unblocked.set()
         elif kind in ("Failed", "Completed", "Cancelled", "LeaseExpired"):
             actor = message.get("actor") or {}
             if not (actor.get("kind") == "worker" and actor.get("id") == self.worker_id):
@@ -169,6 +181,13 @@ class RunContext:
             )  # fmt: skip
 
     async def say(self, text: str) -> None:
+        """One message of the agent's: messages are kept apart by a line break."""
+        if text and not text.endswith("\n"):
+            text += "\n"
+        await self.emit(text)
+
+    async def emit(self, text: str) -> None:
+        """Output as it comes (live at once, stored coalesced), exactly as given."""
         if not text:
             return
         self.last_heartbeat = time.time()
@@ -186,22 +205,32 @@ class RunContext:
         kind: str = InputKind.CLARIFICATION,
         schema: dict[str, Any] | None = None,
     ) -> Any:
+        try:
+            check_answer_schema(schema)
+        except InvalidCommand as error:  # refused by the command side too: fail it here
+            raise AgentFailed(str(error), FailureReason.AGENT_ERROR) from None
         await self.flush()
         asked = c.RequestInput(self._info.id, self.lease, question, InputKind(kind), schema)
         await self.report(asked)
-        if self.slot is not None:
-            self.slot.give_back()  # nobody runs while a person thinks
-        try:
+        async with self._slot_given_back():  # nobody runs while a person thinks
             return await self._wait_for_answer()
+
+    @asynccontextmanager
+    async def _slot_given_back(self) -> AsyncIterator[None]:
+        if self.slot is not None:
+            self.slot.give_back()
+        try:
+            yield
         finally:
             if self.slot is not None:
-                await self.slot.take()
+                self.slot.take_back()
 
     async def _wait_for_answer(self) -> Any:
         while True:
             try:
                 return await asyncio.wait_for(self._answers.get(), POLL_WHILE_WAITING_SECONDS)
             except TimeoutError:
+                self.last_heartbeat = time.time()  # waiting for a person is not stalling
                 state = await self.client.state(self._info.id)  # a control message may be lost
                 if state.get("cancel_requested"):
                     self._cancelled.set()
@@ -240,9 +269,32 @@ class RunContext:
         """Send ``command`` after every report deferred before it, in one request, and wait
         for it to be stored; a refusal of any of them raises ``CommandRefused``."""
         self.last_heartbeat = time.time()
-        async with self._sending:
-            commands, self._deferred = [*self._deferred, command], []
-            return await self.client.send_all(commands)
+        while True:
+            async with self._sending:
+                commands, self._deferred = [*self._deferred, command], []
+                try:
+                    return await self.client.send_all(commands)
+                except CommandRefused as refusal:
+                    if refusal.error != BLOCKED_REFUSAL:
+                        raise
+                    # only a new tool call or question is refused so, and neither is ever
+                    # deferred: the reports sent before it were recorded
+            await self.wait_while_blocked()
+
+    async def wait_while_blocked(self) -> None:
+        """Pause the run until a person unblocks the execution (or it is cancelled or
+        ended elsewhere: then this run's task is cancelled by its stop signals)."""
+        log.info("execution %s is blocked: its run waits", self._info.id)
+        async with self._slot_given_back():
+            while True:
+                self.last_heartbeat = time.time()  # blocked on purpose, not stalled
+                self._unblocked.clear()
+                state = await self.client.state(self._info.id)
+                self.check_state(state)
+                if state.get("status") != "blocked":
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._unblocked.wait(), POLL_WHILE_WAITING_SECONDS)
 
     def defer(self, command: c.Command) -> None:
         """Report ``command`` without waiting for it: with the run's next report, or on its

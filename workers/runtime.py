@@ -11,6 +11,9 @@
   KV bucket (TTL 10 s) with the executions it holds; the lease monitor expires the leases
   of a worker whose key has gone.
 - **Input.** While an agent waits for an answer it gives back its slot.
+- **Block.** A blocked run finishes what it is doing (its reports are recorded, and its
+  completion or failure ends the block); it starts nothing new, and gives back its slot,
+  until a person unblocks it (workers/context.py). It keeps its lease all along.
 - **Cancel.** A control message cancels the agent's task at once; the worker confirms.
 - **SIGTERM** stops taking work and lets running executions finish, for up to 10 s; what
   is still running then (or waiting for a person) is left to its lease.
@@ -95,6 +98,7 @@ class Worker:
         self._running: dict[UUID, RunContext] = {}
         self._slots = asyncio.Semaphore(self.concurrency)
         self._busy = 0  # slots taken by runs (a run waiting for a person gives its slot back)
+        self._owed = 0  # slots taken back by resumed runs, not yet paid for by a freed one
         self._buffer: asyncio.PriorityQueue[tuple[int, int, Msg]] = asyncio.PriorityQueue()
         self._arrivals = 0
         self._stopping = asyncio.Event()
@@ -164,9 +168,12 @@ class Worker:
         self._busy -= 1
         self._slots.release()
 
-    async def take(self) -> None:
-        await self._slots.acquire()
+    def take_back(self) -> None:
+        """A run a person let go on (answered, unblocked) takes its slot back at once, even
+        past ``concurrency``: it must not wait behind new work, nor stall while its
+        heartbeat ages. The next slot freed pays for it (``_owed``)."""
         self._busy += 1
+        self._owed += 1
 
     async def _fetch_loop(self, sub: JetStreamContext.PullSubscription, rank: int) -> None:
         while True:
@@ -186,7 +193,14 @@ class Worker:
     async def _dispatch_loop(self) -> None:
         while True:
             await self._slots.acquire()
+            if self._owed:  # a resumed run took its slot back: this freed slot is its
+                self._owed -= 1
+                continue
             rank, arrival, message = await self._buffer.get()
+            if self._owed:  # taken back while this slot waited for work
+                self._owed -= 1
+                self._buffer.put_nowait((rank, arrival, message))
+                continue
             if rank > 0:
                 # Higher bands' long-polls may be answering at this very moment (a backlog
                 # met by an idle worker): give them a moment, then take the best on hand.
@@ -278,6 +292,11 @@ class Worker:
             log.warning("execution %s: %s; stopping this run", info.id, refusal)
             if refusal.key_refused:
                 self._key_refused(refusal)
+            elif not refusal.lease_lost:  # a report the command side will never take: the
+                with contextlib.suppress(Exception):  # run cannot go on, and must not hang
+                    await self._fail(
+                        context, f"a report was refused: {refusal}", FailureReason.AGENT_ERROR
+                    )
         except Exception as error:
             log.exception("execution %s: the worker failed running it", info.id)
             with contextlib.suppress(Exception):

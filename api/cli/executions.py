@@ -11,6 +11,7 @@ from uuid import UUID
 
 import typer
 
+from api.cli.arguments import key_values, parse_deadline, parse_params
 from api.cli.client import EXIT_REFUSED, EXIT_USAGE, ApiClient, KeyOption, UrlOption, fail
 from api.cli.group import verb_group
 from infra.client_settings import ClientSettings
@@ -96,20 +97,6 @@ def checked_filter(
     given = {"status": statuses or None, "older_than": older_than, "agent": agent,
              "team": team, "type": type_, "queue": queue, "label": label}  # fmt: skip
     return {name: value for name, value in given.items() if value is not None}
-
-
-def parse_params(params: list[str]) -> dict[str, Any]:
-    """``k=v``: ``v`` as JSON when it parses as JSON, else as a string."""
-    parsed: dict[str, Any] = {}
-    for item in params:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"--param takes key=value (got {item!r})", EXIT_USAGE)
-        try:
-            parsed[key] = json.loads(value)
-        except ValueError:
-            parsed[key] = value
-    return parsed
 
 
 @execution_cli.command("list")
@@ -254,11 +241,51 @@ def respond(
     act(api_for(url, api_key), execution_id, "input", {"answer": value})
 
 
+@execution_cli.command("block")
+def block(
+    execution_id: IdArgument,
+    reason: Annotated[str, typer.Option("--reason", help="why: shown on the card")],
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Block a running execution: what it is doing finishes and is recorded, but it starts
+    no new tool call or question until it is unblocked (a run that ends meanwhile ends the
+    block). Prints the id and the new status.
+
+    \b
+    Example:
+      agentboard execution block 3f2a9c0d --reason 'waiting for the change freeze'
+    """
+    act(api_for(url, api_key), execution_id, "block", {"reason": reason})
+
+
+@execution_cli.command("unblock")
+def unblock(
+    execution_id: IdArgument,
+    reason: Annotated[str, typer.Option("--reason", help="why (optional)")] = "",
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Let a blocked execution go on. Prints the id and the new status.
+
+    \b
+    Example:
+      agentboard execution unblock 3f2a9c0d
+    """
+    act(api_for(url, api_key), execution_id, "unblock", {"reason": reason})
+
+
 def exec_command(
     prompt: Annotated[str, typer.Argument(help="what the agent should do")],
     agent: Annotated[str, typer.Option(help="the agent")] = "shell",
     queue: Annotated[str, typer.Option(help="the worker queue")] = "default",
     param: Annotated[list[str] | None, typer.Option(help="k=v, v as JSON if it parses")] = None,
+    priority: Annotated[int, typer.Option(min=-100, max=100, help="higher runs first")] = 0,
+    label: Annotated[list[str] | None, typer.Option(help="k=v (repeatable)")] = None,
+    deadline: Annotated[str | None, typer.Option(
+        help="an ISO 8601 time, or from now: 30m, 12h, 7d")] = None,
+    type_: Annotated[str, typer.Option("--type", help="agent or team")] = "agent",
+    team: Annotated[str | None, typer.Option(help="the team (with --type team)")] = None,
     wait: Annotated[bool, typer.Option(help="wait for the end: exit 1 if not completed")] = False,
     follow_: Annotated[bool, typer.Option(
         "--follow", "-f",
@@ -276,10 +303,21 @@ def exec_command(
     Examples:
       agentboard exec "ls -la" --wait
       agentboard exec deploy --agent script --param 'steps=[{"ask": "sure?"}]' -f
+      agentboard exec "run the suite" --priority 10 --label team=search --deadline 2h
+      agentboard exec "review the release" --type team --team release-crew
     """
+    if type_ not in ("agent", "team"):
+        fail(f"--type is agent or team (got {type_!r})", EXIT_USAGE)
+    if (type_ == "team") != (team is not None):
+        fail("a team execution names its team: --type team --team T", EXIT_USAGE)
+    body: dict[str, Any] = {
+        "agent_id": agent, "worker_queue": queue, "prompt": prompt,
+        "parameters": parse_params(param or []), "priority": priority,
+        "labels": dict(key_values("--label", label or [])), "type": type_, "team_id": team,
+    }  # fmt: skip
+    if deadline is not None:
+        body["deadline"] = parse_deadline(deadline)
     api = api_for(url, api_key)
-    body = {"agent_id": agent, "worker_queue": queue, "prompt": prompt,
-            "parameters": parse_params(param or [])}  # fmt: skip
     created = api.call("POST", "/v1/executions", json=body)
     typer.echo(created["id"])
     if follow_:

@@ -164,6 +164,8 @@ def _overview(execution: dict[str, Any]) -> Table:
         "created by": f"{by.get('kind')}:{by.get('id')}"
         + (f" (via {by['via']})" if by.get("via") else "") if by else "",
         "created": f"{execution['created_at']} ({ago(execution['created_at'])})",
+        "parent": execution.get("parent_execution_id") or "",
+        "blocked": _blocked(execution.get("blocked")),
         "cancel": "requested" if execution.get("cancel_requested") else "",
         "question": execution.get("question") or "",
         "error": " ".join(filter(None, [execution.get("failure_reason"),
@@ -192,3 +194,10 @@ def usage_text(usage: dict[str, Any] | None) -> str:
     reports = usage["reports"]
     return (f"{usage['input_tokens']:,} in + {usage['output_tokens']:,} out tokens{money} "
             f"({reports} report{'s' if reports != 1 else ''})")  # fmt: skip
+
+
+def _blocked(blocked: dict[str, Any] | None) -> str:
+    if not blocked:
+        return ""
+    by = blocked.get("by") or {}
+    return f"{blocked.get('reason')} (by {by.get('kind')}:{by.get('id')}, {blocked.get('at')})"

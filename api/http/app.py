@@ -23,7 +23,7 @@ from api.http.artifacts import download_artifact
 from api.http.audit import AuditController
 from api.http.auth import KeyAuthentication
 from api.http.bulk import bulk
-from api.http.errors import is_refusal, problem_details_config
+from api.http.errors import exception_handlers, is_refusal, problem_details_config
 from api.http.executions import ExecutionController
 from api.http.keys import KeyController
 from api.http.metrics import RequestMetrics, StackCollector, metrics, read_stack, view_positions
@@ -132,6 +132,7 @@ def create_app(container: Container, *, role: ApiRole | None = None) -> Litestar
         lifespan=[lifespan],
         logging_config=None,  # ours (infra/logs.py): JSON lines with request ids
         after_exception=[log_unexpected],
+        exception_handlers=exception_handlers(),
         middleware=[requests.middleware, auth],
         plugins=[ProblemDetailsPlugin(problem_details_config())],
         openapi_config=OpenAPIConfig(

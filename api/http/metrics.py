@@ -36,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from infra.bootstrap import Container
 from infra.logs import request_id
-from infra.nats import BANDS, WORK_STREAM, work_consumer
+from infra.nats import BANDS
 from infra.relay import relay_position
 from infra.services import BackgroundServices
 from infra.tracecontext import parse_traceparent, trace_id
@@ -201,7 +201,7 @@ def read_stack(state: State) -> Reading:
         else:
             relay = relay_position(container.read_models.datastore)
         if services.nc is not None:
-            depths = anyio.from_thread.run(_queue_depths, services)
+            depths = _queue_depths(container, anyio.from_thread.run(services.work_queues))
     monitor = services.monitor if services is not None else None
     return Reading(
         commands=container.writer.commands,
@@ -220,16 +220,9 @@ def view_positions(container: Container) -> dict[str, int]:
     return {name: container.views.position(name) for name in container.views.names}
 
 
-async def _queue_depths(services: BackgroundServices) -> dict[tuple[str, str], int]:
-    if services.nc is None:
-        return {}
-    js = services.nc.jetstream()
-    depths: dict[tuple[str, str], int] = {}
-    for queue in sorted(await services.work_queues()):
-        for band in BANDS:
-            try:
-                info = await js.consumer_info(WORK_STREAM, work_consumer(queue, band))
-            except Exception:  # noqa: S112 - a queue not created yet has no depth to report
-                continue
-            depths[(queue, band)] = info.num_pending or 0
-    return depths
+def _queue_depths(container: Container, queues: set[str]) -> dict[tuple[str, str], int]:
+    """Pending executions per queue and band, from the board: cancelled work is not waiting
+    (JetStream's count of undelivered messages kept it until a worker dropped it)."""
+    waiting = container.read_models.board.waiting()
+    every = sorted(queues | {queue for queue, _ in waiting})
+    return {(queue, band): waiting.get((queue, band), 0) for queue in every for band in BANDS}

@@ -3,12 +3,12 @@
 Commands are methods that check their guards first and only then trigger events,
 so a refused command raises a named error and leaves the aggregate unchanged. The
 events, with their explicit topics and how each changes the aggregate, are in
-domain/execution/events.py.
+domain/execution/events.py; the guards in domain/execution/guards.py, typed answers'
+checks in domain/execution/answers.py.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -16,13 +16,9 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain.execution import events
-from domain.execution.errors import (
-    IdempotencyKeyReused,
-    InvalidCommand,
-    InvalidTransition,
-    LeaseLost,
-    UnknownToolCall,
-)
+from domain.execution.answers import check_answer, check_answer_schema
+from domain.execution.errors import InvalidTransition, UnknownToolCall
+from domain.execution.guards import ExecutionGuards, check_request
 from domain.execution.values import (
     LEASED,
     POLICY,
@@ -36,18 +32,11 @@ from domain.execution.values import (
     ToolOutcome,
 )
 
-# Names that travel in NATS subjects (agentboard.work.<queue>, ...) must be one token.
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The reason recorded when a run ends while blocked: the block ends with the run, on record.
+ENDED_WHILE_BLOCKED = "ended_while_blocked"
 
 
-def check_name(field: str, value: str) -> None:
-    if not _NAME.match(value):
-        raise InvalidCommand(
-            f"{field} must be 1-64 letters, digits, '-' or '_' (got {value[:80]!r})"
-        )
-
-
-class Execution(Aggregate):
+class Execution(ExecutionGuards, Aggregate):
     TOPIC = f"{events.TOPIC}.Execution.v1"
 
     # Its events (domain/execution/events.py), named on the class as eventsourcing expects:
@@ -105,10 +94,12 @@ class Execution(Aggregate):
         self.attempt = 1
         self.lease = 0
         self.claim_token: str | None = None
-        self.worker_id: str | None = None
+        self.worker_id: str | None = None  # the worker that holds it, or last held it
+        self.lease_expired = False  # its worker was presumed lost (the lease is nobody's)
         self.picked_up_at: datetime | None = None
         self.not_before: datetime | None = None
         self.tool_calls: dict[str, ToolOutcome | None] = {}
+        self.tool_calls_started: dict[str, datetime] = {}
         self.last_tool: str | None = None
         self.last_tool_call_id: str | None = None
         self.last_tool_outcome: str | None = None
@@ -116,7 +107,9 @@ class Execution(Aggregate):
         self.output_chars = 0
         self.artifacts: dict[str, str] = {}
         self.question: str | None = None
+        self.pending_input: dict[str, Any] | None = None  # question, kind, answer schema
         self.answer: Any = None
+        self.blocked: dict[str, Any] | None = None  # reason, by (actor), at (ISO time)
         self.cancel_requested = False
         self.result: Any = None
         self.completion_notes: str | None = None
@@ -136,20 +129,11 @@ class Execution(Aggregate):
         traceparent: str | None = None,
         pipeline: dict[str, Any] | None = None, output_schema: dict[str, Any] | None = None,
     ) -> Execution:  # fmt: skip
-        check_name("tenant", tenant)
-        check_name("worker_queue", worker_queue)
-        if not 0 < len(agent_id) <= 128:
-            raise InvalidCommand("agent_id must be 1-128 characters")
-        if not prompt.strip():
-            raise InvalidCommand("prompt must not be empty")
-        if type is ExecutionType.TEAM and not team_id:
-            raise InvalidCommand("a team execution needs a team_id")
-        for name, seconds in (
-            ("timeout_seconds", timeout_seconds),
-            ("heartbeat_timeout_seconds", heartbeat_timeout_seconds),
-        ):
-            if seconds is not None and seconds <= 0:
-                raise InvalidCommand(f"{name} must be positive")
+        check_request(
+            tenant=tenant, worker_queue=worker_queue, agent_id=agent_id, prompt=prompt,
+            type=type, team_id=team_id, timeout_seconds=timeout_seconds,
+            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+        )  # fmt: skip
         return cls._create(
             cls.Created, id=execution_id, tenant=tenant, type=type.value, agent_id=agent_id,
             team_id=team_id, worker_queue=worker_queue, prompt=prompt, parameters=parameters,
@@ -167,32 +151,10 @@ class Execution(Aggregate):
             self.status = status
             self.status_entered_at = at
 
-    # -- guards -------------------------------------------------------------------
-
-    def check_status(self, action: str, *allowed: Status) -> None:
-        if self.status not in allowed:
-            raise InvalidTransition(self.id, self.status.value, action)
-
-    def check_lease(self, lease: int, action: str) -> None:
-        """A report must carry the current lease: a worker presumed dead cannot finish
-        an execution that someone else now holds (fencing token)."""
-        if lease != self.lease:
-            raise LeaseLost(self.id, lease, self.lease)
-        if self.status is Status.PENDING and lease > 0:
-            raise LeaseLost(self.id, lease, self.lease, "it expired and the execution was requeued")
-        self.check_status(action, *LEASED)
-
-    def already_done(self, key: str | None, action: str) -> bool:
-        """True when this idempotency key already recorded this action."""
-        if key is None or key not in self.idempotency_keys:
-            return False
-        if self.idempotency_keys[key] != action:
-            raise IdempotencyKeyReused(key)
-        return True
-
-    def remember_key(self, key: str | None, action: str) -> None:
-        if key is not None:
-            self.idempotency_keys[key] = action
+    def ended(self) -> None:
+        """It reached a terminal status: no block and no question remain open."""
+        self.blocked = None
+        self.pending_input = None
 
     # -- worker reports -----------------------------------------------------------
 
@@ -216,6 +178,7 @@ class Execution(Aggregate):
         self.check_lease(lease, "record a tool call on")
         if call_id in self.tool_calls:
             return
+        self.check_not_blocked("start a tool call on")
         self.check_status("record a tool call on", Status.RUNNING)
         self.trigger_event(
             self.ToolCalled, call_id=call_id, tool=tool, arguments=arguments, lease=lease
@@ -281,7 +244,9 @@ class Execution(Aggregate):
         self, lease: int, question: str, kind: InputKind, answer_schema: dict[str, Any] | None
     ) -> None:
         self.check_lease(lease, "request input on")
+        self.check_not_blocked("ask a question on")
         self.check_status("request input on", Status.RUNNING)
+        check_answer_schema(answer_schema)
         self.trigger_event(
             self.InputRequested,
             question=question,
@@ -292,46 +257,64 @@ class Execution(Aggregate):
 
     def complete(self, lease: int, result: Any, completion_notes: str | None) -> None:
         self.check_lease(lease, "complete")
-        self.check_status("complete", Status.RUNNING)
-        actor = {"kind": "worker", "id": self.worker_id or ""}
+        self.check_status("complete", Status.RUNNING, Status.BLOCKED)
+        self.end_block_with_the_run()
         self.trigger_event(
             self.Completed,
             result=result,
             completion_notes=completion_notes,
-            actor=actor,
+            actor=self.worker_actor(),
             idempotency_key=None,
         )
 
     def fail(self, lease: int, error: str, reason: FailureReason) -> None:
         self.check_lease(lease, "fail")
-        actor = {"kind": "worker", "id": self.worker_id or ""}
-        self.trigger_event(self.Failed, error=error, reason=reason.value, actor=actor)
+        self.end_block_with_the_run()
+        self.trigger_event(self.Failed, error=error, reason=reason.value, actor=self.worker_actor())
         self.retry_by_policy(reason)
+
+    def worker_actor(self) -> dict[str, str]:
+        return {"kind": "worker", "id": self.worker_id or ""}
+
+    def end_block_with_the_run(self) -> None:
+        """A run that ends while blocked (its tool was already running when the person
+        blocked it) is recorded, never refused: the block ends with it, on record, so the
+        result is kept and the execution is not left running with nobody running it."""
+        if self.status is Status.BLOCKED:
+            self.trigger_event(
+                self.Unblocked, reason=ENDED_WHILE_BLOCKED, actor=self.worker_actor(),
+                idempotency_key=None,
+            )  # fmt: skip
 
     def confirm_cancel(self, lease: int) -> None:
         self.check_lease(lease, "confirm the cancellation of")
         if not self.cancel_requested:
             raise InvalidTransition(self.id, "not asked to cancel", "confirm the cancellation of")
-        actor = {"kind": "worker", "id": self.worker_id or ""}
         self.trigger_event(
-            self.Cancelled, reason="stopped by worker", actor=actor, idempotency_key=None
-        )
+            self.Cancelled, reason="stopped by worker", actor=self.worker_actor(),
+            idempotency_key=None,
+        )  # fmt: skip
 
     def expire_lease(self, lease: int) -> None:
-        """The worker holding ``lease`` was lost: requeue, fail, or finish cancelling."""
+        """The worker holding ``lease`` was lost: requeue, fail, or finish cancelling. A
+        blocked execution stays blocked (a person's block outlives the worker): it is
+        requeued or failed when the person unblocks it, never started behind their back."""
         self.check_lease(lease, "expire the lease of")
-        lost_worker = self.worker_id
-        self.trigger_event(self.LeaseExpired, lease=lease, worker_id=lost_worker)
+        self.trigger_event(self.LeaseExpired, lease=lease, worker_id=self.worker_id)
         if self.cancel_requested:
             self.trigger_event(
                 self.Cancelled, reason="worker lost while cancelling",
                 actor=SYSTEM.as_dict(), idempotency_key=None,
             )  # fmt: skip
-        elif self.retry_policy.allows_retry(self.attempt, FailureReason.WORKER_LOST):
+        elif self.status is not Status.BLOCKED:
+            self.requeue_after_lost_worker()
+
+    def requeue_after_lost_worker(self) -> None:
+        if self.retry_policy.allows_retry(self.attempt, FailureReason.WORKER_LOST):
             self.schedule_retry(POLICY, self.modified_on, idempotency_key=None)
         else:
             self.trigger_event(
-                self.Failed, error=f"worker {lost_worker or '?'} was lost",
+                self.Failed, error=f"worker {self.worker_id or '?'} was lost",
                 reason=FailureReason.WORKER_LOST.value, actor=SYSTEM.as_dict(),
             )  # fmt: skip
 
@@ -355,6 +338,8 @@ class Execution(Aggregate):
         if self.already_done(idempotency_key, "provide_input"):
             return
         self.check_status("answer", Status.REQUIRES_INPUT)
+        schema = self.pending_input["schema"] if self.pending_input else None
+        check_answer(self.id, answer, schema)
         self.trigger_event(
             self.InputProvided,
             answer=answer,
@@ -377,13 +362,15 @@ class Execution(Aggregate):
         self.trigger_event(
             self.Unblocked, reason=reason, actor=actor.as_dict(), idempotency_key=idempotency_key
         )
+        if self.lease_expired:  # its worker was lost while it was blocked
+            self.requeue_after_lost_worker()
 
     def request_cancel(self, reason: str, actor: Actor, idempotency_key: str | None) -> None:
         """Pending work is cancelled at once; held work is asked to stop, and the
         worker confirms (or the lease expires)."""
         if self.already_done(idempotency_key, "cancel"):
             return
-        if self.status is Status.PENDING:
+        if self.status is Status.PENDING or self.nobody_holds_it():  # cancelled at once
             self.trigger_event(
                 self.Cancelled,
                 reason=reason,
@@ -415,6 +402,7 @@ class Execution(Aggregate):
         if self.already_done(idempotency_key, "complete"):
             return
         self.check_status("complete", *LEASED)
+        self.close_open_tool_calls(f"not finished: the execution was completed by {actor.id}")
         self.trigger_event(
             self.Completed,
             result=result,
@@ -422,3 +410,15 @@ class Execution(Aggregate):
             actor=actor.as_dict(),
             idempotency_key=idempotency_key,
         )
+
+    def close_open_tool_calls(self, summary: str) -> None:
+        """End every tool call still open, as failed, so none stays running forever."""
+        now = self.Event.create_timestamp()
+        for call_id, outcome in list(self.tool_calls.items()):
+            if outcome is None:
+                started = self.tool_calls_started.get(call_id, now)
+                self.trigger_event(
+                    self.ToolCallFinished, call_id=call_id, outcome=ToolOutcome.FAILED.value,
+                    result_summary=summary, lease=self.lease,
+                    duration_seconds=max((now - started).total_seconds(), 0.0),
+                )  # fmt: skip

@@ -67,3 +67,28 @@ class UnknownToolCall(DomainError):
 
 class InvalidCommand(DomainError):
     """A command whose own values are wrong (empty prompt, negative priority, ...)."""
+
+
+class ExecutionBlocked(InvalidTransition):
+    """A worker tried to start something new (a tool call, a question) on an execution a
+    person blocked: its run waits until the execution is unblocked, then tries again."""
+
+    def __init__(self, execution_id: UUID, action: str, reason: str) -> None:
+        super().__init__(execution_id, "blocked", action)
+        self.reason = reason
+        self.args = (
+            f"cannot {action} execution {execution_id}: it is blocked ({reason}); "
+            "it goes on once a person unblocks it",
+        )
+
+
+class InvalidAnswer(DomainError):
+    """An answer that does not satisfy the JSON Schema its question carries."""
+
+    def __init__(self, execution_id: UUID, problem: str) -> None:
+        self.execution_id = execution_id
+        self.problem = problem
+        super().__init__(
+            f"the answer does not fit the question of execution {execution_id}: {problem}; "
+            "the execution still waits for an answer"
+        )

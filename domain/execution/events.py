@@ -70,6 +70,7 @@ class PickedUp(ExecutionEvent):
         execution.lease = self.lease
         execution.claim_token = self.claim_token
         execution.picked_up_at = self.timestamp
+        execution.lease_expired = False
         execution.output_sequence = 0  # each lease numbers its output chunks afresh
 
 
@@ -82,6 +83,7 @@ class ToolCalled(ExecutionEvent):
 
     def apply(self, execution: Execution) -> None:
         execution.tool_calls[self.call_id] = None
+        execution.tool_calls_started[self.call_id] = self.timestamp
         execution.last_tool = self.tool
         execution.last_tool_call_id = self.call_id
         execution.last_tool_outcome = None
@@ -135,6 +137,9 @@ class InputRequested(ExecutionEvent):
     def apply(self, execution: Execution) -> None:
         execution.enter(Status.REQUIRES_INPUT, self.timestamp)
         execution.question = self.question
+        execution.pending_input = {
+            "question": self.question, "kind": self.kind, "schema": self.answer_schema,
+        }  # fmt: skip
         execution.answer = None
 
 
@@ -147,6 +152,7 @@ class InputProvided(ExecutionEvent):
     def apply(self, execution: Execution) -> None:
         execution.enter(Status.RUNNING, self.timestamp)
         execution.question = None
+        execution.pending_input = None
         execution.answer = self.answer
         execution.remember_key(self.idempotency_key, "provide_input")
 
@@ -159,6 +165,9 @@ class Blocked(ExecutionEvent):
 
     def apply(self, execution: Execution) -> None:
         execution.enter(Status.BLOCKED, self.timestamp)
+        execution.blocked = {
+            "reason": self.reason, "by": self.actor, "at": self.timestamp.isoformat(),
+        }  # fmt: skip
         execution.remember_key(self.idempotency_key, "block")
 
 
@@ -170,6 +179,7 @@ class Unblocked(ExecutionEvent):
 
     def apply(self, execution: Execution) -> None:
         execution.enter(Status.RUNNING, self.timestamp)
+        execution.blocked = None
         execution.remember_key(self.idempotency_key, "unblock")
 
 
@@ -192,7 +202,7 @@ class Cancelled(ExecutionEvent):
 
     def apply(self, execution: Execution) -> None:
         execution.enter(Status.CANCELLED, self.timestamp)
-        execution.worker_id = None
+        execution.ended()
         execution.remember_key(self.idempotency_key, "cancel")
 
 
@@ -207,7 +217,7 @@ class Completed(ExecutionEvent):
         execution.enter(Status.COMPLETED, self.timestamp)
         execution.result = self.result
         execution.completion_notes = self.completion_notes
-        execution.worker_id = None
+        execution.ended()
         execution.remember_key(self.idempotency_key, "complete")
 
 
@@ -221,7 +231,7 @@ class Failed(ExecutionEvent):
         execution.enter(Status.FAILED, self.timestamp)
         execution.error = self.error
         execution.failure_reason = FailureReason(self.reason)
-        execution.worker_id = None
+        execution.ended()
 
 
 class UsageRecorded(ExecutionEvent):
@@ -264,7 +274,7 @@ class LeaseExpired(ExecutionEvent):
     worker_id: str | None
 
     def apply(self, execution: Execution) -> None:
-        execution.worker_id = None
+        execution.lease_expired = True  # the lost worker stays named until a new attempt
 
 
 class RetryScheduled(ExecutionEvent):
@@ -279,9 +289,14 @@ class RetryScheduled(ExecutionEvent):
         execution.attempt = self.attempt
         execution.not_before = self.not_before
         execution.cancel_requested = False
+        execution.worker_id = None
+        execution.lease_expired = False
+        execution.blocked = None
         execution.tool_calls = {}
+        execution.tool_calls_started = {}
         execution.last_tool = execution.last_tool_call_id = execution.last_tool_outcome = None
         execution.question = None
+        execution.pending_input = None
         execution.error = None
         execution.failure_reason = None
         execution.remember_key(self.idempotency_key, "retry")

@@ -42,13 +42,18 @@ class ExecutionFields:
     created_at: datetime
     updated_at: datetime
     deadline: datetime | None
+    parent_execution_id: UUID | None
     not_before: datetime | None
     result: Any
     error: str | None
     failure_reason: str | None
     completion_notes: str | None
     question: str | None
+    pending_input: dict[str, Any] | None
+    """While it requires input: the question, its kind and its answer's JSON Schema."""
     cancel_requested: bool
+    blocked: dict[str, Any] | None
+    """While a person blocks it: the reason, who blocked it (an actor) and when."""
     last_tool: str | None
     last_tool_call_id: str | None
     last_tool_outcome: str | None
@@ -83,7 +88,9 @@ def created(event: Created) -> dict[str, Any]:
         "failure_reason": None,
         "completion_notes": None,
         "question": None,
+        "pending_input": None,
         "cancel_requested": False,
+        "blocked": None,
         "last_tool": None,
         "last_tool_call_id": None,
         "last_tool_outcome": None,

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 
 from eventsourcing.persistence import OperationalError
 from eventsourcing.postgres import PostgresDatastore
-from psycopg.sql import SQL, Identifier
 
 from domain.application import ExecutionService
 from projections.engine.control import Control
 from projections.engine.errors import ProjectionError, RebuildInProgress
 from projections.engine.log import LogReader, Page
 from projections.engine.registry import AnyProjection, make_projection, view_names
-from projections.engine.swap import NEXT, OLD, lock_existing, swap_in
+from projections.engine.swap import NEXT, OLD, drop_existing, lock_existing, swap_in
 from projections.engine.view import LOCK_NAMESPACE, LOCK_VIEW_EXCLUSIVE, lock_key
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ SWAP_ATTEMPTS = 5
 TRY_REBUILD_LOCK = "SELECT pg_try_advisory_lock(%s, %s) AS locked"
 REBUILD_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
 SWAP_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
-DROP_TABLE = "DROP TABLE IF EXISTS {}"
+DROP_PATIENCE = 60.0  # seconds to wait for readers of the old tables to let go of them
 SWAP_ORDER = ("status_intervals", "tool_calls", "board")
 
 
@@ -232,11 +231,13 @@ class _Rebuild:
         return tables
 
     def _drop(self, suffix: str) -> None:
+        tables = [
+            table.removesuffix(NEXT) + suffix
+            for projection in self.fresh
+            for table in projection.view.table_names()
+        ]
         with self.datastore.transaction(commit=True) as curs:
-            for projection in self.fresh:
-                for table in projection.view.table_names():
-                    old = table.removesuffix(NEXT) + suffix
-                    curs.execute(SQL(DROP_TABLE).format(Identifier(old)))
+            drop_existing(curs, tables, DROP_PATIENCE)
 
 
 def _process(projection: AnyProjection, page: Page, skips: frozenset[int], last: bool) -> None:

@@ -45,13 +45,16 @@ CREATE TABLE IF NOT EXISTS {board_cards} (
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     deadline timestamptz,
+    parent_execution_id uuid,
     not_before timestamptz,
     result jsonb,
     error text,
     failure_reason text,
     completion_notes text,
     question text,
+    pending_input jsonb,
     cancel_requested boolean NOT NULL,
+    blocked jsonb,
     last_tool text,
     last_tool_call_id text,
     last_tool_outcome text,
@@ -61,6 +64,12 @@ CREATE TABLE IF NOT EXISTS {board_cards} (
     position bigint NOT NULL
 ) WITH (fillfactor = 85)
 """
+# Cards stored before a card showed its parent, question and block gain the columns (empty
+# until a rebuild).
+ADD_COLUMNS = (
+    "ALTER TABLE {board_cards} ADD COLUMN IF NOT EXISTS parent_execution_id uuid, "
+    "ADD COLUMN IF NOT EXISTS pending_input jsonb, ADD COLUMN IF NOT EXISTS blocked jsonb"
+)
 CREATE_COLUMNS = """
 CREATE TABLE IF NOT EXISTS {board_columns} (
     tenant text NOT NULL,
@@ -85,6 +94,8 @@ CREATE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS {board_cards_overdue} ON {board_cards} (tenant, deadline) "
     "WHERE deadline IS NOT NULL "
     "AND status IN ('pending', 'running', 'requires_input', 'blocked')",
+    "CREATE INDEX IF NOT EXISTS {board_cards_waiting} ON {board_cards} "
+    "(worker_queue, priority) WHERE status = 'pending'",
     "CREATE INDEX IF NOT EXISTS {board_cards_by_label} ON {board_cards} "
     "USING gin (labels jsonb_path_ops)",
     f"CREATE INDEX IF NOT EXISTS {{board_cards_by_creator}} ON {{board_cards}} "
@@ -119,7 +130,7 @@ DROP_EMPTY_COLUMNS = "DELETE FROM {board_columns} WHERE count = 0"
 class BoardView(ViewRecorder):
     name = "board"
     tables = ("board_cards", "board_columns")
-    create_tables = (CREATE_CARDS, ADD_PIPELINE, CREATE_COLUMNS)
+    create_tables = (CREATE_CARDS, ADD_COLUMNS, ADD_PIPELINE, CREATE_COLUMNS)
     create_indexes = CREATE_INDEXES
 
     def load_cards(self, curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, Card]:

@@ -73,6 +73,15 @@ HELD = (
     "SELECT id, worker_id, updated_at FROM board_cards "
     "WHERE status IN ('running', 'requires_input', 'blocked')"
 )
+# Work waiting for a worker, per queue and priority band (as infra/nats.py bands them),
+# every tenant's: the queue-depth metric. Cancelled work is no longer pending, so it is not
+# counted (JetStream's count of undelivered messages kept it until a worker dropped it).
+WAITING = """
+SELECT worker_queue,
+    CASE WHEN priority > 0 THEN 'high' WHEN priority < 0 THEN 'low' ELSE 'normal' END,
+    count(*)
+FROM board_cards WHERE status = 'pending' GROUP BY 1, 2
+"""
 
 MAX_LIMIT = 500
 
@@ -227,6 +236,11 @@ class BoardQueries:
         if row is None:
             raise NotFound(f"execution {execution_id} does not exist")
         return card_from(row)
+
+    def waiting(self) -> dict[tuple[str, str], int]:
+        """Pending executions per (queue, band), in every tenant."""
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            return {(row[0], row[1]): int(row[2]) for row in cur.execute(WAITING).fetchall()}
 
     def held(self) -> Sequence[tuple[UUID, str | None, datetime]]:
         """Executions a worker holds, in every tenant: (id, worker, last change)."""

@@ -45,8 +45,9 @@ class Card(ExecutionFields):
     def changes(self) -> tuple[Any, ...]:
         """``id`` and the ``CHANGING_COLUMNS``, for updating a card already stored."""
         values = list(_changing_values(self))
-        if values[RESULT_INDEX] is not None:
-            values[RESULT_INDEX] = Jsonb(values[RESULT_INDEX])
+        for index in CHANGING_JSON_INDEXES:
+            if values[index] is not None:
+                values[index] = Jsonb(values[index])
         return tuple(values)
 
     def apply(self, event: Any, position: int) -> None:
@@ -61,6 +62,11 @@ class Card(ExecutionFields):
         if self.status != status:
             self.status = status
             self.status_entered_at = at
+
+    def ended(self) -> None:
+        """A final status: no block and no question remain open."""
+        self.blocked = None
+        self.pending_input = None
 
     def picked_up(self, event: events.PickedUp) -> None:
         self.enter(RUNNING, event.timestamp)
@@ -79,45 +85,52 @@ class Card(ExecutionFields):
     def input_requested(self, event: events.InputRequested) -> None:
         self.enter(REQUIRES_INPUT, event.timestamp)
         self.question = event.question
+        self.pending_input = {
+            "question": event.question, "kind": event.kind, "schema": event.answer_schema,
+        }  # fmt: skip
 
     def input_provided(self, event: events.InputProvided) -> None:
         self.enter(RUNNING, event.timestamp)
         self.question = None
+        self.pending_input = None
 
-    def blocked(self, event: events.Blocked) -> None:
+    def was_blocked(self, event: events.Blocked) -> None:
         self.enter(BLOCKED, event.timestamp)
+        at = event.timestamp.isoformat()
+        self.blocked = {"reason": event.reason, "by": event.actor, "at": at}
 
     def unblocked(self, event: events.Unblocked) -> None:
         self.enter(RUNNING, event.timestamp)
+        self.blocked = None
 
     def cancellation_requested(self, event: events.CancelRequested) -> None:
         self.cancel_requested = True
 
     def cancelled(self, event: events.Cancelled) -> None:
         self.enter(CANCELLED, event.timestamp)
-        self.worker_id = None
+        self.ended()  # the worker that ran it stays named
 
     def completed(self, event: events.Completed) -> None:
         self.enter(COMPLETED, event.timestamp)
         self.result = event.result
         self.completion_notes = event.completion_notes
-        self.worker_id = None
+        self.ended()
 
     def failed(self, event: events.Failed) -> None:
         self.enter(FAILED, event.timestamp)
         self.error = event.error
         self.failure_reason = event.reason
-        self.worker_id = None
-
-    def lease_expired(self, event: events.LeaseExpired) -> None:
-        self.worker_id = None
+        self.ended()
 
     def retry_scheduled(self, event: events.RetryScheduled) -> None:
         self.enter(PENDING, event.timestamp)
+        self.worker_id = None
+        self.blocked = None
         self.attempt = event.attempt
         self.not_before = event.not_before
         self.cancel_requested = False
         self.question = None
+        self.pending_input = None
         self.error = None
         self.failure_reason = None
         self.last_tool = self.last_tool_call_id = self.last_tool_outcome = None
@@ -135,46 +148,58 @@ EVOLVE: dict[type[Any], Callable[[Card, Any], None]] = {
     events.ToolCallFinished: Card.tool_call_finished,
     events.InputRequested: Card.input_requested,
     events.InputProvided: Card.input_provided,
-    events.Blocked: Card.blocked,
+    events.Blocked: Card.was_blocked,
     events.Unblocked: Card.unblocked,
     events.CancelRequested: Card.cancellation_requested,
     events.Cancelled: Card.cancelled,
     events.Completed: Card.completed,
     events.Failed: Card.failed,
-    events.LeaseExpired: Card.lease_expired,
     events.RetryScheduled: Card.retry_scheduled,
 }
 """How each event changes a card (one method per event; a dict, not singledispatch,
 because a rebuild calls it for every stored event). ``Created`` makes the card."""
 CLOCK_ONLY: frozenset[type[Any]] = frozenset(
-    {events.OutputAppended, events.ArtifactAdded, events.UsageRecorded}
+    {events.OutputAppended, events.ArtifactAdded, events.UsageRecorded, events.LeaseExpired}
 )
-"""Events that change nothing a card shows but its clock (updated_at, version, position)."""
+"""Events that change nothing a card shows but its clock (updated_at, version, position):
+a lost worker stays named until a new attempt (or a person) moves the execution on."""
 
 COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(Card))
 _values = attrgetter(*COLUMNS)
 CHANGING_COLUMNS = (
     "status", "attempt", "worker_id", "updated_at", "not_before", "result", "error",
-    "failure_reason", "completion_notes", "question", "cancel_requested", "last_tool",
-    "last_tool_call_id", "last_tool_outcome", "status_entered_at", "version", "position",
+    "failure_reason", "completion_notes", "question", "pending_input", "cancel_requested",
+    "blocked", "last_tool", "last_tool_call_id", "last_tool_outcome", "status_entered_at",
+    "version", "position",
 )  # fmt: skip
 """What events after Created change; the rest of a card is fixed when it is created."""
 _changing_values = attrgetter("id", *CHANGING_COLUMNS)
-RESULT_INDEX = 1 + CHANGING_COLUMNS.index("result")
+CHANGING_JSON_INDEXES = tuple(
+    1 + CHANGING_COLUMNS.index(name) for name in ("result", "pending_input", "blocked")
+)
 COLUMN_TYPES = {
     "id": "uuid", "tenant": "text", "type": "text", "agent_id": "text", "team_id": "text",
     "worker_queue": "text", "prompt": "text", "parameters": "jsonb", "priority": "int4",
     "labels": "jsonb", "status": "text", "attempt": "int4", "worker_id": "text",
     "created_by": "jsonb", "created_at": "timestamptz", "updated_at": "timestamptz",
-    "deadline": "timestamptz", "not_before": "timestamptz", "result": "jsonb", "error": "text",
-    "failure_reason": "text", "completion_notes": "text", "question": "text",
-    "cancel_requested": "bool", "last_tool": "text", "last_tool_call_id": "text",
+    "deadline": "timestamptz", "parent_execution_id": "uuid", "not_before": "timestamptz",
+    "result": "jsonb", "error": "text", "failure_reason": "text", "completion_notes": "text",
+    "question": "text", "pending_input": "jsonb", "cancel_requested": "bool",
+    "blocked": "jsonb", "last_tool": "text", "last_tool_call_id": "text",
     "last_tool_outcome": "text", "status_entered_at": "timestamptz", "version": "int4",
     "pipeline": "jsonb", "position": "int8",
 }  # fmt: skip
 """PostgreSQL types of the card's columns, in ``COLUMNS`` order (binary COPY needs them)."""
 CHANGE_TYPES = {name: COLUMN_TYPES[name] for name in ("id", *CHANGING_COLUMNS)}
-JSON_COLUMNS = ("parameters", "labels", "created_by", "result", "pipeline")
+JSON_COLUMNS = (
+    "parameters",
+    "labels",
+    "created_by",
+    "result",
+    "pending_input",
+    "blocked",
+    "pipeline",
+)
 JSON_COLUMN_INDEXES = tuple(COLUMNS.index(name) for name in JSON_COLUMNS)
 
 

@@ -1,7 +1,8 @@
 """Time in status, from the status intervals view.
 
 ``time_in_status``: seconds an execution spent in each status, its open interval
-counted up to now. ``status_durations``: p50/p95/p99 of interval durations per status,
+counted up to now, unless it is a final status (the execution ended there: none).
+``status_durations``: p50/p95/p99 of interval durations per status,
 grouped by agent, team, queue or tenant. A terminal status's open interval has no
 duration (the execution simply ended there), so it is left out of the percentiles;
 an open interval of a non-terminal status counts up to now, so work stuck in
@@ -18,8 +19,12 @@ from eventsourcing.postgres import PostgresDatastore
 
 from projections.engine.errors import InvalidQuery, NotFound
 
+# An open interval of a final status ends where it began: time stops once the execution ended.
 TIME_IN_STATUS = """
-SELECT status, sum(extract(epoch FROM coalesce(left_at, %(now)s) - entered_at))::float8 AS seconds
+SELECT status, sum(extract(epoch FROM coalesce(
+    left_at,
+    CASE WHEN status IN ('completed', 'failed', 'cancelled') THEN entered_at ELSE %(now)s END
+) - entered_at))::float8 AS seconds
 FROM status_intervals
 WHERE execution_id = %(execution_id)s AND tenant = %(tenant)s
 GROUP BY status

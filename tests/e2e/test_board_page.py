@@ -325,3 +325,24 @@ def test_the_page_and_its_assets_need_no_key_but_the_api_still_does(
     assert "javascript" in script.headers["content-type"]
     assert httpx.get(f"{running.url}/static/nothing.js", timeout=10).status_code == 404
     assert httpx.get(f"{running.url}/v1/board", timeout=10).status_code == 401
+
+
+def test_a_blocked_card_and_its_drawer_say_who_blocked_it_and_why(
+    page: Page, running: RunningStack, keys: dict[str, str]
+) -> None:
+    sign_in(page, running, keys["operator"])
+    held = create(running, keys["operator"], [{"tool": "migrate", "seconds": 600}])
+    expect(card(page, "running", held["id"])).to_be_visible()
+    operator = {"Authorization": f"Bearer {keys['operator']}"}
+    url = f"{running.url}/v1/executions/{held['id']}"
+    httpx.post(f"{url}/block", json={"reason": "disk full"}, headers=operator, timeout=10)
+
+    blocked = card(page, "blocked", held["id"])
+    expect(blocked).to_contain_text("Blocked by user:key:")
+    expect(blocked).to_contain_text("disk full")
+    blocked.click()
+    expect(page.locator("#drawer-overview")).to_contain_text("disk full")
+    shoot(page, "blocked-card-drawer")
+    page.keyboard.press("Escape")
+    httpx.post(f"{url}/cancel", headers=operator, timeout=10)
+    expect(card(page, "cancelled", held["id"])).to_be_visible()

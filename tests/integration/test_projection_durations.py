@@ -56,6 +56,11 @@ def test_time_in_status_sums_intervals_and_counts_the_open_one_up_to_now(
     read_side.catch_up()
     later = read_side.read_models.durations.time_in_status("default", execution_id, now=now)
     assert set(later) == {"pending", "running", "blocked", "completed"}
+    assert later["completed"] == 0  # the final status: the clock stopped when it ended
+    an_hour_on = now + timedelta(hours=1)
+    assert read_side.read_models.durations.time_in_status(
+        "default", execution_id, now=an_hour_on
+    ) == pytest.approx(later)
 
 
 def test_percentiles_per_status_grouped_by_agent(

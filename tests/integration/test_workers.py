@@ -76,7 +76,9 @@ async def test_an_answer_resumes_the_run(container: Container) -> None:
         execution_id = await create(container, parameters={"steps": steps})
         waiting = await wait_for_status(container, execution_id, "requires_input")
         assert waiting.question == "Which branch?"
-        await asyncio.to_thread(container.service.provide_input, execution_id, "main", ALICE)
+        await asyncio.to_thread(
+            container.service.process_one, c.ProvideInput(execution_id, "main", ALICE)
+        )
         state = await wait_for_status(container, execution_id, "completed")
 
     assert state.result == {"answers": ["main"]}
@@ -89,7 +91,7 @@ async def test_cancel_reaches_a_sleeping_agent_within_a_second(container: Contai
         await asyncio.sleep(0.2)
         asked = time.monotonic()
         await asyncio.to_thread(
-            container.service.request_cancel, execution_id, "no longer needed", ALICE
+            container.service.process_one, c.RequestCancel(execution_id, "no longer needed", ALICE)
         )
         await wait_for_status(container, execution_id, "cancelled", timeout=5)
         took = time.monotonic() - asked

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
+from domain.execution import commands as c
 from domain.execution.state import ExecutionState
 from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
@@ -56,9 +57,9 @@ async def create(container: Container, agent: str = "script", **options: Any) ->
     options.setdefault("tenant", "default")
     options.setdefault("worker_queue", "default")
     result = await asyncio.to_thread(
-        container.service.create,
-        agent_id=agent, created_by=ALICE, **options,
-    )  # fmt: skip
+        container.service.process_one,
+        c.CreateExecution.new(agent_id=agent, created_by=ALICE, **options),
+    )
     return result.execution.id
 
 

@@ -27,9 +27,10 @@ def card(execution_id: UUID, tenant: str = "acme", agent: str = "script") -> Car
         id=execution_id, tenant=tenant, type="task", agent_id=agent, team_id=None,
         worker_queue="default", prompt="p", parameters={}, priority=0, labels={},
         status="pending", attempt=1, worker_id=None, created_by={"kind": "api", "id": "t"},
-        created_at=NOW, updated_at=NOW, deadline=None, not_before=None, result=None,
-        error=None, failure_reason=None, completion_notes=None, question=None,
-        cancel_requested=False, last_tool=None, last_tool_call_id=None,
+        created_at=NOW, updated_at=NOW, deadline=None, parent_execution_id=None,
+        not_before=None, result=None, error=None, failure_reason=None, completion_notes=None,
+        question=None, pending_input=None, cancel_requested=False, blocked=None,
+        last_tool=None, last_tool_call_id=None,
         last_tool_outcome=None, status_entered_at=NOW, version=1, pipeline=None, position=1,
     )  # fmt: skip
 

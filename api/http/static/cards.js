@@ -1,6 +1,6 @@
 // The columns and their cards, drawn from the BoardModel; only what changed is drawn again.
 
-import { duration, el, excerpt } from "./format.js";
+import { actorName, duration, el, excerpt } from "./format.js";
 import { STATUSES, STATUS_NAMES } from "./model.js";
 
 const TOOL_STATE = { success: "succeeded", failed: "failed" };
@@ -18,6 +18,8 @@ export function cardContent(card) {
       el("span", { class: "card-priority", title: "priority" }, `P${card.priority}`)),
     el("span", { class: "card-prompt" }, excerpt(card.prompt)),
     card.question ? el("span", { class: "card-question" }, "Waits for you: ", excerpt(card.question, 100)) : null,
+    card.blocked ? el("span", { class: "card-blocked" }, "Blocked by ", actorName(card.blocked.by), ": ",
+      excerpt(card.blocked.reason, 100)) : null,
     card.error ? el("span", { class: "card-error" }, excerpt(card.error, 100)) : null,
     card.cancel_requested && !["cancelled", "completed", "failed"].includes(card.status)
       ? el("span", { class: "card-flag" }, "cancel requested") : null,

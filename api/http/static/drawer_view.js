@@ -17,6 +17,8 @@ export function overview(detail) {
     ["Attempt", detail.attempt],
     ["Labels", Object.entries(detail.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "none"],
     detail.deadline ? ["Deadline", clock(detail.deadline)] : null,
+    detail.blocked ? ["Blocked", `${detail.blocked.reason} (by ${actorName(detail.blocked.by)}, ${clock(detail.blocked.at)})`] : null,
+    detail.parent_execution_id ? ["Parent", el("code", {}, detail.parent_execution_id)] : null,
     detail.cancel_requested && !TERMINAL.has(detail.status) ? ["Cancel", "requested"] : null,
     detail.error ? ["Error", `${detail.error}${detail.failure_reason ? ` (${detail.failure_reason})` : ""}`] : null,
     detail.result !== null && detail.result !== undefined ? ["Result", el("code", {}, JSON.stringify(detail.result))] : null,
