@@ -35,6 +35,8 @@ expect.set_options(timeout=WAIT_MS)
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """A stack of this module's own: a test fills the worker's four slots on purpose, which
+    work left running by other modules would upset."""
     stack = start_stack(tmp_path_factory.mktemp("board-page") / "data")
     yield stack
     if stack.process.poll() is None:

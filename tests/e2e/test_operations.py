@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from infra.keys import KeyStore, Role
-from tests.e2e.conftest import RunningStack, module_stack
+from tests.e2e.conftest import RunningStack, new_tenant
 from tests.e2e.sse import SseReader
+from tests.e2e.test_api import metric
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    yield from module_stack(tmp_path_factory, "operations")
+def running(shared_stack: RunningStack) -> RunningStack:
+    return shared_stack
 
 
 @pytest.fixture(scope="module")
 def key(running: RunningStack) -> str:
-    return KeyStore(running.stack["database_url"]).create("default", Role.OPERATOR, "ops")
+    return KeyStore(running.stack["database_url"]).create(new_tenant(), Role.OPERATOR, "ops")
 
 
 def test_readyz_checks_postgres_nats_and_projection_lag(running: RunningStack) -> None:
@@ -37,6 +37,10 @@ def test_metrics_show_latency_histograms_projection_lag_and_stream_clients(
     running: RunningStack, key: str
 ) -> None:
     headers = {"Authorization": f"Bearer {key}"}
+    route = 'method="POST",route="/v1/executions"'
+    count = f"agentboard_http_request_duration_seconds_count{{{route}}}"
+    slowest = f'agentboard_http_request_duration_seconds_bucket{{{route},le="+Inf"}}'
+    before = httpx.get(f"{running.url}/metrics", timeout=10).text  # the shared stack's so far
     for _ in range(3):
         created = httpx.post(
             f"{running.url}/v1/executions",
@@ -49,9 +53,8 @@ def test_metrics_show_latency_histograms_projection_lag_and_stream_clients(
     text = httpx.get(f"{running.url}/metrics", timeout=10).text
     board.close()
 
-    route = 'method="POST",route="/v1/executions"'
-    assert f"agentboard_http_request_duration_seconds_count{{{route}}} 3" in text
-    assert f'agentboard_http_request_duration_seconds_bucket{{{route},le="+Inf"}} 3' in text
+    assert metric(text, count) == metric(before, count) + 3
+    assert metric(text, slowest) == metric(before, slowest) + 3
     assert 'agentboard_projection_lag{view="board"}' in text
     clients = next(line for line in text.splitlines() if line.startswith("agentboard_sse_clients"))
     assert int(float(clients.split()[-1])) >= 1
