@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 RUN := $(UV) run --frozen
 
-.PHONY: up test test-unit test-integration lint typecheck bench sync clean
+.PHONY: up test test-unit test-integration soak lint typecheck bench sync clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -30,6 +30,9 @@ test-unit: sync
 
 test-integration: sync
 	$(RUN) pytest -q tests/integration
+
+soak: sync  ## the stress-sized runs (marker soak) that make test leaves out
+	$(RUN) pytest -q -m soak
 
 lint: sync
 	$(RUN) ruff check .

@@ -27,6 +27,7 @@ from tests.e2e.conftest import RunningStack, module_stack
 from tests.eventually import eventually
 
 EXAMPLES = 20  # per operation and generation mode; the whole module stays under ~2 minutes
+SOAK_EXAMPLES = 200  # make soak
 CHECKS = [not_a_server_error, response_schema_conformance]
 STREAMS = ("streamBoard",)
 SEEDS = {
@@ -64,8 +65,11 @@ def seeded(running: RunningStack, operator: str) -> Iterator[str]:
     return itertools.cycle(ids.values())
 
 
+@pytest.mark.parametrize(
+    "examples", [EXAMPLES, pytest.param(SOAK_EXAMPLES, marks=pytest.mark.soak)]
+)
 def test_the_api_answers_every_request_without_a_5xx_and_as_documented(
-    running: RunningStack, operator: str, seeded: Iterator[str]
+    running: RunningStack, operator: str, seeded: Iterator[str], examples: int
 ) -> None:
     schema = schemathesis.openapi.from_url(f"{running.url}/schema/openapi.json")
     headers = {"Authorization": f"Bearer {operator}"}
@@ -78,7 +82,7 @@ def test_the_api_answers_every_request_without_a_5xx_and_as_documented(
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=EXAMPLES, deadline=None, database=None,
+            @settings(max_examples=examples, deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))  # fmt: skip
             def call(case: Any) -> None:
                 send(case, running.url, headers, seeded)

@@ -187,11 +187,14 @@ async def test_the_relay_resumes_exactly_where_it_stopped(container: Container) 
     assert position == len(first) + len(second)
 
 
-async def test_the_relay_tracks_the_last_page_of_a_burst_once_idle(container: Container) -> None:
+@pytest.mark.parametrize("bursts", [20, pytest.param(400, marks=pytest.mark.soak)])
+async def test_the_relay_tracks_the_last_page_of_a_burst_once_idle(
+    container: Container, bursts: int
+) -> None:
     """Under a burst the relay writes its position at most every 100 ms; once it idles,
     the tracked position is the last stored one (nothing is left to republish)."""
     async with running_stack(container, workers=0) as (services, _):
-        for burst in range(20):
+        for burst in range(bursts):
             await asyncio.gather(*(create(container, prompt=f"burst {burst}") for _ in range(25)))
         stored = container.service.recorder.max_notification_id() or 0
         assert services.relay is not None
@@ -204,7 +207,7 @@ async def test_the_relay_tracks_the_last_page_of_a_burst_once_idle(container: Co
         )
         tracked = await asyncio.to_thread(relay_position, container.read_models.datastore)
 
-    assert stored == 500
+    assert stored == bursts * 25
     assert relay.position == stored
     assert tracked == stored
 
