@@ -264,7 +264,7 @@ def test_time_travel_shows_the_board_as_it_was(
     execution = create(running, keys["operator"], [], worker_queue=PARKED, prompt="cancel me")
     created = datetime.fromisoformat(execution["created_at"]).timestamp()
     moment = math.ceil(created)  # a whole second after it was created, before the cancel
-    time.sleep(max(0.0, moment + 1 - time.time()))
+    time.sleep(max(0.0, moment + 1 - time.time()))  # the time under test: that moment passes
     cancelled = httpx.post(
         f"{running.url}/v1/executions/{execution['id']}/cancel", timeout=10,
         headers={"Authorization": f"Bearer {keys['operator']}"},
