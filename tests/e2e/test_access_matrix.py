@@ -10,16 +10,15 @@ for one named by id, nothing in lists, boards, stats or streams) and changes non
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import RunningStack, module_stack
+from tests.e2e.conftest import RunningStack, new_tenant
 from tests.e2e.sse import SseReader
+from tests.eventually import eventually
 
 ROLES = ("viewer", "operator", "worker", "admin")
 READ = frozenset(ROLES)
@@ -27,6 +26,7 @@ OPERATE = frozenset({"operator", "admin"})
 ADMIN = frozenset({"admin"})
 MARK = "only-the-default-tenant-knows-this"  # in every prompt of ours
 IDLE = "nobody"  # a queue without workers: executions there stay pending
+THEIRS = new_tenant()  # the other tenant, of this module alone
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,10 @@ class Operation:
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    yield from module_stack(tmp_path_factory, "access")
+def running(shared_stack: RunningStack) -> RunningStack:
+    """The shared stack: our tenant is `default` (its admin is the key of `up`), and counts
+    are at least, so what other modules leave in `default` changes nothing here."""
+    return shared_stack
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,7 @@ def keys(running: RunningStack) -> dict[str, str]:
     """A key per role in our tenant, made by the admin key of `up`, and another tenant's admin."""
     admin = (running.data_dir / "admin.key").read_text().strip()
     made = {"admin": admin}
-    for tenant, role in [("default", r) for r in ROLES if r != "admin"] + [("acme", "admin")]:
+    for tenant, role in [("default", r) for r in ROLES if r != "admin"] + [(THEIRS, "admin")]:
         response = client(running, admin).post("/v1/keys", json={"tenant": tenant, "role": role})
         assert response.status_code == 201, response.text
         made[role if tenant == "default" else "acme"] = response.json()["key"]
@@ -197,7 +199,7 @@ def test_another_tenant_sees_nothing_and_changes_nothing(
     theirs_only = pending(theirs, prompt="acme's own")
     seen = board.until(lambda event: event.data.get("execution", {}).get("id") == theirs_only)
     board.close()
-    assert {event.data["execution"]["tenant"] for event in seen} == {"acme"}
+    assert {event.data["execution"]["tenant"] for event in seen} == {THEIRS}
 
 
 def with_an_artifact(api: httpx.Client) -> str:
@@ -206,16 +208,14 @@ def with_an_artifact(api: httpx.Client) -> str:
     created = api.post("/v1/executions", json={"agent_id": "script", "prompt": MARK,
                                                "parameters": {"steps": steps}})  # fmt: skip
     execution_id: str = created.json()["id"]
-    deadline = time.monotonic() + 30
-    while api.get(f"/v1/executions/{execution_id}").json()["status"] != "completed":
-        assert time.monotonic() < deadline, "the execution with an artifact never completed"
-        time.sleep(0.1)
+    eventually(lambda: api.get(f"/v1/executions/{execution_id}").json()["status"],
+               lambda status: status == "completed",
+               what="the execution with an artifact to complete")  # fmt: skip
     assert MARK in api.get(f"/v1/executions/{execution_id}/artifacts/report.txt").text
     return execution_id
 
 
 def listed(api: httpx.Client, count: int) -> None:
-    deadline = time.monotonic() + 15
-    while len(api.get("/v1/executions", params={"queue": IDLE}).json()["items"]) < count:
-        assert time.monotonic() < deadline, "the list never showed the new executions"
-        time.sleep(0.05)
+    eventually(lambda: api.get("/v1/executions", params={"queue": IDLE}).json()["items"],
+               lambda items: len(items) >= count, timeout=15,
+               what=f"the list to show {count} new executions")  # fmt: skip

@@ -1,4 +1,7 @@
-"""The HTTP API against the running stack: keys, roles, tenants, commands, bad input."""
+"""The HTTP API against the running stack: keys, roles, tenants, commands, bad input.
+
+Every test runs on the session's shared stack, in a tenant of its own (``keys``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -15,21 +17,28 @@ import httpx
 import pytest
 
 from infra.keys import KeyStore, Role
-from tests.e2e.conftest import RunningStack
+from tests.e2e.conftest import RunningStack, new_tenant
 from tests.e2e.scrape import scrape, series
+from tests.eventually import eventually
 
 SCRIPT = {"agent_id": "script", "prompt": "two tools", "parameters": {"steps": [
     {"tool": "search", "args": {"q": "x"}}, {"tool": "read", "args": {}}]}}  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def stack(shared_stack: RunningStack) -> RunningStack:
+    return shared_stack
+
+
 @pytest.fixture
-def keys(stack: RunningStack) -> dict[str, str]:
+def keys(stack: RunningStack, tenant: str) -> dict[str, str]:
+    """Keys of this test's own tenant, the admin key of `up`, and another tenant's admin."""
     store = KeyStore(stack.stack["database_url"])
     return {
         "admin": (stack.data_dir / "admin.key").read_text().strip(),
-        "viewer": store.create("default", Role.VIEWER, "test"),
-        "operator": store.create("default", Role.OPERATOR, "test"),
-        "other_tenant": store.create("acme", Role.ADMIN, "test"),
+        "viewer": store.create(tenant, Role.VIEWER, "test"),
+        "operator": store.create(tenant, Role.OPERATOR, "test"),
+        "other_tenant": store.create(new_tenant(), Role.ADMIN, "test"),
     }
 
 
@@ -39,12 +48,13 @@ def client(stack: RunningStack, key: str | None) -> httpx.Client:
 
 
 def wait_for(api: httpx.Client, execution_id: str, status: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        body: dict[str, Any] = api.get(f"/v1/executions/{execution_id}").json()
-        if body["status"] == status or time.monotonic() > deadline:
-            return body
-        time.sleep(0.1)
+    """The execution once it shows ``status``."""
+    body: dict[str, Any] = eventually(
+        lambda: api.get(f"/v1/executions/{execution_id}").json(),
+        lambda body: body.get("status") == status,
+        what=f"execution {execution_id} to be {status}",
+    )
+    return body
 
 
 def test_an_execution_created_over_http_runs_to_completion(
@@ -177,8 +187,8 @@ def run_cli(
     )
 
 
-def test_keys_create_from_the_cli(stack: RunningStack, keys: dict[str, str]) -> None:
-    made = run_cli(stack, "keys", "create", "--tenant", "acme", "--role", "viewer")
+def test_keys_create_from_the_cli(stack: RunningStack, keys: dict[str, str], tenant: str) -> None:
+    made = run_cli(stack, "keys", "create", "--tenant", tenant, "--role", "viewer")
     assert made.returncode == 0, made.stderr
     new_key = made.stdout.strip()
     assert client(stack, new_key).get(f"/v1/executions/{uuid4()}").status_code == 404
@@ -196,30 +206,30 @@ def test_keys_create_from_the_cli(stack: RunningStack, keys: dict[str, str]) -> 
     assert "worker keys only" in mixed.stderr
 
     admin = client(stack, keys["admin"])
-    made_http = admin.post("/v1/keys", json={"tenant": "acme", "role": "worker",
+    made_http = admin.post("/v1/keys", json={"tenant": tenant, "role": "worker",
                                              "queues": ["gpu", "gpu", "cpu"]})  # fmt: skip
     assert made_http.status_code == 201, made_http.text
     assert made_http.json()["queues"] == ["cpu", "gpu"]
-    refused_http = admin.post("/v1/keys", json={"tenant": "acme", "role": "operator",
+    refused_http = admin.post("/v1/keys", json={"tenant": tenant, "role": "operator",
                                                 "queues": ["gpu"]})  # fmt: skip
     assert refused_http.status_code == 400
     assert "worker keys only" in refused_http.json()["detail"]
 
 
 def test_keys_are_listed_without_secrets_and_a_revoked_key_is_refused_at_once(
-    stack: RunningStack, keys: dict[str, str]
+    stack: RunningStack, keys: dict[str, str], tenant: str
 ) -> None:
-    made = run_cli(stack, "keys", "create", "--tenant", "acme", "--role", "operator")
+    made = run_cli(stack, "keys", "create", "--tenant", tenant, "--role", "operator")
     assert made.returncode == 0, made.stderr
     new_key = made.stdout.strip()
     key_id = new_key.split("_")[1]
     assert client(stack, new_key).get("/v1/board").status_code == 200
 
-    listed = run_cli(stack, "keys", "list", "--tenant", "acme", "--output", "json")
+    listed = run_cli(stack, "keys", "list", "--tenant", tenant, "--output", "json")
     assert listed.returncode == 0, listed.stderr
     [mine] = [item for item in json.loads(listed.stdout) if item["key_id"] == key_id]
-    assert (mine["tenant"], mine["role"], mine["revoked_at"]) == ("acme", "operator", None)
-    assert new_key.split("_")[2] not in listed.stdout  # never the secret
+    assert (mine["tenant"], mine["role"], mine["revoked_at"]) == (tenant, "operator", None)
+    assert new_key.split("_", 2)[2] not in listed.stdout  # never the secret (it may hold _)
     table = run_cli(stack, "keys", "list")
     assert key_id in table.stdout
 
@@ -233,7 +243,7 @@ def test_keys_are_listed_without_secrets_and_a_revoked_key_is_refused_at_once(
     assert again.returncode == 1
     assert "revoked already" in again.stderr
     assert "Traceback" not in again.stderr
-    after = client(stack, keys["admin"]).get("/v1/keys", params={"tenant": "acme"}).json()
+    after = client(stack, keys["admin"]).get("/v1/keys", params={"tenant": tenant}).json()
     assert [k["revoked_at"] is not None for k in after["items"] if k["key_id"] == key_id] == [True]
 
 
@@ -241,11 +251,13 @@ def test_metrics_show_requests_commands_and_queue_depth(
     stack: RunningStack, keys: dict[str, str]
 ) -> None:
     api = client(stack, keys["operator"])
+    route = {"method": "POST", "route": "/v1/executions"}
+    created = series("agentboard_http_requests_total", **route, status="201")
+    before = scrape(stack.url).get(created, 0.0)
     api.post("/v1/executions", json=SCRIPT)
     seen = scrape(stack.url)
 
-    route = {"method": "POST", "route": "/v1/executions"}
-    assert seen[series("agentboard_http_requests_total", **route, status="201")] >= 1
+    assert seen[created] == before + 1  # the shared stack served others before
     assert series("agentboard_commands_total") in seen
     assert series("agentboard_queue_depth", queue="default", band="normal") in seen
     assert seen[series("agentboard_events_stored")] >= 1
@@ -256,22 +268,18 @@ def test_list_board_and_durations_follow_the_executions(
 ) -> None:
     api = client(stack, keys["operator"])
     labelled = {**SCRIPT, "labels": {"team": "search"}, "agent_id": "script"}
-    ids = [api.post("/v1/executions", json=labelled).json()["id"] for _ in range(3)]
+    made = [api.post("/v1/executions", json=labelled).json() for _ in range(3)]
+    ids = [execution["id"] for execution in made]
     waiting = api.post("/v1/executions", json={**SCRIPT, "parameters": {"steps": [{"ask": "?"}]}})
     for execution_id in ids:
         wait_for(api, execution_id, "completed")
     wait_for(api, waiting.json()["id"], "requires_input")
 
-    def board() -> dict[str, Any]:
-        deadline = time.monotonic() + 10
-        while True:  # the board view follows the log within milliseconds
-            body: dict[str, Any] = api.get("/v1/board").json()
-            counts = {c["status"]: c["count"] for c in body["columns"]}
-            if counts.get("completed") == 3 or time.monotonic() > deadline:
-                return body
-            time.sleep(0.05)
-
-    body = board()
+    body = eventually(  # the board view follows the log within milliseconds
+        lambda: api.get("/v1/board").json(),
+        lambda body: {c["status"]: c["count"] for c in body["columns"]}.get("completed") == 3,
+        what="the board to count the 3 completed executions", timeout=10,
+    )  # fmt: skip
     counts = {column["status"]: column["count"] for column in body["columns"]}
     assert counts["completed"] == 3
     assert counts["requires_input"] == 1
@@ -290,7 +298,8 @@ def test_list_board_and_durations_follow_the_executions(
     assert set(detail["time_in_status"]) >= {"pending", "running", "completed"}
     assert [call["tool"] for call in detail["tool_calls"]] == ["search", "read"]
 
-    past = api.get("/v1/board", params={"as_of": "1"}).json()  # right after the first create
+    first = str(made[0]["position"])  # right after the tenant's first create
+    past = api.get("/v1/board", params={"as_of": first}).json()
     past_counts = {c["status"]: c["count"] for c in past["columns"]}
     assert past_counts["pending"] == 1
     assert past_counts["completed"] == 0

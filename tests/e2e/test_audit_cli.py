@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,10 +21,15 @@ from infra.nats import AUDIT_STREAM, anchor_subject, connect
 from projections.audit import format as fmt
 from tests.e2e.conftest import RunningStack, start_stack
 from tests.e2e.test_api import client, run_cli, wait_for
+from tests.eventually import eventually, eventually_async
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """A stack of this module's own: the tests export, verify and replay the whole trail of
+    tenant `default` (the tenant of `up`'s keys, read from the data dir as a user would),
+    compare it with the board, and check the last key records and anchors; anything
+    another module did there would show up in them."""
     running = start_stack(tmp_path_factory.mktemp("audit") / "data")
     yield running
     if running.process.poll() is None:
@@ -70,8 +74,9 @@ def history(stack: RunningStack) -> dict[str, Any]:
     for execution_id, status in ((done, "completed"), (asked, "completed"), (failed, "failed"),
                                  (held, "completed")):  # fmt: skip
         assert wait_for(api, execution_id, status)["status"] == status
-    time.sleep(0.5)  # the retried execution's second attempt fails too; let it land
-    wait_for(api, failed, "failed")
+    eventually(lambda: api.get(f"/v1/executions/{failed}").json(),  # its second attempt
+               lambda body: (body["status"], body["attempt"]) == ("failed", 2),
+               what=f"retried {failed} to fail again")  # fmt: skip
     ids = {"done": done, "asked": asked, "failed": failed, "held": held, "waiting": waiting,
            "cancelled": cancelled}  # fmt: skip
     return {"api": api, "admin_key": admin_key, "viewer_key": made.stdout.strip(), "ids": ids}
@@ -196,16 +201,12 @@ def last_anchor(stack: RunningStack) -> dict[str, Any]:
         nc = await connect(stack.stack["nats_url"], "test audit anchors")
         try:
             js = nc.jetstream()
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    message = await js.get_last_msg(AUDIT_STREAM, anchor_subject("default"))
-                    found: dict[str, Any] = json.loads(message.data or b"{}")
-                    return found
-                except NotFoundError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.5)
+            message = await eventually_async(
+                lambda: js.get_last_msg(AUDIT_STREAM, anchor_subject("default")),
+                what="an anchor of tenant default", interval=0.5, ignoring=(NotFoundError,),
+            )  # fmt: skip
+            found: dict[str, Any] = json.loads(message.data or b"{}")
+            return found
         finally:
             await nc.drain()
 

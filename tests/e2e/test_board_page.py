@@ -35,6 +35,8 @@ expect.set_options(timeout=WAIT_MS)
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """A stack of this module's own: a test fills the worker's four slots on purpose, which
+    work left running by other modules would upset."""
     stack = start_stack(tmp_path_factory.mktemp("board-page") / "data")
     yield stack
     if stack.process.poll() is None:
@@ -262,7 +264,7 @@ def test_time_travel_shows_the_board_as_it_was(
     execution = create(running, keys["operator"], [], worker_queue=PARKED, prompt="cancel me")
     created = datetime.fromisoformat(execution["created_at"]).timestamp()
     moment = math.ceil(created)  # a whole second after it was created, before the cancel
-    time.sleep(max(0.0, moment + 1 - time.time()))
+    time.sleep(max(0.0, moment + 1 - time.time()))  # the time under test: that moment passes
     cancelled = httpx.post(
         f"{running.url}/v1/executions/{execution['id']}/cancel", timeout=10,
         headers={"Authorization": f"Bearer {keys['operator']}"},

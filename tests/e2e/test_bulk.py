@@ -1,4 +1,9 @@
-"""Bulk actions from the CLI against the running stack: list, confirm, act, report."""
+"""Bulk actions from the CLI against the running stack: list, confirm, act, report.
+
+On the shared stack, in tenant `default` as a user of `up` is (the CLI takes the admin key
+from the data dir): every test filters by a queue or label of its own, so what other
+modules leave in `default` is never selected.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import pty
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +19,13 @@ import httpx
 import pytest
 
 from infra.keys import KeyStore, Role
-from tests.e2e.conftest import RunningStack, admin_client, module_stack
+from tests.e2e.conftest import RunningStack, admin_client
+from tests.eventually import eventually
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    yield from module_stack(tmp_path_factory, "bulk")
+def stack(shared_stack: RunningStack) -> RunningStack:
+    return shared_stack
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +58,12 @@ def pending_on_a_queue(api: httpx.Client, queue: str, count: int) -> list[str]:
 
 
 def listed(api: httpx.Client, params: dict[str, Any], count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 15
-    while True:  # the list follows the log within milliseconds
-        items: list[dict[str, Any]] = api.get("/v1/executions", params=params).json()["items"]
-        if len(items) >= count or time.monotonic() > deadline:
-            return items
-        time.sleep(0.05)
+    items: list[dict[str, Any]] = eventually(  # the list follows the log within milliseconds
+        lambda: api.get("/v1/executions", params=params).json()["items"],
+        lambda items: len(items) >= count, timeout=15,
+        what=f"the list of {params} to show {count} executions",
+    )  # fmt: skip
+    return items
 
 
 def statuses(api: httpx.Client, ids: list[str]) -> set[str]:
@@ -86,7 +91,7 @@ def test_without_a_terminal_it_asks_for_yes_and_with_yes_it_acts(
 ) -> None:
     ids = pending_on_a_queue(api, "tidy", 3)
     args = ("execution", "cancel", "--status", "pending", "--queue", "tidy", "--older-than", "1s")
-    time.sleep(1.1)  # so that they are older than 1s
+    time.sleep(1.1)  # the time under test: they are older than 1s
 
     asked = agentboard(stack, *args)
     assert asked.returncode == 2

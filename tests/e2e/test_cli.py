@@ -21,6 +21,9 @@ from tests.e2e.test_api import run_cli, wait_for
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """A stack of this module's own: the CLI runs as a user of `up` runs it (the admin key
+    from the data dir, tenant `default`), and its lists are read unfiltered or by status,
+    where other modules' executions would show up."""
     yield from module_stack(tmp_path_factory, "cli")
 
 

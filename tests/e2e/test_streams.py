@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
@@ -19,22 +18,24 @@ import pytest
 
 from infra.keys import KeyStore, Role
 from infra.processes import free_port
-from tests.e2e.conftest import RunningStack, module_stack
+from tests.e2e.conftest import RunningStack, new_tenant
 from tests.e2e.sse import SseReader
+
+OURS, ACME = new_tenant(), new_tenant()  # this module's tenants on the shared stack
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    yield from module_stack(tmp_path_factory, "streams")
+def running(shared_stack: RunningStack) -> RunningStack:
+    return shared_stack
 
 
 @pytest.fixture(scope="module")
 def keys(running: RunningStack) -> dict[str, str]:
     store = KeyStore(running.stack["database_url"])
     return {
-        "operator": store.create("default", Role.OPERATOR, "streams"),
-        "viewer": store.create("default", Role.VIEWER, "streams"),
-        "acme": store.create("acme", Role.OPERATOR, "streams"),
+        "operator": store.create(OURS, Role.OPERATOR, "streams"),
+        "viewer": store.create(OURS, Role.VIEWER, "streams"),
+        "acme": store.create(ACME, Role.OPERATOR, "streams"),
     }
 
 
@@ -104,7 +105,7 @@ def test_a_filtered_board_stream_and_another_tenant_see_only_their_cards(
     assert first is not None
     assert first.data["execution"]["id"] == blue["id"]
     seen = theirs.until(lambda e: e.data["execution"]["id"] == acme["id"])
-    assert {e.data["execution"]["tenant"] for e in seen} == {"acme"}
+    assert {e.data["execution"]["tenant"] for e in seen} == {ACME}
     mine.close()
     theirs.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -16,13 +15,15 @@ from infra.eventstore import eventsourcing_env
 from infra.settings import Settings
 from tests.e2e.conftest import RunningStack, start_stack
 from tests.e2e.test_api import run_cli
+from tests.eventually import eventually
 
 
 def children_of(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
 
-def test_up_serves_health_and_readiness(stack: RunningStack) -> None:
+def test_up_serves_health_and_readiness(shared_stack: RunningStack) -> None:
+    stack = shared_stack
     assert httpx.get(f"{stack.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{stack.url}/readyz")
     assert ready.status_code == 200
@@ -32,6 +33,7 @@ def test_up_serves_health_and_readiness(stack: RunningStack) -> None:
     assert not stack.stack["nats_url"].endswith(":4222")
 
 
+# The next two tests stop or kill what they run on: each has a stack of its own.
 def test_sigterm_stops_everything_and_a_second_up_keeps_the_data(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = start_stack(data_dir)
@@ -80,12 +82,9 @@ def test_a_killed_relay_projections_or_worker_process_is_started_again(
     execution_id = done.stdout.splitlines()[0]
     key = (stack.data_dir / "admin.key").read_text().strip()
     headers = {"Authorization": f"Bearer {key}"}
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # the board is the projections' (back too)
-        board = httpx.get(f"{stack.url}/v1/board", headers=headers).json()
-        shown = [c["id"] for col in board["columns"] for c in col["items"]]
-        if execution_id in shown:
-            break
-        time.sleep(0.2)
-    assert execution_id in shown
+    eventually(  # the board is the projections' (back too)
+        lambda: httpx.get(f"{stack.url}/v1/board", headers=headers).json(),
+        lambda board: execution_id in [c["id"] for col in board["columns"] for c in col["items"]],
+        what=f"the board to show {execution_id}",
+    )
     assert "starting it again" in stack.log.read_text()

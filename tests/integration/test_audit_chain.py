@@ -257,16 +257,19 @@ def peak_rss_of_export(database_url: str) -> tuple[int, int]:
     return int(lines), int(megabytes)
 
 
-def test_export_memory_stays_flat_as_history_grows(container: Container, database_url: str) -> None:
-    write_history(container.service, 1000)
+@pytest.mark.parametrize("executions", [1000, pytest.param(5000, marks=pytest.mark.soak)])
+def test_export_memory_stays_flat_as_history_grows(
+    container: Container, database_url: str, executions: int
+) -> None:
+    write_history(container.service, executions)
     with chained(container.service, database_url) as supervisor:
         lines, small = peak_rss_of_export(database_url)
-        assert lines == 6001  # 6,000 events and the manifest
-        writing = threading.Thread(target=write_history, args=(container.service, 3000))
+        assert lines == executions * 6 + 1  # six events each, and the manifest
+        writing = threading.Thread(target=write_history, args=(container.service, executions * 3))
         writing.start()
         writing.join()
         supervisor.catch_up()
         lines, large = peak_rss_of_export(database_url)
-    assert lines == 24001
+    assert lines == executions * 24 + 1
     # A 4x longer history (≈ 20 MB more of lines) may not cost the export more than a few MB.
     assert large - small < 12, (small, large)

@@ -31,6 +31,7 @@ from projections.engine.registry import AnyProjection, datastore_for, make_proje
 from projections.engine.runner import ViewRunner
 from projections.engine.supervisor import ProjectionSupervisor
 from projections.views.board import BoardProjection, BoardView
+from tests.eventually import eventually
 from tests.integration.test_projection_support import (
     FAST,
     counted_columns,
@@ -223,17 +224,15 @@ def test_views_keep_up_when_listen_goes_silent(
     silent = SilentListener(read_side.listener.database_url)
     read_side.listener = silent
     read_side.start()
-    time.sleep(1.2)  # long enough that the listener has been quiet for a while
+    time.sleep(1.2)  # the time under test: the listener has been quiet for over a second
     caplog.set_level(logging.WARNING, logger="projections.engine.listener")
     create(service)
     position = service.recorder.max_notification_id() or 0
 
     assert read_side.wait_for("board", position, timeout=5)  # found by polling
     assert "missed a commit" in caplog.text
-    deadline = time.monotonic() + 2
-    while silent.connections < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert silent.connections >= 2  # the listener was told to reconnect
+    eventually(lambda: silent.connections, lambda n: n >= 2, timeout=2,
+               what="the silent listener to be told to reconnect")  # fmt: skip
 
 
 def test_the_listener_reconnects_after_its_connection_is_killed(
@@ -241,9 +240,8 @@ def test_the_listener_reconnects_after_its_connection_is_killed(
 ) -> None:
     service = container.service
     read_side.start()
-    deadline = time.monotonic() + 5
-    while read_side.listener.connections < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually(lambda: read_side.listener.connections, lambda n: n >= 1, timeout=5,
+               what="the listener to connect")  # fmt: skip
     scalar(
         database_url,
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -252,10 +250,8 @@ def test_the_listener_reconnects_after_its_connection_is_killed(
     create(service)
     position = service.recorder.max_notification_id() or 0
     assert read_side.wait_for("board", position, timeout=5)
-    deadline = time.monotonic() + 5
-    while read_side.listener.connections < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert read_side.listener.connections >= 2
+    eventually(lambda: read_side.listener.connections, lambda n: n >= 2, timeout=5,
+               what="the listener to connect again")  # fmt: skip
 
 
 def store_raw_event(
@@ -340,10 +336,8 @@ def test_a_bad_stored_event_halts_the_view_until_an_explicit_skip(
     assert make_projection("board", read_side.datastore).view.position() == bad - 1
 
     read_side.start()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and {s.state for s in read_side.status()} != {"halted"}:
-        time.sleep(0.02)
-    statuses = read_side.status()
+    statuses = eventually(read_side.status, lambda now: {s.state for s in now} == {"halted"},
+                          timeout=5, what="every view to halt")  # fmt: skip
     assert {(s.state, s.error_position) for s in statuses} == {("halted", bad)}
     assert all(f"position {bad}" in (s.error or "") for s in statuses)
     console = Console(record=True, width=300)

@@ -103,7 +103,7 @@ def test_a_position_in_a_gap_of_the_log_is_as_of_the_event_before_it(
             (uuid4(),),
         )
         conn.rollback()
-    time.sleep(0.05)
+    time.sleep(0.05)  # the time under test: b is stored 50 ms after a
     create(service, prompt="b")  # position 3
     read_side.catch_up()
 

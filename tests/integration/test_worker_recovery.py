@@ -32,10 +32,12 @@ from infra.nats import (
 from infra.processes import free_port
 from infra.relay import ACK_TIMEOUT_SECONDS, relay_position
 from infra.settings import Settings
+from tests.eventually import eventually_async
 from tests.integration.workers_harness import (
     create,
     event_types,
     running_stack,
+    wait_for_relay,
     wait_for_status,
     worker_key,
 )
@@ -110,29 +112,36 @@ async def events_in_stream(nats: EmbeddedNats) -> int:
     return info.state.messages
 
 
-async def wait_for_relay(container: Container, position: int, timeout: float = 10) -> None:
-    """Until the relay has published (and JetStream acknowledged) the log up to ``position``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    datastore = container.read_models.datastore
-    while await asyncio.to_thread(relay_position, datastore) < position:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"the relay did not reach position {position} in {timeout}s")
-        await asyncio.sleep(0.05)
-
-
 async def wait_for_presence(js: JetStreamContext, held: set[UUID], timeout: float = 10) -> None:
     """Until some worker's presence lists every execution of ``held``."""
     bucket = await workers_bucket(js)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
+    wanted = {str(execution_id) for execution_id in held}
+
+    async def presences() -> list[set[str]]:
+        listed = []
         with contextlib.suppress(NoKeysError):
             for key in await bucket.keys():
                 entry = await bucket.get(key)
-                listed = json.loads(entry.value or b"{}").get("executions", {})
-                if {str(execution_id) for execution_id in held} <= set(listed):
-                    return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no worker's presence lists {held} after {timeout}s")
+                listed.append(set(json.loads(entry.value or b"{}").get("executions", {})))
+        return listed
+
+    await eventually_async(
+        presences,
+        lambda listed: any(wanted <= executions for executions in listed),
+        what=f"a worker's presence to list {sorted(wanted)}",
+        timeout=timeout,
+    )
+
+
+async def wait_for_acknowledged(js: JetStreamContext, sequence: int, timeout: float = 10) -> None:
+    """Until the normal band's work consumer has acknowledged (or terminated) the work
+    stream up to ``sequence``: the worker has handled that message."""
+    await eventually_async(
+        lambda: js.consumer_info(WORK_STREAM, work_consumer("default", "normal")),
+        lambda info: info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= sequence,
+        what=f"work message {sequence} to be handled",
+        timeout=timeout,
+    )
 
 
 async def test_a_redelivered_work_message_does_not_run_twice(container: Container) -> None:
@@ -142,8 +151,8 @@ async def test_a_redelivered_work_message_does_not_run_twice(container: Containe
         assert services.nc is not None
         js = services.nc.jetstream()
         payload = json.dumps({"execution_id": str(execution_id), "not_before": None}).encode()
-        await js.publish("agentboard.work.default", payload)  # a stray duplicate delivery
-        await asyncio.sleep(1.0)
+        sent = await js.publish("agentboard.work.default", payload)  # a stray duplicate
+        await wait_for_acknowledged(js, sent.seq)
         info = await js.consumer_info(WORK_STREAM, work_consumer("default", "normal"))
 
     assert event_types(container, execution_id).count("PickedUp") == 1
@@ -154,8 +163,8 @@ async def test_a_malformed_work_message_is_terminated(container: Container) -> N
     async with running_stack(container) as (services, _):
         assert services.nc is not None
         js = services.nc.jetstream()
-        await js.publish("agentboard.work.default", b"this is not json")
-        await asyncio.sleep(1.0)
+        sent = await js.publish("agentboard.work.default", b"this is not json")
+        await wait_for_acknowledged(js, sent.seq)
         info = await js.consumer_info(WORK_STREAM, work_consumer("default", "normal"))
 
     assert info.num_ack_pending == 0
@@ -165,10 +174,10 @@ async def test_a_malformed_work_message_is_terminated(container: Container) -> N
 async def test_the_relay_resumes_exactly_where_it_stopped(container: Container) -> None:
     async with running_stack(container, workers=0):
         first = [await create(container, prompt=f"first {n}") for n in range(5)]
-        await asyncio.sleep(0.5)
+        await wait_for_relay(container, len(first))
     second = [await create(container, prompt=f"second {n}") for n in range(5)]  # relay down
     async with running_stack(container, workers=0) as (services, _):
-        await asyncio.sleep(1.0)
+        await wait_for_relay(container, len(first) + len(second))
         assert services.nc is not None
         info = await services.nc.jetstream().stream_info(EVENTS_STREAM)
         assert services.relay is not None
@@ -178,22 +187,27 @@ async def test_the_relay_resumes_exactly_where_it_stopped(container: Container) 
     assert position == len(first) + len(second)
 
 
-async def test_the_relay_tracks_the_last_page_of_a_burst_once_idle(container: Container) -> None:
+@pytest.mark.parametrize("bursts", [20, pytest.param(400, marks=pytest.mark.soak)])
+async def test_the_relay_tracks_the_last_page_of_a_burst_once_idle(
+    container: Container, bursts: int
+) -> None:
     """Under a burst the relay writes its position at most every 100 ms; once it idles,
     the tracked position is the last stored one (nothing is left to republish)."""
     async with running_stack(container, workers=0) as (services, _):
-        for burst in range(20):
+        for burst in range(bursts):
             await asyncio.gather(*(create(container, prompt=f"burst {burst}") for _ in range(25)))
         stored = container.service.recorder.max_notification_id() or 0
         assert services.relay is not None
         relay = services.relay
-        for _ in range(100):
-            if relay.position == stored:
-                break
-            await asyncio.sleep(0.1)
+        await eventually_async(
+            lambda: relay.position,
+            lambda position: position == stored,
+            what=f"the relay to reach position {stored}",
+            timeout=10,
+        )
         tracked = await asyncio.to_thread(relay_position, container.read_models.datastore)
 
-    assert stored == 500
+    assert stored == bursts * 25
     assert relay.position == stored
     assert tracked == stored
 
@@ -230,7 +244,7 @@ async def test_a_nats_restart_mid_run_loses_nothing(
             execution_id = await create(container, parameters=steps)
             await wait_for_status(container, execution_id, "running")
             nats.stop()
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the time under test: NATS is down for a while
             nats.start()
             state = await wait_for_status(container, execution_id, "completed", timeout=30)
             after = await create(container, parameters={"steps": []})
@@ -256,6 +270,7 @@ async def test_the_relay_carries_on_after_acknowledgements_that_never_came(
             nats.process.send_signal(signal.SIGSTOP)
             try:
                 await create(container)
+                # the time under test: more than two acknowledgement timeouts pass unanswered
                 await asyncio.sleep(ACK_TIMEOUT_SECONDS * 2 + 1)
             finally:
                 nats.process.send_signal(signal.SIGCONT)
@@ -284,7 +299,8 @@ async def test_an_orphan_is_found_by_a_monitor_that_never_saw_its_worker(
             await wait_for_status(container, execution_id, "running")
         doomed.send_signal(signal.SIGKILL)  # while no monitor runs
         doomed.wait()
-        await asyncio.sleep(PRESENCE_TTL_SECONDS + 1)  # its presence is gone, unseen
+        # the time under test: its presence expires while no monitor watches
+        await asyncio.sleep(PRESENCE_TTL_SECONDS + 1)
         async with running_stack(container, workers=1):  # a new monitor, knowing nothing
             state = await wait_for_status(container, execution_id, "completed", timeout=60)
         events = event_types(container, execution_id)

@@ -13,11 +13,13 @@ from domain.execution import commands as c
 from domain.execution.values import ToolOutcome
 from infra.bootstrap import Container
 from infra.keys import Role
+from tests.eventually import eventually_async
 from tests.integration.workers_harness import (
     ALICE,
     create,
     event_types,
     running_stack,
+    wait_for_relay,
     wait_for_status,
     worker_key,
 )
@@ -86,9 +88,13 @@ async def test_an_answer_resumes_the_run(container: Container) -> None:
 
 async def test_cancel_reaches_a_sleeping_agent_within_a_second(container: Container) -> None:
     async with running_stack(container):
-        execution_id = await create(container, parameters={"steps": [{"sleep": 60}]})
-        await wait_for_status(container, execution_id, "running")
-        await asyncio.sleep(0.2)
+        steps = [{"say": "going to sleep\n"}, {"sleep": 60}]
+        execution_id = await create(container, parameters={"steps": steps})
+        await eventually_async(  # the agent is at its sleep step, or about to be
+            lambda: asyncio.to_thread(event_types, container, execution_id),
+            lambda types: "OutputAppended" in types,
+            what="the agent to say it goes to sleep",
+        )
         asked = time.monotonic()
         await asyncio.to_thread(
             container.service.process_one, c.RequestCancel(execution_id, "no longer needed", ALICE)
@@ -143,7 +149,7 @@ async def test_higher_priority_runs_first(container: Container) -> None:
         low = await create(container, priority=-5, parameters={"steps": []})
         normal = await create(container, priority=0, parameters={"steps": []})
         high = await create(container, priority=5, parameters={"steps": []})
-        await asyncio.sleep(0.5)  # the relay publishes them
+        await wait_for_relay(container, container.service.recorder.max_notification_id() or 0)
     async with running_stack(container, concurrency=1):
         for execution_id in (low, normal, high):
             await wait_for_status(container, execution_id, "completed")
@@ -268,6 +274,8 @@ async def test_a_tenant_s_worker_runs_its_own_work_and_gives_the_rest_back(
             ours = await create(container, parameters={"steps": []})  # tenant default
             theirs = await create(container, tenant="acme", parameters={"steps": []})
             await wait_for_status(container, theirs, "completed")
+            # a chance for the wrong thing to happen (acme's worker running ours): an absence
+            # has no event to wait for
             await asyncio.sleep(0.5)
             assert (await asyncio.to_thread(container.service.state, ours)).status == "pending"
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +13,9 @@ from domain.execution.state import ExecutionState
 from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import Container
 from infra.keys import KeyStore, Role
+from infra.relay import relay_position
 from infra.services import BackgroundServices
+from tests.eventually import eventually_async
 from workers.agents import BUILTIN_AGENTS
 from workers.runtime import Worker
 
@@ -66,14 +67,24 @@ async def create(container: Container, agent: str = "script", **options: Any) ->
 async def wait_for_status(
     container: Container, execution_id: UUID, *statuses: str, timeout: float = 20
 ) -> ExecutionState:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = await asyncio.to_thread(container.service.state, execution_id)
-        if state.status in statuses:
-            return state
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{execution_id} is {state.status}, not {statuses}")
-        await asyncio.sleep(0.02)
+    return await eventually_async(
+        lambda: asyncio.to_thread(container.service.state, execution_id),
+        lambda state: state.status in statuses,
+        what=f"{execution_id} to be {' or '.join(statuses)}",
+        timeout=timeout,
+        interval=0.02,
+    )
+
+
+async def wait_for_relay(container: Container, position: int, timeout: float = 10) -> None:
+    """Until the relay has published (and JetStream acknowledged) the log up to ``position``."""
+    datastore = container.read_models.datastore
+    await eventually_async(
+        lambda: asyncio.to_thread(relay_position, datastore),
+        lambda tracked: tracked >= position,
+        what=f"the relay's tracked position to reach {position}",
+        timeout=timeout,
+    )
 
 
 def event_types(container: Container, execution_id: UUID) -> list[str]:

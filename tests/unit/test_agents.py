@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from domain.execution.values import FailureReason, InputKind, ToolOutcome
+from tests.eventually import eventually, eventually_async
 from tests.unit.fake_context import Artifact, Question, RecordingContext
 from workers.agent import AgentContext, AgentFailed
 from workers.agents import BUILTIN_AGENTS, UnknownAgent, resolve_agent
@@ -42,14 +43,15 @@ def seconds_until_cancelled(
     cancel: Callable[[asyncio.Task[Any]], None],
     while_running: Callable[[], Awaitable[None]] | None = None,
 ) -> float:
-    """Start the agent, give it 0.1 s, then ``while_running()``, then ``cancel(task)``;
-    return how long the agent took to end after that."""
+    """Start the agent, wait for ``while_running()`` (without it: give the agent 0.1 s),
+    then ``cancel(task)``; return how long the agent took to end after that."""
 
     async def scenario() -> float:
         task = asyncio.create_task(agent(context))
-        await asyncio.sleep(0.1)
         if while_running:
             await asyncio.wait_for(while_running(), 2)
+        else:  # nothing to see from outside: time for the agent to reach its step
+            await asyncio.sleep(0.1)
         cancelled_at = time.monotonic()
         cancel(task)
         with pytest.raises(asyncio.CancelledError):
@@ -218,7 +220,10 @@ def test_script_needs_a_list_of_steps(parameters: dict[str, Any], complaint: str
 def test_cancel_during_a_sleep_ends_the_script_at_once() -> None:
     context = script_context({"say": "napping"}, {"sleep": 30}, {"say": "awake"})
 
-    took = seconds_until_cancelled(script, context, set_cancelled(context))
+    async def napping() -> None:
+        await eventually_async(lambda: context.said, what="the script to say it naps")
+
+    took = seconds_until_cancelled(script, context, set_cancelled(context), napping)
 
     assert took < 1
     assert context.said == ["napping"]
@@ -227,7 +232,10 @@ def test_cancel_during_a_sleep_ends_the_script_at_once() -> None:
 def test_cancel_during_a_tool_call_ends_it_as_failed() -> None:
     context = script_context({"tool": "build", "seconds": 30}, {"say": "built"})
 
-    took = seconds_until_cancelled(script, context, set_cancelled(context))
+    async def building() -> None:
+        await eventually_async(lambda: context.tool_calls, what="the build tool call")
+
+    took = seconds_until_cancelled(script, context, set_cancelled(context), building)
 
     assert took < 1
     [call] = context.tool_calls
@@ -393,10 +401,9 @@ def is_gone(process: psutil.Process) -> bool:
 
 
 def assert_gone_soon(processes: list[psutil.Process]) -> None:
-    deadline = time.monotonic() + 1
-    while not all(is_gone(process) for process in processes) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert all(is_gone(process) for process in processes)
+    eventually(lambda: [process for process in processes if not is_gone(process)],
+               lambda alive: not alive, timeout=1, interval=0.02,
+               what="the command's processes to be gone")  # fmt: skip
 
 
 @pytest.mark.parametrize("cancel", ["event", "task"])
@@ -405,9 +412,12 @@ def test_cancelling_kills_the_running_command(cancel: str) -> None:
     running: dict[str, psutil.Process] = {}
 
     async def find_the_sleep() -> None:
-        while "sleep" not in running:
+        def seen() -> dict[str, psutil.Process]:
             running.update((child.name(), child) for child in children_of_this_test())
-            await asyncio.sleep(0.02)
+            return running
+
+        await eventually_async(seen, lambda found: "sleep" in found, interval=0.02,
+                               what="the command's sleep process")  # fmt: skip
 
     how = set_cancelled(context) if cancel == "event" else cancel_task
     took = seconds_until_cancelled(shell, context, how, while_running=find_the_sleep)
