@@ -120,6 +120,22 @@ def _run_attributes(execution: Any, run: Sequence[Any]) -> dict[str, Any]:
         attributes["agentboard.worker.id"] = workers[-1]
     if execution.failure_reason is not None:
         attributes["error.type"] = execution.failure_reason.value
+    return attributes | _usage_attributes(run)
+
+
+def _usage_attributes(run: Sequence[Any]) -> dict[str, Any]:
+    """The tokens this run's model calls used, as the GenAI conventions name them (the
+    model too, when the run used one)."""
+    reports = [event for event in run if isinstance(event, Execution.UsageRecorded)]
+    if not reports:
+        return {}
+    attributes: dict[str, Any] = {
+        "gen_ai.usage.input_tokens": sum(report.input_tokens for report in reports),
+        "gen_ai.usage.output_tokens": sum(report.output_tokens for report in reports),
+    }
+    models = {report.model for report in reports}
+    if len(models) == 1:
+        attributes["gen_ai.request.model"] = models.pop()
     return attributes
 
 

@@ -192,3 +192,22 @@ def test_a_created_event_stored_before_traceparent_existed_still_loads(
     assert entry.event.traceparent is None
     by_mapper = service.mapper.to_domain_event(notification)
     assert fold([by_mapper]).traceparent is None
+
+
+def test_a_run_s_token_usage_is_on_its_span_as_the_genai_conventions_name_it(
+    service: ExecutionService,
+) -> None:
+    execution_id = service.process_one(c.CreateExecution.new(
+        tenant="acme", agent_id="coder", worker_queue="gpu", prompt="p", created_by=ALICE,
+    )).execution.id  # fmt: skip
+    service.process_one(c.PickUp(execution_id, "w1", "claim"))
+    service.process_one(c.RecordUsage(execution_id, 1, "gpt-x", 1200, 300, "u1"))
+    service.process_one(c.RecordUsage(execution_id, 1, "gpt-x", 800, 100, "u2"))
+    service.process_one(c.Complete(execution_id, 1, {"ok": True}))
+
+    [run] = run_spans(service.timeline(execution_id), resource())
+
+    attributes = dict(run.attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == 2000
+    assert attributes["gen_ai.usage.output_tokens"] == 400
+    assert attributes["gen_ai.request.model"] == "gpt-x"
