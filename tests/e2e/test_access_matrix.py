@@ -39,6 +39,11 @@ class Row:
 
 
 NO_WEBHOOK = "wh_0000000000000000"  # no such webhook
+NO_PIPELINE = {"pipeline_id": "00000000-0000-0000-0000-000000000000"}  # no such pipeline
+PIPELINE = {  # one step on a queue without workers: it stays pending
+    "name": "matrix", "items": [{"id": "a"}],
+    "columns": [{"name": "one", "agent_id": "script", "worker_queue": "nobody"}],
+}  # fmt: skip
 CREATE = {"agent_id": "script", "worker_queue": IDLE, "prompt": "made by the matrix"}
 MATRIX: dict[str, Row] = {
     "listExecutions": Row(READ),
@@ -68,6 +73,12 @@ MATRIX: dict[str, Row] = {
     "deleteWebhook": Row(ADMIN, path_params={"webhook_id": NO_WEBHOOK}),
     "enableWebhook": Row(ADMIN, path_params={"webhook_id": NO_WEBHOOK}),
     "listWebhookDeliveries": Row(ADMIN, path_params={"webhook_id": NO_WEBHOOK}),
+    "startPipeline": Row(OPERATE, body=PIPELINE),
+    "listPipelines": Row(READ),
+    "getPipeline": Row(READ, path_params=NO_PIPELINE),
+    "streamPipeline": Row(READ, path_params=NO_PIPELINE, stream=True),
+    "cancelPipeline": Row(OPERATE, path_params=NO_PIPELINE),
+    "addPipelineItems": Row(OPERATE, body={"items": [{"id": "b"}]}, path_params=NO_PIPELINE),
 }  # fmt: skip
 
 
