@@ -117,7 +117,12 @@ def test_up_with_both_urls_set_starts_only_agentboards_processes(
     assert (stack["database_url"], stack["nats_url"]) == (
         outside["AGENTBOARD_DATABASE_URL"], outside["AGENTBOARD_NATS_URL"],
     )  # fmt: skip
-    assert sorted(_verb(command) for command in commands) == ["conductor", "projections", "relay", "worker"]
+    assert sorted(_verb(command) for command in commands) == [
+        "conductor",
+        "projections",
+        "relay",
+        "worker",
+    ]
     assert code == 0
 
 

@@ -13,6 +13,7 @@ from uuid import uuid4
 from eventsourcing.persistence import Notification
 
 from domain.application import ExecutionService
+from domain.execution import commands as c
 from infra.bootstrap import Container
 from projections.engine.log import KNOWN_EVENTS, LoggedEvent, LogReader, Undecodable
 from tests.integration.test_projection_rebuild import act
@@ -42,6 +43,9 @@ def every_kind_of_event(service: ExecutionService) -> None:
         for step, operation in enumerate(life):
             act(service, [execution_id], operation, 0, step)
     run_to_completion(service, create(service))
+    used = create(service)  # a model's token usage, reported by its run
+    service.process_one(c.PickUp(used, "w-usage", "claim-usage"))
+    service.process_one(c.RecordUsage(used, 1, "gpt-x", 1200, 300, "usage-1", cost_usd=0.01))
 
 
 def store_created(database_url: str, service: ExecutionService, **changes: Any) -> int:

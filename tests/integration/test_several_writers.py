@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from domain.application import ExecutionService
+from domain.execution import commands as c
 from domain.execution.errors import LeaseLost
 from domain.execution.values import Actor, ActorKind
 from infra.bootstrap import event_store
@@ -33,17 +34,19 @@ def test_a_report_to_another_api_is_decided_on_the_stored_execution(
     two_writers: list[ExecutionService],
 ) -> None:
     first, second = two_writers
-    execution_id = first.create(
-        tenant="default",
-        agent_id="script",
-        worker_queue="default",
-        prompt="p",
-        created_by=ALICE,
+    execution_id = first.process_one(
+        c.CreateExecution.new(
+            tenant="default",
+            agent_id="script",
+            worker_queue="default",
+            prompt="p",
+            created_by=ALICE,
+        )
     ).execution.id  # fmt: skip  (the first keeps it cached at lease 0)
-    lease = second.pick_up(execution_id, "worker-1", "claim-1").lease  # lease 1, stored
+    lease = second.process_one(c.PickUp(execution_id, "worker-1", "claim-1")).execution.lease
 
-    output = first.append_output(execution_id, lease, "hello", 1)  # a report, to the first
-    done = first.complete(execution_id, lease, {"ok": True})
+    output = first.process_one(c.AppendOutput(execution_id, lease, "hello", 1))  # to the first
+    done = first.process_one(c.Complete(execution_id, lease, {"ok": True}))
 
     assert output.execution.lease == lease == 1
     assert done.execution.status == "completed"
@@ -56,11 +59,13 @@ def test_a_refusal_that_the_stored_execution_confirms_stands(
     two_writers: list[ExecutionService],
 ) -> None:
     first, second = two_writers
-    execution_id = first.create(
+    execution_id = first.process_one(c.CreateExecution.new(
         tenant="default", agent_id="script", worker_queue="default", prompt="p",
         created_by=ALICE,
-    ).execution.id  # fmt: skip
-    second.pick_up(execution_id, "worker-1", "claim-1")
+    )).execution.id  # fmt: skip
+    second.process_one(c.PickUp(execution_id, "worker-1", "claim-1"))
 
     with pytest.raises(LeaseLost):
-        first.append_output(execution_id, 7, "from a worker with a lease it never had", 1)
+        first.process_one(
+            c.AppendOutput(execution_id, 7, "from a worker with a lease it never had", 1)
+        )
