@@ -401,8 +401,10 @@ def is_gone(process: psutil.Process) -> bool:
 
 
 def assert_gone_soon(processes: list[psutil.Process]) -> None:
+    # gone, not left to run its 30 s: how fast the agent stops is `took` (< 1 s); reaping
+    # the killed processes on a loaded machine is the kernel's time, not the agent's
     eventually(lambda: [process for process in processes if not is_gone(process)],
-               lambda alive: not alive, timeout=1, interval=0.02,
+               lambda alive: not alive, timeout=5, interval=0.02,
                what="the command's processes to be gone")  # fmt: skip
 
 
